@@ -1,0 +1,165 @@
+"""Weights in and out: hub ids, timm names, local directories and saved experts (safetensors only)."""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from experts.base import CONFIG_FILE, WEIGHTS_FILE
+from experts.config import ExpertConfig
+from experts.errors import ExpertConfigError, ExpertLoadError
+
+logger = logging.getLogger(__name__)
+
+_HF_SKIP = {"transformers_version", "architectures", "dtype", "torch_dtype", "model_type"}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def looks_like_path(source: str) -> bool:
+    return source.startswith(("/", ".", "~")) or Path(source).expanduser().exists()
+
+
+def saved_expert_dir(source: str | None) -> Path | None:
+    """The directory if `source` is one written by VisionExpert.save_pretrained."""
+    if not source:
+        return None
+    p = Path(source).expanduser()
+    return p if (p / CONFIG_FILE).is_file() else None
+
+
+# ---- transformers ------------------------------------------------------------------------------
+def hf_config(config_cls, cfg: ExpertConfig):
+    """A transformers config from `cfg.arch`; unknown keys are an error naming them."""
+    params = set(inspect.signature(config_cls.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(cfg.arch) - params)
+    if unknown:
+        raise ExpertConfigError(f"expert {cfg.name!r}: unknown {config_cls.__name__} keys in arch: {', '.join(unknown)}")
+    return config_cls(**cfg.arch)
+
+
+def hf_arch(config) -> dict[str, Any]:
+    """The non-default fields of a transformers config, as arch kwargs."""
+    params = set(inspect.signature(type(config).__init__).parameters)
+    return {k: v for k, v in config.to_diff_dict().items() if k in params and k not in _HF_SKIP}
+
+
+def hf_model_type(cfg: ExpertConfig) -> str | None:
+    """`model_type` of the checkpoint at `cfg.source` (to tell a full model from its encoder)."""
+    from transformers import PretrainedConfig
+
+    src = cfg.source
+    if looks_like_path(src) and not Path(src).expanduser().is_dir():
+        raise ExpertLoadError(f"expert {cfg.name!r}: weight directory {src!r} does not exist")
+    try:
+        return PretrainedConfig.get_config_dict(str(Path(src).expanduser()) if looks_like_path(src) else src)[0].get("model_type")
+    except Exception as exc:
+        raise ExpertLoadError(f"expert {cfg.name!r}: cannot read a config from {src!r} ({_first_line(exc)})") from exc
+
+
+def load_hf(model_cls, cfg: ExpertConfig, submodule: str | None = None) -> nn.Module:
+    """`model_cls.from_pretrained(source)`; with `submodule`, the model is the full checkpoint's
+    class and its `submodule` (e.g. Pix2Struct's "encoder") is returned. Missing weights are an error."""
+    src = cfg.source
+    if looks_like_path(src) and not Path(src).expanduser().is_dir():
+        raise ExpertLoadError(f"expert {cfg.name!r}: weight directory {src!r} does not exist")
+    try:
+        model, info = model_cls.from_pretrained(str(Path(src).expanduser()) if looks_like_path(src) else src,
+                                                output_loading_info=True)
+    except Exception as exc:  # hub unreachable, no weight file, bad config: one clear error
+        raise ExpertLoadError(f"expert {cfg.name!r}: cannot load {model_cls.__name__} weights from {src!r} ({_first_line(exc)})") from exc
+    missing = list(info.get("missing_keys") or [])
+    if submodule:
+        missing = [k for k in missing if k.startswith(submodule + ".")]
+        model = getattr(model, submodule)
+    if missing:
+        raise ExpertLoadError(
+            f"expert {cfg.name!r}: {len(missing)} weights missing in {src!r} (e.g. {missing[0]}); refusing a partial random init"
+        )
+    logger.info("expert %s: loaded %s from %s", cfg.name, model_cls.__name__, src)
+    return model
+
+
+# ---- timm --------------------------------------------------------------------------------------
+def timm_kwargs(cfg: ExpertConfig, fixed: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    arch = dict(cfg.arch)
+    name = arch.pop("model_name", None)
+    if not name:
+        raise ExpertConfigError(f"expert {cfg.name!r}: a timm expert needs arch.model_name")
+    arch.update(fixed)
+    return name, arch
+
+
+def create_timm(cfg: ExpertConfig, fixed: dict[str, Any]) -> nn.Module:
+    import timm
+
+    name, kwargs = timm_kwargs(cfg, fixed)
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except (TypeError, RuntimeError) as exc:
+        raise ExpertConfigError(f"expert {cfg.name!r}: timm cannot build {name!r} from arch ({_first_line(exc)})") from exc
+
+
+def load_timm(cfg: ExpertConfig, fixed: dict[str, Any]) -> nn.Module:
+    import timm
+
+    name, kwargs = timm_kwargs(cfg, fixed)
+    src = cfg.source
+    try:
+        if looks_like_path(src):
+            p = Path(src).expanduser()
+            files = [p] if p.is_file() else sorted(p.glob("*.safetensors")) if p.is_dir() else []
+            if not files or files[0].suffix != ".safetensors":
+                raise ExpertLoadError(f"expert {cfg.name!r}: no .safetensors weight file at {src!r}")
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(files[0])}, **kwargs)
+        else:
+            model = timm.create_model(src, pretrained=True, **kwargs)
+    except ExpertLoadError:
+        raise
+    except Exception as exc:  # hub unreachable, missing keys (strict load), bad file
+        raise ExpertLoadError(f"expert {cfg.name!r}: cannot load timm weights from {src!r} ({_first_line(exc)})") from exc
+    logger.info("expert %s: loaded timm %s from %s", cfg.name, name, src)
+    return model
+
+
+# ---- saved experts -----------------------------------------------------------------------------
+def read_saved_config(directory: str | Path) -> ExpertConfig:
+    d = Path(directory).expanduser()
+    path = d / CONFIG_FILE
+    if not path.is_file():
+        raise ExpertLoadError(f"no saved expert at {str(d)!r} ({CONFIG_FILE} missing)")
+    if not (d / WEIGHTS_FILE).is_file():
+        raise ExpertLoadError(f"saved expert {str(d)!r} has no {WEIGHTS_FILE}")
+    try:
+        return ExpertConfig.model_validate(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise ExpertLoadError(f"{path}: not a valid expert config ({_first_line(exc)})") from exc
+
+
+def read_saved_weights(directory: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    state = load_file(str(Path(directory).expanduser() / WEIGHTS_FILE))
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def load_saved_backbone(expert_cls, cfg: ExpertConfig) -> nn.Module:
+    """pretrained=True with `source` = a saved expert dir: rebuild its arch, load its weights."""
+    saved = read_saved_config(cfg.source)
+    if saved.family != cfg.family:
+        raise ExpertLoadError(f"expert {cfg.name!r}: {cfg.source!r} holds a {saved.family!r} expert, not {cfg.family!r}")
+    backbone = expert_cls.build_backbone(saved)
+    try:
+        backbone.load_state_dict(read_saved_weights(cfg.source, "backbone."), strict=True)
+    except RuntimeError as exc:
+        raise ExpertLoadError(f"expert {cfg.name!r}: weights in {cfg.source!r} do not fit ({_first_line(exc)})") from exc
+    return backbone

@@ -1,0 +1,63 @@
+"""Name -> thing registries (families, presets, fusions) and the factories that use them."""
+from __future__ import annotations
+
+from experts.base import VisionExpert
+from experts.clip import ClipExpert
+from experts.config import ExpertConfig
+from experts.convnext import ConvNextExpert
+from experts.dinov2 import Dinov2Expert
+from experts.errors import UnknownNameError
+from experts.eva02 import Eva02Expert
+from experts.loading import read_saved_config, read_saved_weights
+from experts.pix2struct import Pix2StructExpert
+from experts.presets import PRESETS
+from experts.sam import SamExpert
+
+EXPERT_FAMILIES: dict[str, type[VisionExpert]] = {
+    cls.family: cls for cls in (ClipExpert, ConvNextExpert, SamExpert, Dinov2Expert, Pix2StructExpert, Eva02Expert)
+}
+
+
+def get_family(name: str) -> type[VisionExpert]:
+    try:
+        return EXPERT_FAMILIES[name]
+    except KeyError:
+        raise UnknownNameError("expert family", name, EXPERT_FAMILIES) from None
+
+
+def get_preset(name: str) -> ExpertConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UnknownNameError("expert preset", name, PRESETS) from None
+
+
+def build_expert(cfg: ExpertConfig | str) -> VisionExpert:
+    """A VisionExpert from a config (or preset name): weights from `source` when pretrained."""
+    if isinstance(cfg, str):
+        cfg = get_preset(cfg)
+    cls = get_family(cfg.family)
+    backbone = cls.load_backbone(cfg) if cfg.pretrained else None
+    return cls(cfg, backbone)
+
+
+def load_expert(directory) -> VisionExpert:
+    """Read back what VisionExpert.save_pretrained wrote (strict: every weight must fit)."""
+    cfg = read_saved_config(directory)
+    expert = get_family(cfg.family)(cfg)
+    expert.load_state_dict(read_saved_weights(directory), strict=True)
+    return expert
+
+
+def fusions() -> dict:
+    """The fusion registry (experts.fusion.FUSIONS), imported on first use."""
+    from experts.fusion import FUSIONS
+
+    return FUSIONS
+
+
+def build_fusion(name: str, in_dims: list[int], num_tokens: int, **options):
+    known = fusions()
+    if name not in known:
+        raise UnknownNameError("fusion", name, known)
+    return known[name](list(in_dims), num_tokens, **options)

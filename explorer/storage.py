@@ -1,0 +1,183 @@
+"""Optuna RDB storage (SQLite by default, PostgreSQL for many workers), heartbeats, pruners, and
+the planner lock that makes enqueueing a round atomic across controllers."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import threading
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from explorer.study import StudyError, StudySpec
+
+logger = logging.getLogger(__name__)
+
+PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+}
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+FINGERPRINT_ATTR = "eagle:fingerprint"
+
+
+class StorageError(RuntimeError):
+    """The study database is unusable (unsupported URL, unreachable server, mismatching study)."""
+
+
+def normalize_storage_url(url: str) -> str:
+    """`postgresql://` means psycopg2 (the declared dependency): SQLAlchemy 2.1 would pick psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url  # _backend() reports malformed URLs
+    if parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
+def default_storage_url(workdir: str | Path) -> str:
+    return f"sqlite:///{Path(workdir).resolve() / 'study.db'}"
+
+
+def build_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    name = spec.pruner.type
+    if name not in PRUNERS:
+        raise StudyError(f"{spec.source}: pruner.type: unknown pruner {name!r} (known: {', '.join(PRUNERS)})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return PRUNERS[name](**spec.pruner.options)
+    except (TypeError, ValueError) as err:
+        raise StudyError(f"{spec.source}: pruner.options: {err}") from None
+
+
+def _backend(url: str) -> str:
+    try:
+        return make_url(url).get_backend_name()
+    except Exception:  # sqlalchemy raises ArgumentError for malformed URLs
+        raise StorageError(f"{url}: not a database URL (e.g. sqlite:///study.db, postgresql://host/db)") from None
+
+
+def check_storage(spec: StudySpec) -> None:
+    """Cheap checks before anything runs: URL form and pruner options."""
+    build_pruner(spec)
+    if spec.storage is not None:
+        try:
+            backend = _backend(spec.storage)
+        except StorageError as err:
+            raise StudyError(f"{spec.source}: storage: {err}") from None
+        if backend not in SUPPORTED_BACKENDS:
+            raise StudyError(f"{spec.source}: storage: unsupported database {backend!r} "
+                             f"(supported: {', '.join(SUPPORTED_BACKENDS)})")
+
+
+def make_storage(spec: StudySpec, storage_url: str) -> optuna.storages.RDBStorage:
+    storage_url = normalize_storage_url(storage_url)
+    backend = _backend(storage_url)
+    if backend not in SUPPORTED_BACKENDS:
+        raise StorageError(f"{storage_url}: unsupported database {backend!r} (supported: {', '.join(SUPPORTED_BACKENDS)})")
+    engine_kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        db = make_url(storage_url).database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": 60}  # heartbeat threads write concurrently
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                storage_url, engine_kwargs=engine_kwargs,
+                heartbeat_interval=spec.heartbeat_interval_s, grace_period=spec.grace_period_s,
+            )
+    except Exception as err:  # connection refused, missing database, bad credentials
+        raise StorageError(f"{storage_url}: cannot open the study database: {str(err).splitlines()[0]}") from None
+
+
+def open_study(spec: StudySpec, storage_url: str, *, create: bool = True,
+               storage: optuna.storages.RDBStorage | None = None,
+               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create or load the study; a resumed study must have been created from the same
+    strategy, search space and objective (its fingerprint is stored in the study)."""
+    storage = storage or make_storage(spec, storage_url)
+    if sampler is None:
+        sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+    pruner = build_pruner(spec)
+    exists = spec.name in {s.study_name for s in storage.get_all_studies()}
+    if not exists and not create:
+        raise StorageError(f"{storage_url}: no study named {spec.name!r} to join (start it with `eagle-explore run`)")
+    study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.objective.direction,
+                                sampler=sampler, pruner=pruner, load_if_exists=True)
+    fp = spec.fingerprint()
+    study_id = storage.get_study_id_from_name(spec.name)
+    stored = storage.get_study_system_attrs(study_id).get(FINGERPRINT_ATTR)
+    if stored is None:
+        storage.set_study_system_attr(study_id, FINGERPRINT_ATTR, fp)
+    elif stored != fp:
+        raise StorageError(f"{storage_url}: study {spec.name!r} was created from a different strategy, search "
+                           "space or objective; use a new study name")
+    logger.info("study %r at %s: %d trials stored", spec.name, storage_url, len(study.trials))
+    if study.direction.name.lower() != spec.objective.direction:
+        raise StorageError(f"{storage_url}: study {spec.name!r} is stored as {study.direction.name.lower()}")
+    return study
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """RUNNING trials whose heartbeat stopped (their controller died) become FAIL, to be re-run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+_ENGINES: dict[str, sqlalchemy.Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine(url: str) -> sqlalchemy.Engine:
+    url = normalize_storage_url(url)
+    with _ENGINES_LOCK:
+        if url not in _ENGINES:
+            _ENGINES[url] = sqlalchemy.create_engine(url, pool_pre_ping=True)
+        return _ENGINES[url]
+
+
+@contextlib.contextmanager
+def planner_lock(storage_url: str, study_name: str) -> Iterator[None]:
+    """Exclusive across processes (and machines, for PostgreSQL) while a controller reads the
+    trials and enqueues the missing ones. Released by the OS/server if the holder dies."""
+    backend = _backend(storage_url)
+    if backend == "sqlite":
+        db = make_url(storage_url).database
+        if not db or db == ":memory:":
+            yield
+            return
+        lock_path = Path(f"{db}.{study_name}.lock")
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    elif backend == "postgresql":
+        key = zlib.crc32(f"eagle-explorer:{study_name}".encode())  # fits a signed bigint
+        with _engine(storage_url).connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    else:
+        raise StorageError(f"{storage_url}: no planner lock for {backend!r} (supported: {', '.join(SUPPORTED_BACKENDS)})")

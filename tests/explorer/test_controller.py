@@ -1,0 +1,182 @@
+"""Controller behaviour with scripted runners: retries, failures, pruning, budget, tracker calls."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from explorer.controller import run_study, run_worker
+from explorer.storage import StorageError, default_storage_url, open_study
+from explorer.study import parse_study
+from test_study_fixtures import PAPER_AVG, PAPER_PATH, SleepyRunner, paper_runner, study_data
+
+GREEDY = {"type": "greedy", "base": ["A", "B"]}
+
+
+def _spec(tmp_path, strategy=GREEDY, **extra):
+    return parse_study(study_data("ctl", strategy, **extra), "ctl.yaml", tmp_path)
+
+
+def _trials(spec, tmp_path):
+    return open_study(spec, default_storage_url(tmp_path)).get_trials()
+
+
+def test_failing_trial_is_retried_then_recorded_and_the_study_finishes(tmp_path):
+    attempts: dict[str, int] = {}
+
+    def runner(job):
+        experts = job.user_attrs["experts"]
+        attempts[experts] = attempts.get(experts, 0) + 1
+        assert job.user_attrs["attempt"] == attempts[experts] - 1
+        if experts == "A+B+D":
+            raise RuntimeError("rank 1 killed by signal 9")
+        if experts == "A+B+F" and attempts[experts] == 1:
+            raise RuntimeError("transient NCCL timeout")
+        return paper_runner(job)
+
+    spec = _spec(tmp_path, retries=1)
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=runner)
+    assert outcome.finished and outcome.greedy_path == PAPER_PATH
+    trials = _trials(spec, tmp_path)
+    d = [t for t in trials if t.user_attrs["experts"] == "A+B+D"]
+    assert [t.state for t in d] == [TrialState.FAIL, TrialState.FAIL]  # first run + one retry
+    assert all("rank 1 killed" in t.user_attrs["error"] and t.user_attrs["log"].endswith("logs") for t in d)
+    f = [t for t in trials if t.user_attrs["experts"] == "A+B+F"]
+    assert [t.state for t in f] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert f[1].params == f[0].params and f[1].user_attrs["attempt"] == 1
+    assert outcome.n_failed == 3 and outcome.n_complete == 10
+    round1 = {c["experts"]: c["states"] for c in outcome.path[1]["candidates"]}
+    assert round1["A+B+D"] == ["failed"] and round1["A+B+F"] == ["complete"]
+
+
+def test_result_without_objective_or_nan_is_a_failure(tmp_path):
+    def runner(job):
+        if job.user_attrs["experts"] == "A+B+C":
+            return {"scores": {}}
+        if job.user_attrs["experts"] == "A+B+D":
+            return {"objective": float("nan")}
+        return paper_runner(job)
+
+    spec = _spec(tmp_path, strategy={**GREEDY, "max_size": 3})
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=runner)
+    errors = {t.user_attrs["experts"]: t.user_attrs.get("error") for t in _trials(spec, tmp_path)}
+    assert "no numeric 'objective'" in errors["A+B+C"] and errors["A+B+D"] == "objective is NaN"
+    assert outcome.best_experts == "A+B+F"
+
+
+def test_pruner_stops_weak_candidates_and_greedy_skips_them(tmp_path):
+    steps_run: dict[str, int] = {}
+
+    def runner(job):  # streams four eval scores; the objective is the paper's Avg
+        experts = job.user_attrs["experts"]
+        for step in range(4):
+            steps_run[experts] = step + 1
+            if job.report(step * 10, PAPER_AVG[frozenset(experts.split("+"))]):
+                raise optuna.TrialPruned()
+        return paper_runner(job)
+
+    spec = _spec(tmp_path, strategy={**GREEDY, "max_size": 3},
+                 pruner={"type": "median", "options": {"n_startup_trials": 1, "n_warmup_steps": 0}})
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=runner)
+    by_set = {t.user_attrs["experts"]: t for t in _trials(spec, tmp_path)}
+    assert by_set["A+B+D"].state == TrialState.PRUNED and steps_run["A+B+D"] == 1
+    assert by_set["A+B+D"].intermediate_values == {0: pytest.approx(653.6)}
+    assert by_set["A+B+F"].state == TrialState.COMPLETE and steps_run["A+B+F"] == 4
+    assert outcome.n_pruned >= 1 and outcome.finished and outcome.best_experts == "A+B+F"
+    states = {c["experts"]: c["states"] for c in outcome.path[1]["candidates"]}
+    assert states["A+B+D"] == ["pruned"]
+
+
+def test_tracker_and_progress_are_called(tmp_path):
+    calls = []
+
+    class Tracker:
+        def on_study_start(self, study):
+            calls.append(("study", study.study_name))
+
+        def on_trial_start(self, study, number, trial_dir):
+            calls.append(("start", number, trial_dir.name))
+
+        def on_trial_end(self, study, frozen, trial_dir):
+            calls.append(("end", frozen.number, frozen.state.name, trial_dir.exists()))
+
+    progress = []
+    spec = _spec(tmp_path, strategy={**GREEDY, "max_size": 3})
+    run_study(spec, default_storage_url(tmp_path), tmp_path, tracker=Tracker(), runner=paper_runner,
+              progress=progress.append)
+    assert calls[0] == ("study", "ctl")
+    assert [c for c in calls if c[0] == "start"] == [("start", n, str(n)) for n in range(5)]
+    assert sorted(c[1] for c in calls if c[0] == "end") == list(range(5))
+    assert all(c[2] == "COMPLETE" and c[3] for c in calls if c[0] == "end")
+    last = progress[-1]
+    assert set(last) == {"round", "done", "running", "failed", "best_value", "best_experts", "elapsed_s", "eta_s"}
+    assert (last["round"], last["done"], last["running"], last["best_experts"]) == (1, 5, 0, "A+B+F")
+
+
+def test_budget_max_trials_stops_the_study(tmp_path):
+    spec = _spec(tmp_path, budget={"max_trials": 3})
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=paper_runner)
+    assert not outcome.finished and "max_trials=3" in outcome.stopped_reason
+    assert len(_trials(spec, tmp_path)) == 3
+
+
+def test_timeout_lets_running_trials_finish_then_stops(tmp_path):
+    spec = _spec(tmp_path, budget={"timeout_s": 0.3})
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=SleepyRunner(0.5))
+    trials = _trials(spec, tmp_path)
+    assert not outcome.finished and outcome.stopped_reason.startswith("timeout")
+    assert 1 <= len([t for t in trials if t.state == TrialState.COMPLETE]) < 11
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_a_worker_needs_an_existing_study(tmp_path):
+    with pytest.raises(StorageError, match="no study named 'ctl' to join"):
+        run_worker(_spec(tmp_path), default_storage_url(tmp_path), tmp_path, runner=paper_runner)
+
+
+def test_two_controllers_on_one_sqlite_study_share_the_work(tmp_path):
+    import threading
+    from collections import Counter
+
+    runs = []
+
+    class Recording(SleepyRunner):
+        def __call__(self, job):
+            runs.append((threading.current_thread().name, job.user_attrs["key"]))
+            return super().__call__(job)
+
+    spec = _spec(tmp_path, resources={"max_concurrent_trials": 2})
+    run_study(spec, default_storage_url(tmp_path), tmp_path, runner=Recording(0.0))  # creates; runs all
+    runs.clear()
+    # a generous grace period: on a loaded machine a late heartbeat would (correctly) re-run a trial
+    spec2 = parse_study(study_data("ctl2", GREEDY, resources={"max_concurrent_trials": 2}, grace_period_s=30),
+                        "ctl2.yaml", tmp_path)
+    outcomes = []
+    threads = [threading.Thread(target=lambda: outcomes.append(
+        run_study(spec2, default_storage_url(tmp_path), tmp_path, runner=Recording(0.15)))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [o.greedy_path for o in outcomes] == [PAPER_PATH, PAPER_PATH]
+    per_key = Counter(key for _, key in runs)
+    assert len(per_key) == 11 and set(per_key.values()) == {1}
+    trials = _trials(spec2, tmp_path)
+    assert len(trials) == 11 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_interrupted_controller_marks_its_trials_and_a_rerun_completes_them(tmp_path):
+    def interrupting(job):
+        if job.user_attrs["experts"] == "A+B+E":
+            raise KeyboardInterrupt  # Ctrl-C in the middle of round 1
+        return paper_runner(job)
+
+    spec = _spec(tmp_path)  # retries=0: an interruption is not a failure of the trial
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, default_storage_url(tmp_path), tmp_path, runner=interrupting)
+    trials = _trials(spec, tmp_path)
+    cut = [t for t in trials if t.state == TrialState.FAIL]
+    assert cut and all(t.user_attrs.get("interrupted") and "error" not in t.user_attrs for t in cut)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=paper_runner)
+    assert outcome.finished and outcome.greedy_path == PAPER_PATH and outcome.n_complete == 11

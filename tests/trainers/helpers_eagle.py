@@ -1,0 +1,44 @@
+"""Shared builders for the trial-engine tests (tiny, local, random init); also used by test_eval_cli.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_YAML = ROOT / "studies" / "trials" / "tiny.yaml"
+
+TEXTS = ["a red circle on a white background", "what colour is the shape ?", "red", "blue square",
+         "how many circles are there ?", "three", "the word is cat"]
+
+
+def tiny_tokenizer(tmp_path: Path):
+    from trainers.data.tokenizer import build_word_tokenizer
+
+    return build_word_tokenizer(TEXTS, tmp_path / "tok")
+
+
+def tiny_model(tmp_path: Path, experts=("tiny-clip", "tiny-convnext"), fusion="channel_concat",
+               projector="mlp2x_gelu", seed: int = 0):
+    from experts import get_preset
+    from trainers.spec import LLMSpec
+    from trainers.stages import build_model
+
+    tok = tiny_tokenizer(tmp_path)
+    return build_model([get_preset(e) for e in experts], fusion, {}, projector, LLMSpec(preset="tiny-llama"),
+                       tok, seed)
+
+
+def tiny_spec_dict(**train_overrides) -> dict:
+    """studies/trials/tiny.yaml, smaller (fewer examples, capped steps) for multi-process tests."""
+    d = yaml.safe_load(TINY_YAML.read_text())
+    d["data"]["synthetic"].update(n_pretrain=64, n_sft=64, n_heldout=16)
+    for st in d["train"]["stages"].values():
+        st.update(epochs=1, global_batch_size=8, micro_batch_size=2)
+    d["train"].update(train_overrides)
+    return d
+
+
+def write_spec(d: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path

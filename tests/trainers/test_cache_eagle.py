@@ -1,0 +1,72 @@
+"""Stage-1 cache: content-hash keys, atomic commit, a lock that serialises concurrent trials."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainers.cache import Stage1Cache, file_identity, stage1_key
+
+BASE = dict(expert_config={"name": "tiny-clip", "input_size": 64}, align_llm={"preset": "tiny-llama"},
+            data_identity={"synthetic": "abc"}, hyper_params={"lr": 1e-3}, seed=0, template="plain",
+            projector="mlp2x_gelu")
+
+
+def test_key_is_stable_and_changes_with_every_input():
+    k = stage1_key(**BASE)
+    assert k == stage1_key(**dict(BASE)) and len(k) == 24
+    changes = dict(expert_config={"name": "tiny-clip", "input_size": 96}, align_llm={"preset": "small-llama"},
+                   data_identity={"synthetic": "abd"}, hyper_params={"lr": 2e-3}, seed=1, template="vicuna_v1",
+                   projector="linear")
+    keys = {stage1_key(**{**BASE, field: value}) for field, value in changes.items()}
+    assert len(keys) == len(changes) and k not in keys
+
+
+def test_file_identity_follows_content(tmp_path):
+    p = tmp_path / "d.json"
+    p.write_text("[1]")
+    a = file_identity(p)
+    p.write_text("[2]")
+    assert file_identity(p) != a
+
+
+def test_commit_is_atomic_and_readable(tmp_path):
+    cache = Stage1Cache(tmp_path)
+    assert not cache.has("k1")
+    with pytest.raises(FileNotFoundError, match="no completed entry"):
+        cache.expert_dir("k1")
+
+    def broken(d: Path):
+        d.mkdir()
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        cache.commit("k1", broken, {})
+    assert not cache.has("k1")  # a failed write leaves no entry
+    cache.commit("k1", lambda d: (d.mkdir(), (d / "w").write_text("x")), {"expert": "e"})
+    assert cache.has("k1") and (cache.expert_dir("k1") / "w").read_text() == "x"
+    assert cache.meta("k1")["expert"] == "e"
+
+
+HOLDER = """
+import sys, time
+from trainers.cache import Stage1Cache
+root, key, log, tag = sys.argv[1:]
+with Stage1Cache(root).lock(key, poll_s=0.02):
+    open(log, "a").write(tag + " in\\n")
+    time.sleep(0.4)
+    open(log, "a").write(tag + " out\\n")
+"""
+
+
+def test_lock_excludes_a_second_process(tmp_path):
+    log = tmp_path / "log"
+    root = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path), "k", str(log), t], cwd=root)
+             for t in "ab"]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert [x[1] for x in lines] == ["in", "out", "in", "out"]  # never both inside
+    assert lines[0][0] == lines[1][0] and lines[2][0] == lines[3][0]

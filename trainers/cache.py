@@ -1,0 +1,107 @@
+"""Stage-1 (pre-alignment) cache: an expert's aligned weights keyed by a content hash of everything
+that determines them, shared by every trial of a study (cache_dir/stage1/<hash>/)."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+META = "meta.json"
+
+
+def file_identity(path: str | Path) -> dict[str, Any]:
+    """Content hash of a data file (sha256), so a changed file changes the key."""
+    path = Path(path)
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"file": path.name, "sha256": h.hexdigest()}
+
+
+def stage1_key(expert_config: dict[str, Any], align_llm: dict[str, Any], data_identity: dict[str, Any],
+               hyper_params: dict[str, Any], seed: int, template: str, projector: str) -> str:
+    """sha256 over a canonical JSON of what determines the stage-1 result."""
+    blob = {"v": CACHE_VERSION, "expert": expert_config, "llm": align_llm, "data": data_identity,
+            "hp": hyper_params, "seed": seed, "template": template, "projector": projector}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class Stage1Cache:
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.root = Path(cache_dir) / "stage1"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def has(self, key: str) -> bool:
+        return (self.path(key) / META).is_file()
+
+    def expert_dir(self, key: str) -> Path:
+        if not self.has(key):
+            raise FileNotFoundError(f"stage-1 cache {self.path(key)}: no completed entry")
+        return self.path(key) / "expert"
+
+    def meta(self, key: str) -> dict[str, Any]:
+        return json.loads((self.path(key) / META).read_text())
+
+    @contextmanager
+    def lock(self, key: str, poll_s: float = 0.5) -> Iterator[None]:
+        """Exclusive across processes and trials (flock); the holder trains, the others wait and reuse."""
+        lock_path = self.root / f"{key}.lock"
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        waited = False
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited:
+                        logger.info("stage-1 %s is being trained by another trial; waiting", key)
+                        waited = True
+                    time.sleep(poll_s)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def try_lock(self, key: str) -> int | None:
+        """Non-blocking form of `lock`: a descriptor to pass to `unlock`, or None when another holds it."""
+        fd = os.open(self.root / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    @staticmethod
+    def unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def commit(self, key: str, write_expert, meta: dict[str, Any]) -> Path:
+        """Atomically publish an entry: write_expert(dir) fills a temporary dir that is then renamed."""
+        final = self.path(key)
+        tmp = self.root / f".tmp_{key}_{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        write_expert(tmp / "expert")
+        (tmp / META).write_text(json.dumps({**meta, "key": key, "created": time.time()}, indent=2))
+        if final.exists():  # an incomplete leftover (no meta): replace it
+            shutil.rmtree(final)
+        tmp.rename(final)
+        logger.info("stage-1 cache: stored %s", final)
+        return final

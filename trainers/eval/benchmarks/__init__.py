@@ -1,0 +1,38 @@
+"""The benchmark registry: name -> harness. A data root holds one folder per benchmark, named as here
+(<data_root>/gqa, <data_root>/pope, ...), each in the layout its module documents."""
+from __future__ import annotations
+
+from trainers.eval.base import Benchmark, UnknownBenchmarkError
+from trainers.eval.benchmarks.gqa import GQA
+from trainers.eval.benchmarks.mme import MME
+from trainers.eval.benchmarks.mmmu import MMMU
+from trainers.eval.benchmarks.ocrbench import OCRBench
+from trainers.eval.benchmarks.pope import POPE
+from trainers.eval.benchmarks.scienceqa_img import ScienceQAImg
+from trainers.eval.benchmarks.textvqa import TextVQA
+
+BENCHMARKS: dict[str, type[Benchmark]] = {
+    "gqa": GQA,
+    "textvqa": TextVQA,
+    "pope": POPE,
+    "mme": MME,
+    "scienceqa_img": ScienceQAImg,
+    "ocrbench": OCRBench,
+    "mmmu": MMMU,
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise UnknownBenchmarkError("benchmark", name, BENCHMARKS)
+    return BENCHMARKS[name]()
+
+
+def parse_benchmark_list(text: str | list[str]) -> list[str]:
+    """"gqa,pope" or a list -> validated names (unknown -> error listing the known ones)."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise ValueError(f"no benchmark names given; known: {', '.join(BENCHMARKS)}")
+    for n in names:
+        get_benchmark(n)
+    return list(dict.fromkeys(names))

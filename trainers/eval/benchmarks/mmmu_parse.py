@@ -1,0 +1,108 @@
+"""MMMU's reference answer parsing (multiple choice, open answers, numbers) and its matching rules.
+
+Follows the MMMU evaluation's parse_multi_choice_response / parse_open_response / eval_open,
+including its quirks (the open response is lower-cased before splitting on ". <Capital>", so only
+newlines split it; a multiple-choice answer naming no option gets a random option - here seeded by
+the question id, so a run is reproducible)."""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Sequence
+
+_COMMAS = r"-?\b\d{1,3}(?:,\d{3})+\b"
+_SCIENTIFIC = r"-?\d+(?:\.\d+)?[eE][+-]?\d+"
+_SIMPLE = r"-?(?:\d+\.\d+|\.\d+|\d+)(?![eE][+-]?\d+)(?![,\d])"
+_KEY_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
+
+
+def parse_multi_choice(response: str, choices: Sequence[str], index2ans: dict[str, str],
+                       seed_key: str = "") -> str:
+    """The option letter a free-form answer picks."""
+    for ch in (",", ".", "!", "?", ";", ":", "'"):
+        response = response.strip(ch)
+    response = f" {response} "
+    candidates = [c for c in choices if f"({c})" in response]
+    bracketed, by_letter = bool(candidates), True
+    if not candidates:
+        candidates = [c for c in choices if f" {c} " in response]
+    if not candidates and len(response.split()) > 5:
+        candidates = [c for c in choices if index2ans[c].lower() in response.lower()]
+        by_letter = False
+    if not candidates:
+        rng = random.Random(int.from_bytes(hashlib.sha256(seed_key.encode()).digest()[:8], "big"))
+        return rng.choice(list(choices))
+    if len(candidates) == 1:
+        return candidates[0]
+    # Several: the one mentioned last wins.
+    if by_letter:
+        pattern = "({})" if bracketed else " {} "
+        positions = [response.rfind(pattern.format(c)) for c in candidates]
+    else:
+        positions = [response.lower().rfind(index2ans[c].lower()) for c in candidates]
+    return candidates[max(range(len(candidates)), key=lambda i: (positions[i], -i))]
+
+
+def extract_numbers(text: str) -> list[str]:
+    return re.findall(_COMMAS, text) + re.findall(_SCIENTIFIC, text) + re.findall(_SIMPLE, text)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def normalize_str(text: str) -> list[str | float]:
+    """A number becomes a float rounded to 2 places; a one-letter string is padded both ways so it
+    only matches as a word."""
+    text = text.strip()
+    if _is_number(text):
+        return [round(float(text.replace(",", "")), 2)]
+    text = text.lower()
+    return [f" {text}", f"{text} "] if len(text) == 1 else [text]
+
+
+def _key_subresponses(response: str) -> list[str]:
+    response = response.strip().strip(".").lower()
+    subs = re.split(r"\.\s(?=[A-Z])|\n", response)
+    keys = []
+    for idx, sub in enumerate(subs):
+        indicators = _KEY_INDICATORS + (("=",) if idx == len(subs) - 1 else ())
+        shortest = None
+        for ind in indicators:
+            if ind in sub:
+                tail = sub.split(ind)[-1].strip()
+                if shortest is None or len(tail) < len(shortest):
+                    shortest = tail
+        if shortest and shortest.strip() not in (":", ",", ".", "!", "?", ";", "'"):
+            keys.append(shortest)
+    return keys or [response]
+
+
+def parse_open(response: str) -> list[str | float]:
+    keys = _key_subresponses(response)
+    preds: list[str] = list(keys)
+    for k in keys:
+        preds.extend(extract_numbers(k))
+    out: list[str | float] = []
+    for p in preds:
+        out.extend(normalize_str(p))
+    return list(dict.fromkeys(out))
+
+
+def eval_open(gold: str | Sequence[str], preds: Sequence[str | float]) -> bool:
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    norm_golds: list[str | float] = []
+    for g in golds:
+        norm_golds.extend(normalize_str(g))
+    for pred in preds:
+        if isinstance(pred, str):
+            if any(isinstance(g, str) and g in pred for g in norm_golds):
+                return True
+        elif pred in norm_golds:
+            return True
+    return False

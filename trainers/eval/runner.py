@@ -1,0 +1,202 @@
+"""Distributed evaluation: every process generates answers for a strided shard of every benchmark
+(batched greedy decoding through model.generate), rank 0 gathers them with
+torch.distributed.gather_object (gloo or NCCL), writes out_dir/predictions/<bench>.jsonl, scores the
+full set once and shares the result with every rank."""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+
+from trainers.data.templates import IMAGE_TOKEN, build_prompt, encode_prompt, stop_token_ids
+from trainers.eval.aggregate import objective
+from trainers.eval.base import Benchmark, EvalItem, slim_subset
+from trainers.eval.benchmarks import get_benchmark, parse_benchmark_list
+from trainers.eval.synthetic_suite import ensure_suite
+from trainers.spec import TrialSpec
+
+logger = logging.getLogger(__name__)
+
+SLIM_SEED = 0  # slim subsets must not depend on the trial's seed: every trial sees the same items
+DEFAULT_SIDE = 336
+
+
+def _distributed(world_size: int) -> bool:
+    return world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def _share(obj: Any, world_size: int) -> Any:
+    """Rank 0's object on every rank."""
+    if not _distributed(world_size):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def image_side(spec: TrialSpec, model) -> int:
+    """The side training fed images at (trainers.stages.resolve_data): the synthetic image size, else
+    the largest expert input size."""
+    if spec.data.synthetic is not None:
+        return spec.data.synthetic.image_size
+    try:
+        return max(int(e.config.input_size) for e in model.mixture.experts)
+    except (AttributeError, TypeError, ValueError):
+        return DEFAULT_SIDE
+
+
+def to_tensor(images: Sequence[Image.Image], side: int) -> torch.Tensor:
+    """[B, 3, side, side] floats in [0, 1], resized as the training data loader does (bilinear, to a
+    square); each expert then applies its own resize and normalisation."""
+    out = []
+    for img in images:
+        img = img.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
+        out.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
+    return torch.stack(out).float().div_(255.0)
+
+
+def _data_root(spec: TrialSpec, out_dir: Path, rank: int, world_size: int) -> Path:
+    if spec.eval.data_root:
+        return Path(spec.eval.data_root).expanduser()
+    syn = spec.data.synthetic
+    n, seed, size = (syn.n_eval, syn.seed, syn.image_size) if syn else (32, spec.seed, 64)
+    cache = Path(spec.cache_dir).expanduser() if spec.cache_dir else out_dir.resolve().parent / "cache"
+    root: Path | None = None
+    error = None
+    if rank == 0:
+        try:
+            root = ensure_suite(cache, n, seed, size)
+        except Exception as err:  # shared so the other ranks stop instead of waiting
+            error = f"{type(err).__name__}: {err}"
+    root, error = _share((root, error), world_size)
+    if error:
+        raise RuntimeError(f"writing the synthetic eval suite under {cache} failed: {error}")
+    return root
+
+
+class _Generator:
+    """Batched generation with the trial's chat template, as training formatted the prompts."""
+
+    def __init__(self, model, tokenizer, template: str, max_new_tokens: int, side: int) -> None:
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.max_new_tokens, self.side = max_new_tokens, side
+        params = inspect.signature(model.generate).parameters
+        self.kwargs: dict[str, Any] = {}
+        if tokenizer is not None and ("stop_token_ids" in params or any(
+                p.kind is p.VAR_KEYWORD for p in params.values())):
+            self.kwargs["stop_token_ids"] = stop_token_ids(tokenizer, template)
+
+    def prompt(self, item: EvalItem) -> str:
+        return build_prompt(f"{IMAGE_TOKEN}\n{item.prompt}", self.template)
+
+    def __call__(self, items: Sequence[EvalItem]) -> list[str]:
+        images = to_tensor([it.load_image() for it in items], self.side)
+        questions = [f"{IMAGE_TOKEN}\n{it.prompt}" for it in items]
+        if self.tokenizer is not None:  # token ids with BOS exactly as in training
+            prompts: list = [encode_prompt(q, self.tokenizer, self.template) for q in questions]
+        else:
+            prompts = [build_prompt(q, self.template) for q in questions]
+        with torch.no_grad():
+            out = self.model.generate(images, prompts, max_new_tokens=self.max_new_tokens, **self.kwargs)
+        if len(out) != len(items):
+            raise RuntimeError(f"model.generate returned {len(out)} answers for {len(items)} prompts")
+        return [str(o) for o in out]
+
+
+def _generate_shard(gen: _Generator, items: Sequence[EvalItem], rank: int, world_size: int,
+                    batch_size: int) -> list[tuple[int, str]]:
+    mine = list(range(rank, len(items), world_size))  # strided: shards differ by at most one item
+    out: list[tuple[int, str]] = []
+    for start in range(0, len(mine), batch_size):
+        idx = mine[start:start + batch_size]
+        out.extend(zip(idx, gen([items[i] for i in idx])))
+    return out
+
+
+def _gather(local: list[tuple[int, str]], n: int, rank: int, world_size: int) -> list[str] | None:
+    """All predictions in item order on rank 0 (None elsewhere)."""
+    if _distributed(world_size):
+        parts: list | None = [None] * world_size if rank == 0 else None
+        dist.gather_object(local, parts, dst=0)
+        if rank != 0:
+            return None
+        merged = [p for part in parts for p in part]
+    else:
+        merged = local
+    preds: list[str | None] = [None] * n
+    for i, p in merged:
+        preds[i] = p
+    missing = [i for i, p in enumerate(preds) if p is None]
+    if missing:
+        raise RuntimeError(f"gathered predictions lack items {missing[:5]} (of {n})")
+    return preds  # type: ignore[return-value]
+
+
+def write_predictions(path: Path, bench: Benchmark, items: Sequence[EvalItem], preds: Sequence[str],
+                      gen: _Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for item, pred in zip(items, preds):
+            f.write(json.dumps({"question_id": item.qid, "prompt": gen.prompt(item), "answer": pred,
+                                "ground_truth": item.answer, "score": bench.score_item(item, pred)},
+                               ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int = 0,
+             world_size: int = 1) -> dict[str, Any]:
+    """Run spec.eval on this process's shard; every rank returns {"scores", "objective",
+    "objective_name"} (objective None when it is the held-out loss, which the trainer computes)."""
+    out_dir = Path(out_dir)
+    ev = spec.eval
+    names = parse_benchmark_list(ev.benchmarks)
+    root = _data_root(spec, out_dir, rank, world_size)
+    gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, image_side(spec, model))
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    # Rank 0 scores. Under torch.distributed its errors are shared (the other ranks would otherwise
+    # wait forever); alone, they propagate as they are.
+    shared = _distributed(world_size)
+    scores: dict[str, float] = {}
+    result, error = None, None
+    try:
+        for name in names:
+            bench = get_benchmark(name)
+            items = slim_subset(bench, bench.load(root / name), ev.limit, seed=SLIM_SEED)
+            local = _generate_shard(gen, items, rank, world_size, ev.batch_size)
+            preds = _gather(local, len(items), rank, world_size)
+            if rank == 0 and error is None:
+                try:
+                    write_predictions(out_dir / "predictions" / f"{name}.jsonl", bench, items, preds, gen)
+                    scores.update(bench.summarize(items, preds))
+                    logger.info("eval %s: %.2f on %d items", name, scores[name], len(items))
+                except Exception as err:
+                    if not shared:
+                        raise
+                    error = f"{name}: {type(err).__name__}: {err}"
+        if rank == 0 and error is None:
+            try:
+                value = None if ev.objective == "heldout_loss" and "heldout_loss" not in scores \
+                    else objective(scores, ev)
+                result = {"scores": scores, "objective": value, "objective_name": ev.objective}
+            except Exception as err:
+                if not shared:
+                    raise
+                error = f"objective {ev.objective!r}: {type(err).__name__}: {err}"
+    finally:  # an error in loading/generation is this rank's own: torchrun stops the others
+        if was_training and hasattr(model, "train"):
+            model.train()
+    result, error = _share((result, error), world_size)
+    if error:
+        raise RuntimeError(f"evaluation failed: {error}")
+    return result

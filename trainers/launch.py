@@ -1,0 +1,188 @@
+"""Launch one trial: validate the spec fully, write trial.yaml, generate synthetic data once, then
+torchrun the worker with its own rendezvous. `python -m trainers.launch TRIAL.yaml --out DIR --nproc N`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec, dump_trial_spec, load_trial_spec
+
+logger = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 40
+
+
+class TrialFailed(RuntimeError):
+    """The worker processes exited non-zero; the message carries the log tail."""
+
+
+def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
+    return Path(spec.cache_dir).expanduser() if spec.cache_dir else out_dir.resolve().parent / "cache"
+
+
+def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> None:
+    """Everything that can be checked before a process starts; SpecError with one line otherwise."""
+    import experts
+    from trainers.engine import BatchSplitError, accumulation_steps
+    from trainers.llm import check_llm_spec
+    from trainers.projector import PROJECTORS
+    from trainers.stages import resolve_expert
+
+    def fail(field: str, msg: str) -> None:
+        raise SpecError(f"{source}: {field}: {msg}")
+
+    if nproc < 1:
+        fail("nproc", f"must be >= 1, got {nproc}")
+    cfgs = []
+    for i, e in enumerate(spec.experts):
+        try:
+            cfgs.append(resolve_expert(e))
+        except KeyError as err:
+            fail(f"experts.{i}.preset", str(err.args[0]) if err.args else str(err))
+        except ValueError as err:
+            fail(f"experts.{i}", str(err).splitlines()[0])
+    grids = {c.grid for c in cfgs}
+    if len(grids) > 1:
+        fail("experts", f"all experts of a mixture must share a token grid, got {sorted(grids)}")
+    if spec.projector.type not in PROJECTORS:
+        fail("projector.type", f"unknown projector {spec.projector.type!r}; known: {', '.join(PROJECTORS)}")
+    try:
+        experts.build_fusion(spec.fusion.name, [c.hidden_size for c in cfgs], cfgs[0].grid ** 2, **spec.fusion.options)
+    except KeyError as err:
+        fail("fusion.name", str(err.args[0]) if err.args else str(err))
+    except (ValueError, TypeError) as err:
+        fail("fusion.options", str(err).splitlines()[0])
+    for field, llm in (("llm", spec.llm), ("train.align_llm", spec.train.align_llm)):
+        if llm is None:
+            continue
+        try:
+            check_llm_spec(llm)
+        except (KeyError, FileNotFoundError) as err:
+            fail(field, str(err.args[0]) if isinstance(err, KeyError) else str(err))
+    if spec.eval.interval_steps and spec.train.strategy == "deepspeed_zero3":
+        fail("eval.interval_steps", "not supported with deepspeed_zero3 (partitioned weights): evaluate at the end")
+    world = nproc * nnodes
+    for stage in RECIPE_STAGES[spec.train.recipe]:
+        try:
+            accumulation_steps(spec.train.stages[stage], world, stage)
+        except BatchSplitError as err:
+            raise SpecError(f"{source}: {err}") from None
+    d = spec.data
+    for field in ("pretrain", "sft", "heldout"):
+        path = getattr(d, field)
+        if path is not None and not Path(path).is_file():
+            fail(f"data.{field}", f"file not found: {path}")
+    if d.image_folder is not None and not Path(d.image_folder).is_dir():
+        fail("data.image_folder", f"directory not found: {d.image_folder}")
+    if spec.eval.benchmarks:
+        try:
+            from trainers.eval import BENCHMARKS
+        except ImportError as err:
+            fail("eval.benchmarks", f"the evaluation package is not available ({err})")
+        unknown = [b for b in spec.eval.benchmarks if b not in BENCHMARKS]
+        if unknown:
+            fail("eval.benchmarks", f"unknown benchmark {unknown[0]!r}; known: {', '.join(sorted(BENCHMARKS))}")
+
+
+def _nnodes(torchrun_args: Sequence[str]) -> int:
+    args = list(torchrun_args)
+    for i, a in enumerate(args):
+        val = a.split("=", 1)[1] if a.startswith(("--nnodes=", "--nnodes=")) else (
+            args[i + 1] if a == "--nnodes" and i + 1 < len(args) else None)
+        if val is not None:
+            return int(str(val).split(":")[-1])
+    return 1
+
+
+def torchrun_command(spec_path: Path, out_dir: Path, cache_dir: Path, nproc: int,
+                     torchrun_args: Sequence[str] = (), worker_args: Sequence[str] = ()) -> list[str]:
+    """Each job gets its own rendezvous (c10d on a free port) unless multi-node args override it."""
+    args = list(torchrun_args)
+    rdzv = [] if any(a.startswith("--rdzv") for a in args) else [
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0"]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *rdzv, *args,
+            "-m", "trainers.worker", "--spec", str(spec_path), "--out", str(out_dir),
+            "--cache-dir", str(cache_dir), *worker_args]
+
+
+def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
+                  torchrun_args: Sequence[str] = ()) -> tuple[TrialSpec, Path, Path]:
+    """Validate, write trial.yaml (resolved), generate synthetic data. Returns (spec, trial.yaml, cache)."""
+    spec = load_trial_spec(spec_path)
+    validate_spec(spec, str(spec_path), nproc, _nnodes(torchrun_args))
+    out = Path(out_dir)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    cache = default_cache_dir(spec, out)
+    resolved = spec.model_copy(update={"cache_dir": str(cache.resolve())})
+    if spec.data.synthetic is not None:
+        from trainers.data.synthetic import ensure_synthetic
+
+        ensure_synthetic(spec.data.synthetic, cache)  # once, here, before any worker starts
+    trial_yaml = out / "trial.yaml"
+    dump_trial_spec(resolved, trial_yaml)
+    return resolved, trial_yaml, cache
+
+
+def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchrun_args: Sequence[str] = (),
+              worker_args: Sequence[str] = (), timeout_s: float | None = None, *,
+              extra_torchrun_args: Sequence[str] = ()) -> dict[str, Any]:
+    """Run a whole trial; returns result.json's content. SpecError before launch, TrialFailed after.
+    `extra_torchrun_args` is the DEVELOPERS.md name of `torchrun_args` (both are passed through)."""
+    torchrun_args = [*torchrun_args, *extra_torchrun_args]
+    spec, trial_yaml, cache = prepare_trial(spec_path, out_dir, nproc, torchrun_args)
+    out = Path(out_dir)
+    cmd = torchrun_command(trial_yaml, out, cache, nproc, torchrun_args, worker_args)
+    log = out / "logs" / "torchrun.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    logger.info("trial %s: %s", spec.name, " ".join(cmd))
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            rc = -9
+    if rc != 0:
+        lines = log.read_text(errors="replace").splitlines()
+        first = next((ln for ln in lines if "Error:" in ln and "ChildFailedError" not in ln), "")
+        tail = "\n".join(lines[-LOG_TAIL_LINES:])
+        raise TrialFailed(f"trial {spec.name} failed (exit {rc}): {first.strip()[:500]}; log {log}; tail:\n{tail}")
+    result_path = out / "result.json"
+    if not result_path.is_file():
+        raise TrialFailed(f"trial {spec.name}: workers exited 0 but wrote no {result_path}")
+    return json.loads(result_path.read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trainers.launch", description="run one Eagle trial")
+    ap.add_argument("spec")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--nproc", type=int, default=1)
+    args, torchrun_args = ap.parse_known_args(argv)
+    from trainers.logging_utils import setup_logging
+
+    setup_logging()
+    try:
+        result = run_trial(args.spec, args.out, args.nproc, torchrun_args)
+    except SpecError as err:
+        logger.error("%s", err)
+        return 2
+    except TrialFailed as err:
+        logger.error("%s", err)
+        return 1
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The language model: any Hugging Face causal LM (hub id / local path) or a tiny random-init preset."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from trainers.spec import LLMSpec
+
+logger = logging.getLogger(__name__)
+
+# Tiny presets: Llama architecture, random init (seeded), vocabulary from the data's word tokenizer.
+LLM_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny-llama": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False),
+    "small-llama": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                        num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False),
+    # ~1.1B params (TinyLlama-1.1B's shape) for GPU throughput/MFU benchmarks, random init
+    "bench-llama": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                        num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False),
+}
+
+
+class UnknownLLMPresetError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def check_llm_spec(spec: LLMSpec) -> None:
+    """Cheap checks done before any process starts."""
+    if spec.preset is not None and spec.preset not in LLM_PRESETS:
+        raise UnknownLLMPresetError(f"unknown llm preset {spec.preset!r}; known: {', '.join(sorted(LLM_PRESETS))}")
+    if spec.source is not None:
+        src = spec.source
+        looks_local = src.startswith((".", "/", "~")) or Path(src).exists()
+        if looks_local and not (Path(src).expanduser() / "config.json").is_file():
+            raise FileNotFoundError(f"llm.source {src!r}: no config.json there")
+
+
+def build_tokenizer(spec: LLMSpec, texts: Iterable[str] | None, out_dir: str | Path):
+    """The preset's word tokenizer over `texts` (saved to out_dir), or the source's own tokenizer."""
+    from trainers.data.tokenizer import build_word_tokenizer, load_tokenizer
+
+    if spec.preset is not None:
+        if texts is None:
+            raise ValueError(f"llm preset {spec.preset!r} needs the data texts to build its tokenizer")
+        return build_word_tokenizer(texts, out_dir)
+    return load_tokenizer(spec.source, spec.template)
+
+
+def build_llm(spec: LLMSpec, tokenizer, seed: int = 0) -> PreTrainedModel:
+    """A causal LM whose embeddings cover the tokenizer (resized when tokens were added)."""
+    check_llm_spec(spec)
+    if spec.preset is not None:
+        cfg = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          **LLM_PRESETS[spec.preset])
+        gen = torch.random.fork_rng()
+        with gen:  # random init that depends only on the seed, not on what ran before
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(cfg)
+        logger.info("llm preset %s: %.2fM params (random init, seed %d)", spec.preset,
+                    sum(p.numel() for p in model.parameters()) / 1e6, seed)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=torch.float32)
+        except OSError as err:
+            raise FileNotFoundError(f"cannot load llm.source {spec.source!r}: {str(err).splitlines()[0]}") from None
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+    if model.generation_config is not None and tokenizer.pad_token_id is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if spec.grad_checkpointing:
+        enable_checkpointing(model)
+    return model
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Activation (gradient) checkpointing of the decoder layers, non-reentrant (frozen inputs work)."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False

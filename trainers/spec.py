@@ -1,0 +1,198 @@
+"""The trial spec: one YAML file that fully determines a trial (the explorer writes it, a trial reads it)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Template = Literal["plain", "vicuna_v1", "llama3", "chatml"]
+Recipe = Literal["baseline", "eagle"]
+Strategy = Literal["ddp", "deepspeed_zero2", "deepspeed_zero3"]
+StageName = Literal["pretrain", "align_expert", "align_projector", "sft"]
+
+# Stages each recipe runs, in order. baseline = LLaVA-1.5; eagle = pre-alignment (1, 2) + SFT (3).
+RECIPE_STAGES: dict[str, tuple[str, ...]] = {
+    "baseline": ("pretrain", "sft"),
+    "eagle": ("align_expert", "align_projector", "sft"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExpertEntry(_Strict):
+    """An expert of the mixture: a preset from experts/ plus per-trial overrides (None = preset's)."""
+
+    preset: str
+    source: str | None = None
+    pretrained: bool | None = None
+    input_size: int | None = Field(default=None, gt=0)
+    grid: int | None = Field(default=None, gt=0)  # output token grid side (resolution ablations change it)
+    highres: Literal["interpolate", "tiled"] | None = None
+    freeze: bool | None = None  # during SFT; pre-alignment stages freeze by recipe
+    grad_checkpointing: bool | None = None
+
+
+class FusionSpec(_Strict):
+    name: str = "channel_concat"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProjectorSpec(_Strict):
+    type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
+
+
+class LLMSpec(_Strict):
+    preset: str | None = None  # e.g. "tiny-llama" (random init, tokenizer built from the data)
+    source: str | None = None  # hub id or local directory of a causal LM
+    template: Template = "vicuna_v1"
+    freeze: bool = False  # during SFT
+    grad_checkpointing: bool = False
+    max_length: int = Field(default=512, gt=0)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "LLMSpec":
+        if (self.preset is None) == (self.source is None):
+            raise ValueError("give exactly one of llm.preset or llm.source")
+        return self
+
+
+class SyntheticSpec(_Strict):
+    """Generate the datasets on first use (deterministic by seed) instead of reading them."""
+
+    seed: int = 0
+    image_size: int = Field(default=64, gt=0)
+    n_pretrain: int = Field(default=512, gt=0)
+    n_sft: int = Field(default=512, gt=0)
+    n_heldout: int = Field(default=64, gt=0)
+    n_eval: int = Field(default=32, gt=0)  # items per synthetic benchmark
+    dir: str | None = None  # default: <cache_dir>/synthetic/<hash>
+
+
+class DataSpec(_Strict):
+    synthetic: SyntheticSpec | None = None
+    pretrain: str | None = None  # LLaVA-format json/jsonl (captions)
+    sft: str | None = None  # LLaVA-format json/jsonl (instructions)
+    heldout: str | None = None  # LLaVA-format json/jsonl used for the held-out loss
+    image_folder: str | None = None
+    on_bad_image: Literal["error", "skip"] = "error"
+    num_workers: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_data(self) -> "DataSpec":
+        if self.synthetic is None and (self.pretrain is None or self.sft is None):
+            raise ValueError("data needs either `synthetic` or both `pretrain` and `sft` files")
+        return self
+
+
+class StageSpec(_Strict):
+    """Hyper-parameters of one stage. lr_* = None falls back to `lr`; which modules train is set by
+    the recipe (and, for sft, by the trial's freeze settings)."""
+
+    lr: float = Field(default=1e-3, gt=0)
+    lr_llm: float | None = Field(default=None, gt=0)
+    lr_projector: float | None = Field(default=None, gt=0)
+    lr_vision: float | None = Field(default=None, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)  # caps the optimizer steps
+    global_batch_size: int = Field(default=16, gt=0)
+    micro_batch_size: int = Field(default=4, gt=0)
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+
+
+def _default_stages() -> dict[str, StageSpec]:
+    return {
+        "pretrain": StageSpec(lr=1e-3),
+        "align_expert": StageSpec(lr=1e-3, lr_vision=2e-5),
+        "align_projector": StageSpec(lr=1e-3),
+        "sft": StageSpec(lr=2e-5),
+    }
+
+
+class TrainSpec(_Strict):
+    recipe: Recipe = "eagle"
+    strategy: Strategy = "ddp"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    checkpoint_every: int = Field(default=50, gt=0)  # optimizer steps
+    stages: dict[StageName, StageSpec] = Field(default_factory=_default_stages)
+    align_llm: LLMSpec | None = None  # LLM used in pre-alignment stage 1 (None: the trial's LLM)
+
+    @model_validator(mode="after")
+    def _fill(self) -> "TrainSpec":
+        for name, spec in _default_stages().items():
+            self.stages.setdefault(name, spec)
+        return self
+
+
+class EvalSpec(_Strict):
+    benchmarks: list[str] = Field(default_factory=list)  # empty: held-out loss only
+    limit: int | None = Field(default=None, gt=0)  # slim subsets: N items per benchmark
+    max_new_tokens: int = Field(default=16, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    interval_steps: int | None = Field(default=None, gt=0)  # also evaluate every N SFT steps (for pruners)
+    data_root: str | None = None  # where real benchmark copies live (synthetic suite otherwise)
+    objective: str = "avg"  # "avg" (the paper's Avg column), "weighted", "heldout_loss" or a benchmark score key
+    weights: dict[str, float] = Field(default_factory=dict)
+
+
+class TrialSpec(_Strict):
+    name: str = "trial"
+    seed: int = 0
+    experts: list[ExpertEntry] = Field(min_length=1)
+    fusion: FusionSpec = Field(default_factory=FusionSpec)
+    projector: ProjectorSpec = Field(default_factory=ProjectorSpec)
+    llm: LLMSpec
+    data: DataSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    cache_dir: str | None = None  # shared stage-1 cache and synthetic data; default: <out>/../cache
+
+
+class SpecError(ValueError):
+    """A bad trial spec: the message is one line naming the file and the field."""
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {field}: {msg}{extra}"
+
+
+def parse_trial_spec(data: dict[str, Any], source: str = "<trial spec>") -> TrialSpec:
+    try:
+        return TrialSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(source, err)) from None
+
+
+def read_yaml_mapping(path: Path, what: str, error: type[Exception] = SpecError,
+                      where: str | None = None) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; `error` with one line (prefixed `where`) otherwise."""
+    prefix = where or str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise error(f"{prefix}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise error(f"{prefix}: {what} is a mapping at the top level")
+    return data
+
+
+def load_trial_spec(path: str | Path) -> TrialSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: trial spec not found")
+    return parse_trial_spec(read_yaml_mapping(path, "a trial spec"), str(path))
+
+
+def dump_trial_spec(spec: TrialSpec, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
