@@ -102,11 +102,20 @@ class Controller:
                         continue
                     used += 1
                 previous = groups.get(item.key, [])
-                params = dict(previous[0].params) if previous and previous[0].params else dict(item.params)
+                params = {**item.params, **self._sampled_params_of(previous)}
                 attrs = {**item.user_attrs, "attempt": len(previous)}
                 self.study.enqueue_trial(params, user_attrs=attrs)
                 logger.info("enqueued %s (attempt %d)", item.key, len(previous))
             return plan, trials, blocked
+
+    def _sampled_params_of(self, previous: list[FrozenTrial]) -> dict[str, Any]:
+        """A retry re-runs the sampled hyper-parameters of the first attempt that recorded them
+        all; an attempt killed while its params were being written has only some of them."""
+        names = self.strategy.sampled_params()
+        for t in previous:
+            if names and all(n in t.params for n in names):
+                return {n: t.params[n] for n in names}
+        return {}
 
     def _beat_own(self) -> None:
         """Our live trials are never stale to us, however late their heartbeat threads run."""

@@ -1,7 +1,8 @@
 """TPE (or another Optuna sampler) over continuous hyper-parameters around a fixed mixture.
 
 The study has `budget.max_trials` slots; slot i is one planned trial whose hyper-parameters the
-sampler picks when it starts (a retry of a slot reuses the params of its first attempt)."""
+sampler picks when it starts (a retry of a slot reuses the params of its first attempt that
+recorded them all)."""
 from __future__ import annotations
 
 import warnings

@@ -180,3 +180,22 @@ def test_interrupted_controller_marks_its_trials_and_a_rerun_completes_them(tmp_
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=paper_runner)
     assert outcome.finished and outcome.greedy_path == PAPER_PATH and outcome.n_complete == 11
+
+
+def test_an_attempt_killed_while_writing_its_params_is_rerun_with_all_of_them(tmp_path):
+    # SIGKILL between two param writes leaves a FAIL attempt with only some fixed params; the
+    # re-run must get the planned params, not that partial set (it would run another mixture)
+    spec = _spec(tmp_path)
+    study = open_study(spec, default_storage_url(tmp_path))
+    key = "r0/A+B/s0"
+    partial = optuna.trial.create_trial(
+        state=TrialState.FAIL, params={"expert_A": True},
+        distributions={"expert_A": optuna.distributions.CategoricalDistribution([False, True])},
+        user_attrs={"key": key, "round": 0, "candidate": "base", "seed": 0, "experts": "A+B", "attempt": 0})
+    study.add_trial(partial)
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=paper_runner)
+    assert outcome.finished and outcome.greedy_path == PAPER_PATH
+    rerun = [t for t in _trials(spec, tmp_path) if t.user_attrs["key"] == key]
+    assert [t.state for t in rerun] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert {k: v for k, v in rerun[1].params.items() if k.startswith("expert_")} == {
+        f"expert_{x}": x in "AB" for x in "ABCDEF"}

@@ -64,9 +64,10 @@ def test_sigkill_at_several_points_then_resume(tmp_path):
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert final.returncode == 0, final.stderr[-2000:]
     out = json.loads(final.stdout.strip().splitlines()[-1])
-    assert out == {"path": ref.greedy_path, "finished": True}
-
     trials = _trials(url)
+    history = [(t.number, t.user_attrs.get("key"), t.state.name, t.user_attrs.get("error")) for t in trials]
+    assert out == {"path": ref.greedy_path, "finished": True}, (history, final.stderr[-3000:])
+
     complete = Counter(t.user_attrs["key"] for t in trials if t.state == TrialState.COMPLETE)
     assert len(complete) == 11 and set(complete.values()) == {1}
     ref_keys = {t.user_attrs["key"] for t in optuna.load_study(study_name="resume",
