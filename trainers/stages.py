@@ -92,7 +92,7 @@ def _count(module: nn.Module) -> int:
 def set_trainable(model, stage: str, vision: list[bool], projector: bool, llm: bool) -> None:
     """Freeze/unfreeze per module and log each with its parameter count."""
     for i, (expert, flag) in enumerate(zip(model.mixture.experts, vision)):
-        expert.requires_grad_(flag)
+        expert.set_trainable(flag)  # not requires_grad_: a frozen expert also runs without autograd
         logger.info("[%s] vision expert %d %s: %s (%.2fM params)", stage, i, expert.config.name,
                     "trainable" if flag else "frozen", _count(expert) / 1e6)
     model.mixture.fusion.requires_grad_(projector)
