@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: experts really train in align_expert; case-keeping word tokenizer
 META = "meta.json"
 
 

@@ -20,8 +20,9 @@ BASE_SPECIALS = (PAD, BOS, EOS, UNK, IMAGE_TOKEN)
 
 
 def _word_pipeline() -> Tokenizer:
+    # case is kept: option letters and proper answers must decode as written (scorers parse "B")
     tok = Tokenizer(models.WordLevel(vocab={UNK: 0}, unk_token=UNK))
-    tok.normalizer = normalizers.Lowercase()
+    tok.normalizer = normalizers.NFC()
     # Whitespace split, then every punctuation char its own token (so "option's" -> option ' s).
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
