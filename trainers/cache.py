@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: experts really train in align_expert; case-keeping word tokenizer
+CACHE_VERSION = 2  # 2: the word tokenizer keeps case (other vocabulary, other stage-1 results)
 META = "meta.json"
 
 
