@@ -217,6 +217,8 @@ class Controller:
                 self.study.tell(trial, state=TrialState.PRUNED)
             else:
                 trial.set_user_attr("error", (outcome.error or "unknown error")[:4000])
+                if outcome.restarts:
+                    trial.set_user_attr("restarts", outcome.restarts)
                 trial.set_user_attr("log", str(trial_dir / "logs"))
                 self.study.tell(trial, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:

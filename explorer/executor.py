@@ -44,13 +44,19 @@ class TrialOutcome:
     result: dict[str, Any] | None = None
     error: str | None = None
     duration_s: float = 0.0
+    restarts: int = 0  # in-place restarts the failure already used (Ray Train): they count as retries
 
 
 Runner = Callable[[TrialJob], dict[str, Any]]
 
 
 class RunnerError(RuntimeError):
-    """A trial process failed (non-zero exit, killed rank, missing result)."""
+    """A trial process failed (non-zero exit, killed rank, missing result). `restarts`: how often it
+    was already restarted in place before giving up."""
+
+    def __init__(self, message: str, restarts: int = 0) -> None:
+        super().__init__(message)
+        self.restarts = restarts
 
 
 def run_job(runner: Runner, job: TrialJob) -> TrialOutcome:
@@ -63,7 +69,8 @@ def run_job(runner: Runner, job: TrialJob) -> TrialOutcome:
     except Exception as err:  # every failure is recorded on the trial, then retried or kept FAIL
         msg = f"{type(err).__name__}: {err}".strip()
         logger.warning("trial %d failed: %s", job.number, msg.splitlines()[0] if msg else "")
-        return TrialOutcome("fail", error=msg or type(err).__name__, duration_s=time.monotonic() - t0)
+        return TrialOutcome("fail", error=msg or type(err).__name__, duration_s=time.monotonic() - t0,
+                            restarts=getattr(err, "restarts", 0))
     try:
         value = float(result["objective"])
     except (KeyError, TypeError, ValueError):

@@ -207,7 +207,9 @@ class RayExecutor(Executor):
             outcome = TrialOutcome("fail", error="interrupted: the Ray executor shut down", duration_s=duration)
         else:
             first = (error or "Ray trial ended without an outcome").strip().splitlines()
-            outcome = TrialOutcome("fail", error=f"RayTrialError: {first[-1] if first else error}", duration_s=duration)
+            # Tune already re-ran the trial worker_restarts times (FailureConfig)
+            outcome = TrialOutcome("fail", error=f"RayTrialError: {first[-1] if first else error}", duration_s=duration,
+                                   restarts=self.worker_restarts)
         fut.set_result(outcome)
 
     # -- the Tune run ---------------------------------------------------------------------

@@ -122,7 +122,7 @@ class RayTrainRunner:
         if "error" in box:
             msg = str(box["error"]).strip().splitlines()
             last = msg[-1] if msg else type(box["error"]).__name__
-            raise RunnerError(f"TorchTrainer of trial {job.number} failed: {last}")
+            raise RunnerError(f"TorchTrainer of trial {job.number} failed: {last}", restarts=self.max_failures)
         result_path = out / "result.json"
         if not result_path.is_file():
             raise RunnerError(f"TorchTrainer of trial {job.number} finished but wrote no {result_path}")

@@ -72,8 +72,10 @@ def status_of(trials: list[FrozenTrial], retries: int) -> Status:
     for state, name in ((TrialState.RUNNING, "running"), (TrialState.WAITING, "waiting")):
         if any(t.state == state for t in trials):
             return Status(name, None, trials)
-    errors = sum(1 for t in trials if is_error_fail(t))
-    interrupts = len(trials) - errors
+    failed = [t for t in trials if is_error_fail(t)]
+    # a failure restarted in place (Ray Train) already spent those restarts of the study's retries
+    errors = sum(1 + int(t.user_attrs.get("restarts", 0)) for t in failed)
+    interrupts = len(trials) - len(failed)
     if errors > retries or interrupts > MAX_INTERRUPTS:
         return Status("failed", None, trials)
     return Status("retry", None, trials)

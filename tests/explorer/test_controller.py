@@ -199,3 +199,25 @@ def test_an_attempt_killed_while_writing_its_params_is_rerun_with_all_of_them(tm
     assert [t.state for t in rerun] == [TrialState.FAIL, TrialState.COMPLETE]
     assert {k: v for k, v in rerun[1].params.items() if k.startswith("expert_")} == {
         f"expert_{x}": x in "AB" for x in "ABCDEF"}
+
+
+@pytest.mark.parametrize("restarts,attempts", [(0, 2), (1, 1)])
+def test_restarts_in_place_count_against_retries(tmp_path, restarts, attempts):
+    # a Ray Train trial restarted in place before failing has spent those restarts of `retries`:
+    # a deterministic failure (an OOM at this batch size) runs retries + 1 times in all, not more
+    from explorer.executor import RunnerError
+
+    runs = []
+
+    def runner(job):
+        if job.user_attrs["experts"] == "A+B+D":
+            runs.append(job.number)
+            raise RunnerError("TorchTrainer of trial failed: CUDA out of memory", restarts=restarts)
+        return paper_runner(job)
+
+    spec = _spec(tmp_path, retries=1)
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=runner)
+    assert outcome.finished and outcome.greedy_path == PAPER_PATH
+    d = [t for t in _trials(spec, tmp_path) if t.user_attrs["experts"] == "A+B+D"]
+    assert len(runs) == len(d) == attempts and all(t.state == TrialState.FAIL for t in d)
+    assert [t.user_attrs.get("restarts", 0) for t in d] == [restarts] * attempts

@@ -78,7 +78,8 @@ def drive(workdir: str, address: str, seconds: float) -> None:
 
 def ddp_worker(config: dict[str, Any]) -> None:
     """A Ray Train worker doing real DDP training of a tiny regression over gloo. On the first
-    attempt rank 1 dies after one step (a lost worker) unless the mark file exists."""
+    attempt rank 1 dies after one step (a lost worker) unless the mark file exists; on every attempt
+    if an `always_die` file exists (a deterministic failure)."""
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -99,7 +100,7 @@ def ddp_worker(config: dict[str, Any]) -> None:
         loss.backward()
         opt.step()
         losses.append(float(loss))
-        if step == 0 and rank == 1 and not mark.exists():
+        if step == 0 and rank == 1 and ((out / "always_die").exists() or not mark.exists()):
             mark.write_text(str(os.getpid()))
             os._exit(5)
     total = torch.tensor([float(rank + 1)])

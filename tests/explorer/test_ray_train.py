@@ -50,14 +50,17 @@ def test_torchtrainer_trial_two_workers_survives_a_dead_worker(tmp_path, ray_clu
 @pytest.mark.slow
 def test_torchtrainer_failure_is_a_fail_outcome_naming_the_trial(tmp_path, ray_cluster):
     runner = RayTrainRunner(worker_fn=ddp_worker, prepare=False)
-    ex = RayExecutor(runner, max_concurrent=1, nproc=2, cpus_per_worker=0.5, worker_restarts=0,
+    ex = RayExecutor(runner, max_concurrent=1, nproc=2, cpus_per_worker=0.5, worker_restarts=1,
                      storage_path=tmp_path / "ray_results")
     try:
-        outcome = ex.submit(_job(tmp_path, 7)).result(timeout=240)
+        job = _job(tmp_path, 7)
+        (job.trial_dir / "always_die").touch()
+        outcome = ex.submit(job).result(timeout=240)
     finally:
         ex.shutdown()
     assert outcome.state == "fail"
     assert "TorchTrainer of trial 7 failed" in outcome.error
+    assert outcome.restarts == 1  # restarted once in place: the controller counts it as a retry spent
 
 
 def test_bad_settings_are_one_line_errors():
