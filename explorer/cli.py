@@ -176,24 +176,33 @@ def _print_path(study) -> None:
         Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {format_path(path)}")
 
 
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="optuna | ray (default: the study file's).")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="Address of an existing Ray cluster (default: the study file's, RAY_ADDRESS, or a local Ray).")]
+
+
+def _with_backend(spec, backend: str | None, ray_address: str | None):
+    """The study spec with the command line's backend and Ray address applied (checked first)."""
+    if backend is not None and backend not in ("optuna", "ray"):
+        raise CliError(f"--backend: unknown backend {backend!r}; known: optuna, ray")
+    backend = backend or spec.backend
+    if ray_address is not None:
+        if backend != "ray":
+            raise CliError("--ray-address: only used with the ray backend (add --backend ray)")
+        spec = spec.model_copy(update={"ray_address": ray_address})
+    return spec.model_copy(update={"backend": backend})
+
+
 # -- commands -------------------------------------------------------------------------------------
 @app.command()
 def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: TrackingOpt = None,
-        workdir: WorkdirOpt = Path("."),
-        backend: Annotated[Optional[str], typer.Option("--backend", help="optuna | ray (default: the study file's).")] = None,
-        ray_address: Annotated[Optional[str], typer.Option(
-            "--ray-address", help="Address of an existing Ray cluster (default: the study file's, RAY_ADDRESS, or a local Ray).")] = None) -> None:
+        workdir: WorkdirOpt = Path("."), backend: BackendOpt = None, ray_address: RayAddressOpt = None) -> None:
     """Run a study to the end, or resume it (same command)."""
     with _guard():
         from explorer.study import load_study
 
-        spec = load_study(study_file)  # everything is validated before anything is written
-        if backend is not None and backend not in ("optuna", "ray"):
-            raise CliError(f"--backend: unknown backend {backend!r}; known: optuna, ray")
-        if ray_address is not None:
-            if (backend or spec.backend) != "ray":
-                raise CliError("--ray-address: only used with the ray backend (add --backend ray)")
-            spec = spec.model_copy(update={"ray_address": ray_address})
+        # everything is validated before anything is written
+        spec = _with_backend(load_study(study_file), backend, ray_address)
         workdir = workdir.resolve()
         uri, artifacts = _tracking(spec, tracking_uri, workdir)
         from explorer.tracking import MlflowTracker
@@ -212,7 +221,7 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         progress = StudyProgress(study, total=_planned(spec), concurrency=spec.resources.max_concurrent_trials)
         try:
             with progress:
-                outcome = run_study(spec, storage_url, workdir, tracker=tracker, backend=backend or spec.backend,
+                outcome = run_study(spec, storage_url, workdir, tracker=tracker, backend=spec.backend,
                                     progress=progress)
         except KeyboardInterrupt:
             _err_console().print("[yellow]interrupted[/yellow]: run the same command to resume")
@@ -248,12 +257,13 @@ def _planned(spec) -> int | None:
 @app.command()
 def worker(study_file: StudyArg,
            storage: Annotated[str, typer.Option("--storage", help="Storage URL of the running study (shared database).")],
-           tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = Path(".")) -> None:
+           tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = Path("."), backend: BackendOpt = None,
+           ray_address: RayAddressOpt = None) -> None:
     """Join a running study from another machine (takes trials from the shared database)."""
     with _guard():
         from explorer.study import load_study
 
-        spec = load_study(study_file)
+        spec = _with_backend(load_study(study_file), backend, ray_address)
         workdir = workdir.resolve()
         uri, artifacts = _tracking(spec, tracking_uri, workdir)
         from explorer.tracking import MlflowTracker
@@ -266,7 +276,7 @@ def worker(study_file: StudyArg,
         from explorer.progress import StudyProgress
 
         with StudyProgress(study, total=_planned(spec), concurrency=spec.resources.max_concurrent_trials) as progress:
-            outcome = run_worker(spec, storage, workdir, tracker=tracker, progress=progress)
+            outcome = run_worker(spec, storage, workdir, tracker=tracker, backend=spec.backend, progress=progress)
         typer.echo(f"worker done: {outcome.n_complete} of {outcome.n_trials} trials complete"
                    f"{'' if outcome.finished else f' (stopped: {outcome.stopped_reason})'}")
 

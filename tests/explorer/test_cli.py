@@ -146,3 +146,35 @@ def test_ray_address_needs_the_ray_backend(tmp_path):
     res = runner.invoke(app, ["run", str(study), "--workdir", str(tmp_path / "w"), "--ray-address", "10.0.0.1:6379"])
     assert res.exit_code == 2 and "--ray-address" in res.stderr and "--backend ray" in res.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backend", "slurm"], "error: --backend: unknown backend 'slurm'; known: optuna, ray"),
+    (["--ray-address", "10.0.0.1:6379"], "error: --ray-address: only used with the ray backend (add --backend ray)"),
+])
+def test_worker_checks_its_backend_before_anything(tmp_path, args, message):
+    study = _write(tmp_path / "s.yaml", STUDY)
+    res = runner.invoke(app, ["worker", str(study), "--storage", f"sqlite:///{tmp_path / 'w' / 'study.db'}",
+                              "--workdir", str(tmp_path / "w"), *args])
+    assert res.exit_code == 2 and res.stderr.strip() == message
+    assert not (tmp_path / "w").exists()
+
+
+def test_worker_runs_on_the_backend_it_is_given(workdir, monkeypatch):
+    import explorer.controller
+
+    seen = {}
+
+    class Done:  # what the worker's summary line reads
+        n_complete, n_trials, finished, stopped_reason = 11, 11, True, None
+
+    def fake_worker(spec, storage, work, **kw):
+        seen.update(backend=kw["backend"], address=spec.ray_address)
+        return Done()
+
+    monkeypatch.setattr(explorer.controller, "run_worker", fake_worker)
+    res = runner.invoke(app, ["worker", str(workdir / "study.yaml"), "--storage", f"sqlite:///{workdir / 'study.db'}",
+                              "--workdir", str(workdir), "--backend", "ray", "--ray-address", "10.0.0.1:6379"])
+    assert res.exit_code == 0, res.output
+    assert seen == {"backend": "ray", "address": "10.0.0.1:6379"}
+    assert "worker done: 11 of 11 trials complete" in res.stdout
