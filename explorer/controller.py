@@ -21,7 +21,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explorer.executor import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor
 from explorer.overrides import build_trial_spec, write_trial_spec
-from explorer.storage import fail_stale_trials, make_storage, open_study, planner_lock
+from explorer.storage import (
+    OWNER_ATTR,
+    fail_orphaned_trials,
+    fail_stale_trials,
+    make_storage,
+    open_study,
+    owner_token,
+    planner_lock,
+)
 from explorer.strategies import Plan, Strategy, build_strategy
 from explorer.strategies.base import group_by_key, is_error_fail
 from explorer.study import StudySpec
@@ -83,6 +91,7 @@ class Controller:
         """Returns the plan, the trials it was made from, and how many items the budget blocked."""
         with planner_lock(self.url, self.spec.name):
             self._beat_own()
+            fail_orphaned_trials(self.storage, self.study_id)
             fail_stale_trials(self.study)
             trials = self.study.get_trials(deepcopy=False)
             plan = self.strategy.plan(trials)
@@ -132,9 +141,13 @@ class Controller:
         with planner_lock(self.url, self.spec.name):
             self.storage.record_heartbeat(trial_id)  # first, so a claimed trial is never without one
             try:
-                return self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+                if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                    return False
             except optuna.exceptions.UpdateFinishedTrialError:
                 return False
+            # who runs it: if this process dies, a controller on this machine re-runs it at once
+            self.storage.set_trial_system_attr(trial_id, OWNER_ATTR, owner_token())
+            return True
 
     def _suggest(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:
         """Record the fixed params, and let the sampler pick the strategy's sampled ones."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import socket
 import threading
 import warnings
 import zlib
@@ -29,6 +31,7 @@ PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 }
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 FINGERPRINT_ATTR = "eagle:fingerprint"
+OWNER_ATTR = "eagle:owner"  # trial system attr: the controller process that claimed it
 
 
 class StorageError(RuntimeError):
@@ -139,6 +142,57 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def _process_start(pid: int) -> str | None:
+    """A process's start time in clock ticks (Linux /proc): tells a live owner from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, after the parenthesised command name
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def owner_token() -> dict[str, Any]:
+    """Who claims a trial: host, pid namespace, pid and the pid's start time."""
+    return {"host": socket.gethostname(), "pidns": _pid_namespace(), "pid": os.getpid(),
+            "start": _process_start(os.getpid())}
+
+
+def owner_is_gone(owner: Any) -> bool:
+    """True only for an owner that ran where we can see its process (same host and pid namespace)
+    and whose process no longer exists; anything else waits for the heartbeat grace period."""
+    if not isinstance(owner, dict) or owner.get("start") is None or owner.get("pidns") is None:
+        return False
+    if owner.get("host") != socket.gethostname() or owner.get("pidns") != _pid_namespace():
+        return False
+    return _process_start(int(owner["pid"])) != owner["start"]
+
+
+def fail_orphaned_trials(storage: optuna.storages.BaseStorage, study_id: int) -> list[int]:
+    """RUNNING trials whose controller process on this machine has died become FAIL at once (an
+    interruption, re-run on resume) instead of after grace_period_s. Returns their numbers."""
+    failed = []
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = t.system_attrs.get(OWNER_ATTR)
+        if not owner_is_gone(owner):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        try:
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished meanwhile
+        logger.info("trial %d: its controller (pid %s) is gone; it will run again", t.number, owner["pid"])
+        failed.append(t.number)
+    return failed
 
 
 _ENGINES: dict[str, sqlalchemy.Engine] = {}

@@ -24,7 +24,7 @@ Schema (every key optional unless marked):
     ray_address: null
     seed: 0                                # sampler seed
     heartbeat_interval_s: 30
-    grace_period_s: 90
+    grace_period_s: 90                     # a silent trial of a dead controller elsewhere is re-run after this
     poll_interval_s: 1.0
 """
 from __future__ import annotations

@@ -84,3 +84,21 @@ def test_sigkill_at_several_points_then_resume(tmp_path):
     attempts = Counter(t.user_attrs["key"] for t in trials)
     assert set(runs) == set(complete)
     assert all(1 <= runs[k] <= attempts[k] for k in complete)
+
+
+def test_rerun_on_the_same_machine_does_not_wait_for_the_grace_period(tmp_path):
+    # the killed controller's process is visibly gone here: its running trial is re-run at once,
+    # not after grace_period_s (120 s) without a heartbeat
+    data = dict(DATA, grace_period_s=120)
+    url = default_storage_url(tmp_path)
+    cmd = child_command(tmp_path, data, url, "run", 0.6, tmp_path / "runs.log")
+    _kill_when(cmd, url, 2)
+    cut = [t.number for t in _trials(url) if t.state == TrialState.RUNNING]
+    assert cut
+    t0 = time.monotonic()
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=110)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert time.monotonic() - t0 < 60
+    assert json.loads(final.stdout.strip().splitlines()[-1]) == {"path": PAPER_PATH, "finished": True}
+    trials = {t.number: t for t in _trials(url)}
+    assert all(trials[n].state == TrialState.FAIL and trials[n].user_attrs.get("interrupted") for n in cut)
