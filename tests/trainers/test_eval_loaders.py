@@ -40,6 +40,7 @@ def test_gqa_official_layout(tmp_path):
     img(tmp_path / "images" / "n288870.jpg")
     [it] = get_benchmark("gqa").load(tmp_path)
     assert (it.qid, it.answer, it.prompt) == ("20968379", "yes", "Is the sky blue?" + SA)
+    assert it.meta == {"structural": "verify"}
     assert it.load_image().size == (8, 6)
 
 

@@ -49,6 +49,13 @@ def test_gqa_exact_match_after_normalisation():
     preds = ["Yes.", "the dog", "  LEFT", "blue"]  # GQA's rule keeps articles: "the dog" is wrong
     assert [bench.score_item(i, p) for i, p in zip(items, preds)] == [1.0, 0.0, 1.0, 0.0]
     assert bench.summarize(items, preds) == {"gqa": 50.0}
+    # the official script's breakdown by question type, for the items that carry one
+    items[0].meta.update(structural="verify", semantic="attr")
+    items[2].meta.update(structural="choose", semantic="rel")
+    items[3].meta.update(structural="query", semantic="attr")
+    assert bench.summarize(items, preds) == {
+        "gqa": 50.0, "gqa/structural/choose": 100.0, "gqa/structural/query": 0.0, "gqa/structural/verify": 100.0,
+        "gqa/semantic/attr": 50.0, "gqa/semantic/rel": 100.0}
 
 
 # ---- POPE ----

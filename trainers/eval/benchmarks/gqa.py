@@ -7,9 +7,12 @@ Prompt (LLaVA-1.5): "<question>\\nAnswer the question using a single word or phr
 base.short_answer_prompt)
 Score: exact match after the normalisation LLaVA applies before the official GQA script (strip,
 lower-case, drop trailing periods); no article or number-word rewriting (GQA's script has none).
+Like the official script, accuracy is also broken down by the questions' structural and semantic
+types ("types" in the questions file), as gqa/structural/<type> and gqa/semantic/<type>.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from trainers.eval.base import (Benchmark, BenchmarkDataError, EvalItem, field_o
                                 require_dir, require_file, short_answer_prompt)
 
 QUESTIONS_FILE = "testdev_balanced_questions.json"
+TYPE_GROUPS = ("structural", "semantic")
 
 
 def normalize_gqa_answer(text: str) -> str:
@@ -41,8 +45,10 @@ class GQA(Benchmark):
             image_id = field_of(rec, "imageId", where, str)
             question = field_of(rec, "question", where, str)
             answer = field_of(rec, "answer", where, str)
+            types = rec.get("types") if isinstance(rec.get("types"), dict) else {}
+            meta = {k: types[k] for k in TYPE_GROUPS if isinstance(types.get(k), str)}
             items.append(EvalItem(qid=str(qid), image=str(images / f"{image_id}.jpg"),
-                                  prompt=short_answer_prompt(question), answer=answer))
+                                  prompt=short_answer_prompt(question), answer=answer, meta=meta))
         return items
 
     def score_item(self, item: EvalItem, prediction: str) -> float:
@@ -50,5 +56,13 @@ class GQA(Benchmark):
 
     def summarize(self, items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, float]:
         self.check_lengths(items, predictions)
-        correct = sum(self.score_item(i, p) for i, p in zip(items, predictions))
-        return {self.name: 100.0 * correct / len(items)}
+        scores = [self.score_item(i, p) for i, p in zip(items, predictions)]
+        out = {self.name: 100.0 * sum(scores) / len(items)}
+        for group in TYPE_GROUPS:
+            by_type: dict[str, list[float]] = defaultdict(list)
+            for it, s in zip(items, scores):
+                if group in it.meta:
+                    by_type[it.meta[group]].append(s)
+            for name, values in sorted(by_type.items()):
+                out[f"{self.name}/{group}/{name}"] = 100.0 * sum(values) / len(values)
+        return out
