@@ -176,10 +176,9 @@ def owner_is_gone(owner: Any) -> bool:
     return _process_start(int(owner["pid"])) != owner["start"]
 
 
-def fail_orphaned_trials(storage: optuna.storages.BaseStorage, study_id: int) -> list[int]:
+def fail_orphaned_trials(storage: optuna.storages.BaseStorage, study_id: int) -> None:
     """RUNNING trials whose controller process on this machine has died become FAIL at once (an
-    interruption, re-run on resume) instead of after grace_period_s. Returns their numbers."""
-    failed = []
+    interruption, re-run on resume) instead of after grace_period_s."""
     for t in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         owner = t.system_attrs.get(OWNER_ATTR)
         if not owner_is_gone(owner):
@@ -191,8 +190,6 @@ def fail_orphaned_trials(storage: optuna.storages.BaseStorage, study_id: int) ->
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile
         logger.info("trial %d: its controller (pid %s) is gone; it will run again", t.number, owner["pid"])
-        failed.append(t.number)
-    return failed
 
 
 _ENGINES: dict[str, sqlalchemy.Engine] = {}

@@ -45,7 +45,8 @@ class GQA(Benchmark):
             image_id = field_of(rec, "imageId", where, str)
             question = field_of(rec, "question", where, str)
             answer = field_of(rec, "answer", where, str)
-            types = rec.get("types") if isinstance(rec.get("types"), dict) else {}
+            types = rec.get("types")
+            types = types if isinstance(types, dict) else {}
             meta = {k: types[k] for k in TYPE_GROUPS if isinstance(types.get(k), str)}
             items.append(EvalItem(qid=str(qid), image=str(images / f"{image_id}.jpg"),
                                   prompt=short_answer_prompt(question), answer=answer, meta=meta))
