@@ -28,8 +28,10 @@ def _trials(url):
         return []
 
 
-def _kill_when(cmd, url, n_complete, timeout=60.0):
-    """Start a controller and SIGKILL it once n_complete trials are done and one is running."""
+def _kill_when(tmp, data, url, log, n_complete, timeout=60.0):
+    """Start a controller and SIGKILL it once n_complete trials are done and one is running (the
+    first trial to start after n_complete are done holds until then)."""
+    cmd = child_command(tmp, data, url, "run", 0.6, log, hold_from=n_complete)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     try:
@@ -58,7 +60,7 @@ def test_sigkill_at_several_points_then_resume(tmp_path):
     url = default_storage_url(tmp_path)
     log = tmp_path / "runs.log"
     cmd = child_command(tmp_path, DATA, url, "run", 0.6, log)
-    killed_at = [_kill_when(cmd, url, n) for n in (0, 3, 6, 9)]
+    killed_at = [_kill_when(tmp_path, DATA, url, log, n) for n in (0, 3, 6, 9)]
     assert killed_at == sorted(killed_at) and killed_at[-1] < 11
 
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
@@ -91,8 +93,9 @@ def test_rerun_on_the_same_machine_does_not_wait_for_the_grace_period(tmp_path):
     # not after grace_period_s (120 s) without a heartbeat
     data = dict(DATA, grace_period_s=120)
     url = default_storage_url(tmp_path)
-    cmd = child_command(tmp_path, data, url, "run", 0.6, tmp_path / "runs.log")
-    _kill_when(cmd, url, 2)
+    log = tmp_path / "runs.log"
+    cmd = child_command(tmp_path, data, url, "run", 0.6, log)
+    _kill_when(tmp_path, data, url, log, 2)
     cut = [t.number for t in _trials(url) if t.state == TrialState.RUNNING]
     assert cut
     t0 = time.monotonic()

@@ -64,21 +64,29 @@ class SleepyRunner:
 
 
 # A controller in its own process (to be SIGKILLed, or to run beside another worker). argv[1]: JSON
-# {root, tests, data, workdir, storage, mode: run|worker, sleep, log}. Every trial it runs is
-# appended to `log` as "pid number key".
+# {root, tests, data, workdir, storage, mode: run|worker, sleep, log, hold_from}. Every trial it runs
+# is appended to `log` as "pid number key". With hold_from set, a trial that starts once that many
+# trials are COMPLETE in the database sleeps until killed, so a test can kill at a known point
+# whatever the machine's load.
 CHILD_SCRIPT = r'''
-import json, os, sys
+import json, os, sys, time
 cfg = json.loads(sys.argv[1])
 sys.path[:0] = [cfg["root"], cfg["tests"]]
 from pathlib import Path
 from explorer.controller import run_study, run_worker
 from explorer.study import parse_study
+import optuna
+from optuna.trial import TrialState
 from test_study_fixtures import SleepyRunner
 
 class LoggingRunner(SleepyRunner):
     def __call__(self, job):
         with open(cfg["log"], "a") as fh:
             fh.write(f"{os.getpid()} {job.number} {job.user_attrs['key']}\n")
+        if cfg.get("hold_from") is not None:
+            trials = optuna.load_study(study_name=cfg["data"]["name"], storage=cfg["storage"]).get_trials()
+            if sum(t.state == TrialState.COMPLETE for t in trials) >= cfg["hold_from"]:
+                time.sleep(600)
         return super().__call__(job)
 
 spec = parse_study(cfg["data"], "child.yaml", Path(cfg["workdir"]))
@@ -88,7 +96,8 @@ print(json.dumps({"path": out.greedy_path, "finished": out.finished}))
 '''
 
 
-def child_command(tmp: Path, data: dict[str, Any], storage: str, mode: str, sleep: float, log: Path) -> list[str]:
+def child_command(tmp: Path, data: dict[str, Any], storage: str, mode: str, sleep: float, log: Path,
+                  hold_from: int | None = None) -> list[str]:
     import json
     import sys
 
@@ -96,5 +105,5 @@ def child_command(tmp: Path, data: dict[str, Any], storage: str, mode: str, slee
     script.write_text(CHILD_SCRIPT)
     here = Path(__file__).resolve().parent
     cfg = {"root": str(here.parents[1]), "tests": str(here), "data": data, "workdir": str(tmp),
-           "storage": storage, "mode": mode, "sleep": sleep, "log": str(log)}
+           "storage": storage, "mode": mode, "sleep": sleep, "log": str(log), "hold_from": hold_from}
     return [sys.executable, str(script), json.dumps(cfg)]
