@@ -139,15 +139,16 @@ class Controller:
     def _claim(self, trial_id: int) -> bool:
         # SQLite has no row locks, so WAITING -> RUNNING is only atomic under the planner lock
         with planner_lock(self.url, self.spec.name):
-            self.storage.record_heartbeat(trial_id)  # first, so a claimed trial is never without one
+            if self.storage.get_trial(trial_id).state != TrialState.WAITING:
+                return False  # another controller claimed it (or it was failed) since we looked
+            # owner and heartbeat before RUNNING, so a claimed trial is never without them: if this
+            # process dies, a controller on this machine re-runs the trial at once
+            self.storage.set_trial_system_attr(trial_id, OWNER_ATTR, owner_token())
+            self.storage.record_heartbeat(trial_id)
             try:
-                if not self.storage.set_trial_state_values(trial_id, TrialState.RUNNING):
-                    return False
+                return self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
             except optuna.exceptions.UpdateFinishedTrialError:
                 return False
-            # who runs it: if this process dies, a controller on this machine re-runs it at once
-            self.storage.set_trial_system_attr(trial_id, OWNER_ATTR, owner_token())
-            return True
 
     def _suggest(self, trial: optuna.Trial, fixed: dict[str, Any]) -> None:
         """Record the fixed params, and let the sampler pick the strategy's sampled ones."""

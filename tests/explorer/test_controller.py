@@ -221,3 +221,28 @@ def test_restarts_in_place_count_against_retries(tmp_path, restarts, attempts):
     d = [t for t in _trials(spec, tmp_path) if t.user_attrs["experts"] == "A+B+D"]
     assert len(runs) == len(d) == attempts and all(t.state == TrialState.FAIL for t in d)
     assert [t.user_attrs.get("restarts", 0) for t in d] == [restarts] * attempts
+
+
+def test_a_claimed_trial_has_its_owner_before_it_turns_running(tmp_path):
+    from explorer.controller import Controller
+    from explorer.storage import OWNER_ATTR, owner_token
+
+    spec = _spec(tmp_path)
+    ctl = Controller(spec, default_storage_url(tmp_path), tmp_path, runner=paper_runner)
+    ctl.study.enqueue_trial({}, user_attrs={"key": "k"})
+    trial_id = ctl.storage.get_trial_id_from_study_id_trial_number(ctl.study_id, 0)
+    seen = []
+    set_state = ctl.storage.set_trial_state_values
+
+    def spy(tid, state, values=None):
+        # a controller killed right after this write must leave a trial its successor can tell is orphaned
+        seen.append((state, ctl.storage.get_trial(tid).system_attrs.get(OWNER_ATTR)))
+        return set_state(tid, state, values)
+
+    ctl.storage.set_trial_state_values = spy
+    assert ctl._claim(trial_id)
+    assert seen == [(TrialState.RUNNING, owner_token())]
+    # a second claim of the RUNNING trial fails and leaves its owner alone
+    ctl.storage.set_trial_system_attr(trial_id, OWNER_ATTR, dict(owner_token(), pid=-1))
+    assert not ctl._claim(trial_id)
+    assert ctl.storage.get_trial(trial_id).system_attrs[OWNER_ATTR]["pid"] == -1

@@ -94,23 +94,18 @@ def _wait_for(pred, timeout: float, what: str) -> None:
 def test_driver_killed_mid_study_resumes_without_loss_or_duplicates(tmp_path, ray_cluster):
     here = Path(__file__).resolve().parent
     code = (f"import sys; sys.path[:0] = [{str(here.parents[1])!r}, {str(here)!r}]; "
-            f"from test_ray_support import drive; drive({str(tmp_path)!r}, {ray_cluster!r}, 1.0)")
+            f"from test_ray_support import drive; drive({str(tmp_path)!r}, {ray_cluster!r}, 1.0, 2)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = default_storage_url(tmp_path)
 
-    def states():
-        try:
-            return [t.state for t in optuna.load_study(study_name="killed", storage=url).get_trials()]
-        except Exception:  # the driver has not created the study yet
-            return []
-
-    try:
-        _wait_for(lambda: states().count(TrialState.COMPLETE) >= 2 and TrialState.RUNNING in states(), 90,
-                  "2 trials done and one running")
+    try:  # the first trial to start after 2 are done holds and says so
+        _wait_for(lambda: (tmp_path / "holding").exists(), 90, "2 trials done and one running")
     finally:
         proc.kill()
         proc.wait()
     before = optuna.load_study(study_name="killed", storage=url).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in before) >= 2
+    assert any(t.state == TrialState.RUNNING for t in before)
     done_before = {t.user_attrs["experts"]: t.value for t in before if t.state == TrialState.COMPLETE}
     spec = parse_study(study_data("killed", GREEDY, backend="ray", ray_address=ray_cluster,
                                   resources={"max_concurrent_trials": 2}), "killed.yaml", tmp_path)

@@ -62,8 +62,9 @@ class FlakyRunner:
         return paper_runner(job)
 
 
-def drive(workdir: str, address: str, seconds: float) -> None:
-    """A driver process for the kill test: the paper's greedy study on the given Ray cluster."""
+def drive(workdir: str, address: str, seconds: float, hold_from: int) -> None:
+    """A driver process for the kill test: the paper's greedy study on the given Ray cluster; the
+    first trial to start after hold_from completions runs for a minute (Ray ends it with the driver)."""
     import explorer.ray_backend  # noqa: F401
     from explorer.controller import run_study
     from explorer.storage import default_storage_url
@@ -73,7 +74,9 @@ def drive(workdir: str, address: str, seconds: float) -> None:
     data = study_data("killed", {"type": "greedy", "base": ["A", "B"]}, backend="ray", ray_address=address,
                       resources={"max_concurrent_trials": 2})
     spec = parse_study(data, "killed.yaml", Path(workdir))
-    run_study(spec, default_storage_url(workdir), workdir, runner=SleepyRunner(seconds), backend="ray")
+    url = default_storage_url(workdir)
+    runner = SleepyRunner(seconds, hold=(url, "killed", hold_from, str(Path(workdir) / "holding")), hold_s=60.0)
+    run_study(spec, url, workdir, runner=runner, backend="ray")
 
 
 def ddp_worker(config: dict[str, Any]) -> None:

@@ -29,19 +29,21 @@ def _trials(url):
 
 
 def _kill_when(tmp, data, url, log, n_complete, timeout=60.0):
-    """Start a controller and SIGKILL it once n_complete trials are done and one is running (the
-    first trial to start after n_complete are done holds until then)."""
+    """Start a controller and SIGKILL it once n_complete trials are done and one is running: the
+    first trial to start after n_complete are done holds (and says so in a mark file)."""
     cmd = child_command(tmp, data, url, "run", 0.6, log, hold_from=n_complete)
+    mark = tmp / "holding"
+    mark.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            trials = _trials(url)
-            done = sum(t.state == TrialState.COMPLETE for t in trials)
-            if done >= n_complete and any(t.state == TrialState.RUNNING for t in trials):
+            if mark.exists():
                 proc.kill()
                 proc.wait()
-                return done
+                trials = _trials(url)
+                assert any(t.state == TrialState.RUNNING for t in trials)
+                return sum(t.state == TrialState.COMPLETE for t in trials)
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.05)
         raise AssertionError(f"never reached {n_complete} complete trials")

@@ -53,45 +53,56 @@ def write_study(tmp: Path, data: dict[str, Any]) -> Path:
 
 
 class SleepyRunner:
-    """Scripted runner that takes `seconds` per trial (to be killed mid-trial)."""
+    """Scripted runner that takes `seconds` per trial (to be killed mid-trial). With `hold` =
+    (storage URL, study name, n, mark file), a trial that starts once n trials are COMPLETE writes
+    the mark file and takes `hold_s` instead, so a test can kill the controller at a known point
+    whatever the machine's load."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, seconds: float, hold: tuple[str, str, int, str] | None = None, hold_s: float = 600.0) -> None:
+        self.seconds, self.hold, self.hold_s = seconds, hold, hold_s
 
     def __call__(self, job) -> dict[str, Any]:
-        time.sleep(self.seconds)
+        if self._holding():
+            Path(self.hold[3]).write_text(str(job.number))
+            time.sleep(self.hold_s)
+        else:
+            time.sleep(self.seconds)
         return paper_runner(job)
+
+    def _holding(self) -> bool:
+        if self.hold is None:
+            return False
+        import optuna
+        from optuna.trial import TrialState
+
+        url, name, n, _ = self.hold
+        trials = optuna.load_study(study_name=name, storage=url).get_trials()
+        return sum(t.state == TrialState.COMPLETE for t in trials) >= n
 
 
 # A controller in its own process (to be SIGKILLed, or to run beside another worker). argv[1]: JSON
 # {root, tests, data, workdir, storage, mode: run|worker, sleep, log, hold_from}. Every trial it runs
-# is appended to `log` as "pid number key". With hold_from set, a trial that starts once that many
-# trials are COMPLETE in the database sleeps until killed, so a test can kill at a known point
-# whatever the machine's load.
+# is appended to `log` as "pid number key". hold_from: see SleepyRunner's hold (mark: workdir/holding).
 CHILD_SCRIPT = r'''
-import json, os, sys, time
+import json, os, sys
 cfg = json.loads(sys.argv[1])
 sys.path[:0] = [cfg["root"], cfg["tests"]]
 from pathlib import Path
 from explorer.controller import run_study, run_worker
 from explorer.study import parse_study
-import optuna
-from optuna.trial import TrialState
 from test_study_fixtures import SleepyRunner
 
 class LoggingRunner(SleepyRunner):
     def __call__(self, job):
         with open(cfg["log"], "a") as fh:
             fh.write(f"{os.getpid()} {job.number} {job.user_attrs['key']}\n")
-        if cfg.get("hold_from") is not None:
-            trials = optuna.load_study(study_name=cfg["data"]["name"], storage=cfg["storage"]).get_trials()
-            if sum(t.state == TrialState.COMPLETE for t in trials) >= cfg["hold_from"]:
-                time.sleep(600)
         return super().__call__(job)
 
 spec = parse_study(cfg["data"], "child.yaml", Path(cfg["workdir"]))
 fn = run_study if cfg["mode"] == "run" else run_worker
-out = fn(spec, cfg["storage"], cfg["workdir"], runner=LoggingRunner(cfg["sleep"]))
+hold = None if cfg["hold_from"] is None else (cfg["storage"], cfg["data"]["name"], cfg["hold_from"],
+                                              str(Path(cfg["workdir"]) / "holding"))
+out = fn(spec, cfg["storage"], cfg["workdir"], runner=LoggingRunner(cfg["sleep"], hold))
 print(json.dumps({"path": out.greedy_path, "finished": out.finished}))
 '''
 
