@@ -122,6 +122,9 @@ class StudyProgress:
             self._info.update(kw)
             if kw.get("total") is not None:
                 self.total = kw["total"]
+            done = self._info.get("done")
+            if done is not None and self._snap is not None and done != self._snap.done:
+                self._snap_at = 0.0  # a trial ended since the last read: re-read, so counts agree
         if self._live is None:
             self._log_if_changed()
 

@@ -45,3 +45,17 @@ def test_controller_reports_win_and_log_when_not_a_terminal(caplog):
     assert snap.round == 3 and snap.failed == 0 and snap.best_label == "A+B+F+E+C" and snap.eta_s == 125.0
     assert any("round 3" in r.getMessage() and "best 666.5 A+B+F+E+C" in r.getMessage() and "eta 2:05" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_trial_that_ends_between_reads_is_counted_at_once():
+    # the display caches its database read for a minute here; the controller's report of one more
+    # done trial makes it read again, so done and running never disagree
+    study = _study()
+    progress = StudyProgress(study, total=11, console=Console(file=io.StringIO()), min_interval_s=60)
+    progress.update(done=2, running=1)
+    assert (progress.current().done, progress.current().running) == (2, 1)
+    running = next(t for t in study.get_trials() if t.state.name == "RUNNING")
+    study.tell(running.number, 660.3)
+    progress.update(done=3, running=0)
+    snap = progress.current()
+    assert (snap.done, snap.running, snap.best_value) == (3, 0, 665.3)
