@@ -21,7 +21,7 @@ from explorer.tracking import MlflowTracker, default_artifact_root, default_trac
 from explorer.storage import default_storage_url, open_study
 from explorer.study import parse_study
 from test_ray_support import FlakyRunner, SpanRunner, max_overlap
-from test_study_fixtures import PAPER_AVG, PAPER_PATH, paper_runner, study_data
+from test_study_fixtures import HOLD_MARK, PAPER_AVG, PAPER_PATH, paper_runner, study_data
 
 GREEDY = {"type": "greedy", "base": ["A", "B"]}
 
@@ -99,7 +99,7 @@ def test_driver_killed_mid_study_resumes_without_loss_or_duplicates(tmp_path, ra
     url = default_storage_url(tmp_path)
 
     try:  # the first trial to start after 2 are done holds and says so
-        _wait_for(lambda: (tmp_path / "holding").exists(), 90, "2 trials done and one running")
+        _wait_for(lambda: (tmp_path / HOLD_MARK).exists(), 90, "2 trials done and one running")
     finally:
         proc.kill()
         proc.wait()

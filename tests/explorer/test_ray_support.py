@@ -69,13 +69,13 @@ def drive(workdir: str, address: str, seconds: float, hold_from: int) -> None:
     from explorer.controller import run_study
     from explorer.storage import default_storage_url
     from explorer.study import parse_study
-    from test_study_fixtures import SleepyRunner, study_data
+    from test_study_fixtures import HOLD_MARK, Hold, SleepyRunner, study_data
 
     data = study_data("killed", {"type": "greedy", "base": ["A", "B"]}, backend="ray", ray_address=address,
                       resources={"max_concurrent_trials": 2})
     spec = parse_study(data, "killed.yaml", Path(workdir))
     url = default_storage_url(workdir)
-    runner = SleepyRunner(seconds, hold=(url, "killed", hold_from, str(Path(workdir) / "holding")), hold_s=60.0)
+    runner = SleepyRunner(seconds, Hold(url, "killed", hold_from, str(Path(workdir) / HOLD_MARK)), hold_s=60.0)
     run_study(spec, url, workdir, runner=runner, backend="ray")
 
 

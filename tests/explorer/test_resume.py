@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from explorer.controller import run_study
 from explorer.storage import default_storage_url
 from explorer.study import parse_study
-from test_study_fixtures import PAPER_PATH, child_command, paper_runner, study_data
+from test_study_fixtures import HOLD_MARK, PAPER_PATH, child_command, paper_runner, study_data
 
 pytestmark = pytest.mark.slow
 DATA = study_data("resume", {"type": "greedy", "base": ["A", "B"]}, resources={"max_concurrent_trials": 2},
@@ -32,7 +32,7 @@ def _kill_when(tmp, data, url, log, n_complete, timeout=60.0):
     """Start a controller and SIGKILL it once n_complete trials are done and one is running: the
     first trial to start after n_complete are done holds (and says so in a mark file)."""
     cmd = child_command(tmp, data, url, "run", 0.6, log, hold_from=n_complete)
-    mark = tmp / "holding"
+    mark = tmp / HOLD_MARK
     mark.unlink(missing_ok=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout

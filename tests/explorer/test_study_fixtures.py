@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -52,18 +52,29 @@ def write_study(tmp: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+HOLD_MARK = "holding"  # the file a holding trial writes in the work directory
+
+
+class Hold(NamedTuple):
+    """A trial that starts once `after` trials of `study` are COMPLETE writes `mark` and holds."""
+
+    storage: str
+    study: str
+    after: int
+    mark: str
+
+
 class SleepyRunner:
-    """Scripted runner that takes `seconds` per trial (to be killed mid-trial). With `hold` =
-    (storage URL, study name, n, mark file), a trial that starts once n trials are COMPLETE writes
-    the mark file and takes `hold_s` instead, so a test can kill the controller at a known point
+    """Scripted runner that takes `seconds` per trial (to be killed mid-trial). With a `hold`, the
+    holding trial takes `hold_s` instead, so a test can kill the controller at a known point
     whatever the machine's load."""
 
-    def __init__(self, seconds: float, hold: tuple[str, str, int, str] | None = None, hold_s: float = 600.0) -> None:
+    def __init__(self, seconds: float, hold: Hold | None = None, hold_s: float = 600.0) -> None:
         self.seconds, self.hold, self.hold_s = seconds, hold, hold_s
 
     def __call__(self, job) -> dict[str, Any]:
         if self._holding():
-            Path(self.hold[3]).write_text(str(job.number))
+            Path(self.hold.mark).write_text(str(job.number))
             time.sleep(self.hold_s)
         else:
             time.sleep(self.seconds)
@@ -75,14 +86,13 @@ class SleepyRunner:
         import optuna
         from optuna.trial import TrialState
 
-        url, name, n, _ = self.hold
-        trials = optuna.load_study(study_name=name, storage=url).get_trials()
-        return sum(t.state == TrialState.COMPLETE for t in trials) >= n
+        trials = optuna.load_study(study_name=self.hold.study, storage=self.hold.storage).get_trials()
+        return sum(t.state == TrialState.COMPLETE for t in trials) >= self.hold.after
 
 
 # A controller in its own process (to be SIGKILLed, or to run beside another worker). argv[1]: JSON
 # {root, tests, data, workdir, storage, mode: run|worker, sleep, log, hold_from}. Every trial it runs
-# is appended to `log` as "pid number key". hold_from: see SleepyRunner's hold (mark: workdir/holding).
+# is appended to `log` as "pid number key". hold_from: a Hold after that many (mark: workdir/HOLD_MARK).
 CHILD_SCRIPT = r'''
 import json, os, sys
 cfg = json.loads(sys.argv[1])
@@ -90,7 +100,7 @@ sys.path[:0] = [cfg["root"], cfg["tests"]]
 from pathlib import Path
 from explorer.controller import run_study, run_worker
 from explorer.study import parse_study
-from test_study_fixtures import SleepyRunner
+from test_study_fixtures import HOLD_MARK, Hold, SleepyRunner
 
 class LoggingRunner(SleepyRunner):
     def __call__(self, job):
@@ -100,8 +110,8 @@ class LoggingRunner(SleepyRunner):
 
 spec = parse_study(cfg["data"], "child.yaml", Path(cfg["workdir"]))
 fn = run_study if cfg["mode"] == "run" else run_worker
-hold = None if cfg["hold_from"] is None else (cfg["storage"], cfg["data"]["name"], cfg["hold_from"],
-                                              str(Path(cfg["workdir"]) / "holding"))
+hold = None if cfg["hold_from"] is None else Hold(cfg["storage"], cfg["data"]["name"], cfg["hold_from"],
+                                                  str(Path(cfg["workdir"]) / HOLD_MARK))
 out = fn(spec, cfg["storage"], cfg["workdir"], runner=LoggingRunner(cfg["sleep"], hold))
 print(json.dumps({"path": out.greedy_path, "finished": out.finished}))
 '''
