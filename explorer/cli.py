@@ -17,6 +17,8 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from explorer.redact import MaskingFilter, mask, remember
+
 logger = logging.getLogger(__name__)
 
 app = typer.Typer(name="eagle-explore", add_completion=False, no_args_is_help=True,
@@ -59,7 +61,7 @@ def _one_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     if "sqlalchemy" in type(err).__module__:
         text = f"study storage: {text}"
-    return text.splitlines()[0]
+    return mask(text.splitlines()[0])
 
 
 @contextlib.contextmanager
@@ -86,6 +88,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug l
     if not any(isinstance(h, RichHandler) for h in root.handlers):
         handler = RichHandler(console=_err_console(), show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(MaskingFilter())  # no URL password reaches the terminal or a log file
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("alembic", "mlflow", "urllib3", "optuna"):
@@ -98,7 +101,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug l
 def _storage_url(spec, storage: str | None, workdir: Path) -> str:
     from explorer.storage import default_storage_url
 
-    return storage or spec.storage or default_storage_url(workdir)
+    url = storage or spec.storage or default_storage_url(workdir)
+    remember(url)
+    return url
 
 
 def _tracking(spec, tracking_uri: str | None, workdir: Path) -> tuple[str, str | None]:
@@ -107,6 +112,7 @@ def _tracking(spec, tracking_uri: str | None, workdir: Path) -> tuple[str, str |
 
     uri = tracking_uri or (spec.tracking_uri if spec is not None else None)
     if uri:
+        remember(uri)
         return uri, None
     return default_tracking_uri(workdir), default_artifact_root(workdir)
 
@@ -126,7 +132,7 @@ def _existing_study(spec, storage_url: str):
     try:
         return optuna.load_study(study_name=spec.name, storage=storage)
     except KeyError:
-        raise CliError(f"study {spec.name!r} not found in {storage_url}") from None
+        raise CliError(f"study {spec.name!r} not found in {mask(storage_url)}") from None
 
 
 def _load(study_file: Path, storage: str | None, workdir: Path):
@@ -196,7 +202,10 @@ def _with_backend(spec, backend: str | None, ray_address: str | None):
 # -- commands -------------------------------------------------------------------------------------
 @app.command()
 def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: TrackingOpt = None,
-        workdir: WorkdirOpt = Path("."), backend: BackendOpt = None, ray_address: RayAddressOpt = None) -> None:
+        workdir: WorkdirOpt = Path("."), backend: BackendOpt = None, ray_address: RayAddressOpt = None,
+        accept_base_change: Annotated[bool, typer.Option(
+            "--accept-base-change", help="Resume even though the base trial changed (recorded in the study).")] = False,
+        ) -> None:
     """Run a study to the end, or resume it (same command)."""
     with _guard():
         from explorer.study import load_study
@@ -217,7 +226,8 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         from explorer.progress import StudyProgress
         from explorer.storage import open_study
 
-        study = open_study(spec, storage_url)  # creates or resumes it; a mismatching study fails here
+        # creates or resumes it; a mismatching study fails here
+        study = open_study(spec, storage_url, accept_base_change=accept_base_change)
         progress = StudyProgress(study, total=_planned(spec), concurrency=spec.resources.max_concurrent_trials)
         try:
             with progress:
@@ -232,7 +242,7 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         _print_leaderboard(study)
         _print_path(study)
         ui = ["eagle-explore", "ui", "--workdir", str(workdir)] + (["--tracking-uri", uri] if artifacts is None else [])
-        typer.echo(f"Open the MLflow UI: {shlex.join(ui)}")
+        typer.echo(f"Open the MLflow UI: {mask(shlex.join(ui))}")
         if not outcome.finished:
             _err_console().print(f"[yellow]study not finished[/yellow]: {outcome.stopped_reason}")
             raise typer.Exit(1)
@@ -269,6 +279,7 @@ def worker(study_file: StudyArg,
         from explorer.tracking import MlflowTracker
 
         tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts)
+        remember(storage)
         study = _existing_study(spec, storage)  # joining needs a study that `run` created
         workdir.mkdir(parents=True, exist_ok=True)
         tracker.check()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import socket
 import threading
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -17,6 +19,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from explorer.redact import mask
 from explorer.study import StudyError, StudySpec
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,8 @@ PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 }
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 FINGERPRINT_ATTR = "eagle:fingerprint"
+BASE_TRIAL_ATTR = "eagle:base_trial"  # the base trial as resolved when the study was created
+BASE_CHANGES_ATTR = "eagle:base_trial_changes"  # accepted changes: time, trials before, fields
 OWNER_ATTR = "eagle:owner"  # trial system attr: the controller process that claimed it
 
 
@@ -89,7 +94,7 @@ def make_storage(spec: StudySpec, storage_url: str) -> optuna.storages.RDBStorag
     storage_url = normalize_storage_url(storage_url)
     backend = _backend(storage_url)
     if backend not in SUPPORTED_BACKENDS:
-        raise StorageError(f"{storage_url}: unsupported database {backend!r} (supported: {', '.join(SUPPORTED_BACKENDS)})")
+        raise StorageError(f"{mask(storage_url)}: unsupported database {backend!r} (supported: {', '.join(SUPPORTED_BACKENDS)})")
     engine_kwargs: dict[str, Any] = {}
     if backend == "sqlite":
         db = make_url(storage_url).database
@@ -106,21 +111,23 @@ def make_storage(spec: StudySpec, storage_url: str) -> optuna.storages.RDBStorag
                 heartbeat_interval=spec.heartbeat_interval_s, grace_period=spec.grace_period_s,
             )
     except Exception as err:  # connection refused, missing database, bad credentials
-        raise StorageError(f"{storage_url}: cannot open the study database: {str(err).splitlines()[0]}") from None
+        raise StorageError(f"{mask(storage_url)}: cannot open the study database: {str(err).splitlines()[0]}") from None
 
 
 def open_study(spec: StudySpec, storage_url: str, *, create: bool = True,
                storage: optuna.storages.RDBStorage | None = None,
-               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+               sampler: optuna.samplers.BaseSampler | None = None,
+               accept_base_change: bool = False) -> optuna.Study:
     """Create or load the study; a resumed study must have been created from the same
-    strategy, search space and objective (its fingerprint is stored in the study)."""
+    strategy, search space and objective (its fingerprint is stored in the study) and the same
+    base trial (stored whole, so a change is named field by field)."""
     storage = storage or make_storage(spec, storage_url)
     if sampler is None:
         sampler = optuna.samplers.RandomSampler(seed=spec.seed)
     pruner = build_pruner(spec)
     exists = spec.name in {s.study_name for s in storage.get_all_studies()}
     if not exists and not create:
-        raise StorageError(f"{storage_url}: no study named {spec.name!r} to join (start it with `eagle-explore run`)")
+        raise StorageError(f"{mask(storage_url)}: no study named {spec.name!r} to join (start it with `eagle-explore run`)")
     study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.objective.direction,
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     fp = spec.fingerprint()
@@ -129,12 +136,57 @@ def open_study(spec: StudySpec, storage_url: str, *, create: bool = True,
     if stored is None:
         storage.set_study_system_attr(study_id, FINGERPRINT_ATTR, fp)
     elif stored != fp:
-        raise StorageError(f"{storage_url}: study {spec.name!r} was created from a different strategy, search "
+        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} was created from a different strategy, search "
                            "space or objective; use a new study name")
-    logger.info("study %r at %s: %d trials stored", spec.name, storage_url, len(study.trials))
+    _check_base_trial(storage, study_id, spec, storage_url, accept_base_change)
+    logger.info("study %r at %s: %d trials stored", spec.name, mask(storage_url), len(study.trials))
     if study.direction.name.lower() != spec.objective.direction:
-        raise StorageError(f"{storage_url}: study {spec.name!r} is stored as {study.direction.name.lower()}")
+        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} is stored as {study.direction.name.lower()}")
     return study
+
+
+def _changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON-like values differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            out += _changed_fields(old.get(key, "<unset>"), new.get(key, "<unset>"), sub)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [c for i, (a, b) in enumerate(zip(old, new)) for c in _changed_fields(a, b, f"{path}.{i}")]
+    if old == new:
+        return []
+    def short(v: Any) -> str:
+        text = mask(json.dumps(v))
+        return text if len(text) <= 40 else text[:37] + "..."
+    return [f"{path or '(base trial)'} ({short(old)} -> {short(new)})"]
+
+
+def _check_base_trial(storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec, storage_url: str,
+                      accept: bool) -> None:
+    """A resumed study runs its trials from the base trial it was created with; a changed one is an
+    error naming the fields, or, with `accept`, an override recorded in the study."""
+    current = spec.base_trial_data
+    attrs = storage.get_study_system_attrs(study_id)
+    stored = attrs.get(BASE_TRIAL_ATTR)
+    if stored is None:  # a new study (or one created before the base trial was recorded)
+        storage.set_study_system_attr(study_id, BASE_TRIAL_ATTR, current)
+        return
+    changed = _changed_fields(stored, current)
+    if not changed:
+        return
+    if not accept:
+        more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} was created from a different base trial: "
+                           f"changed {', '.join(changed[:4])}{more}; pass --accept-base-change to `run` to continue with "
+                           "the new one (recorded in the study), or use a new study name")
+    history = list(attrs.get(BASE_CHANGES_ATTR, []))
+    history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "trials_before": len(storage.get_all_trials(study_id, deepcopy=False)), "changed": changed})
+    storage.set_study_system_attr(study_id, BASE_CHANGES_ATTR, history)
+    storage.set_study_system_attr(study_id, BASE_TRIAL_ATTR, current)
+    logger.warning("study %r: base trial changed (%s); accepted and recorded", spec.name, "; ".join(changed))
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
@@ -231,4 +283,4 @@ def planner_lock(storage_url: str, study_name: str) -> Iterator[None]:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
     else:
-        raise StorageError(f"{storage_url}: no planner lock for {backend!r} (supported: {', '.join(SUPPORTED_BACKENDS)})")
+        raise StorageError(f"{mask(storage_url)}: no planner lock for {backend!r} (supported: {', '.join(SUPPORTED_BACKENDS)})")

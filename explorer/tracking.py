@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from explorer.redact import mask
+
 logger = logging.getLogger(__name__)
 
 # Study user attrs (set here) and trial user attrs (set here, read by report/status).
@@ -97,7 +99,7 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
         return  # the server answered; /health may just not exist behind a proxy
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
-        raise TrackingError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
+        raise TrackingError(f"MLflow tracking server {mask(uri)} is unreachable: {reason}") from None
 
 
 class MlflowTracker:
@@ -107,7 +109,7 @@ class MlflowTracker:
 
     def __init__(self, tracking_uri: str, experiment_name: str | None = None, artifact_root: str | None = None):
         if not tracking_uri or "://" not in tracking_uri:
-            raise TrackingError(f"tracking URI {tracking_uri!r} is not a URI (sqlite:///PATH, http://HOST:PORT, file:///DIR)")
+            raise TrackingError(f"tracking URI {mask(tracking_uri)!r} is not a URI (sqlite:///PATH, http://HOST:PORT, file:///DIR)")
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
@@ -128,7 +130,7 @@ class MlflowTracker:
                 self._client.search_experiments(max_results=1)  # opens (and migrates) the store now
             except Exception as err:  # noqa: BLE001 -- any store failure is one clear line
                 self._client = None
-                raise TrackingError(f"cannot open MLflow store {self.tracking_uri}: {str(err).splitlines()[0]}") from None
+                raise TrackingError(f"cannot open MLflow store {mask(self.tracking_uri)}: {str(err).splitlines()[0]}") from None
         return self._client
 
     def check(self) -> None:
@@ -166,7 +168,7 @@ class MlflowTracker:
             try:
                 self.client.get_run(run_id)
             except Exception:  # noqa: BLE001 -- the store was replaced: look up by tag instead
-                logger.warning("parent run %s of study %s is gone from %s", run_id, study.study_name, self.tracking_uri)
+                logger.warning("parent run %s of study %s is gone from %s", run_id, study.study_name, mask(self.tracking_uri))
                 run_id = None
         if run_id is None:
             found = self._find_runs(f"tags.`{TAG_STUDY}` = '{study.study_name}' and tags.`{TAG_ROLE}` = 'study'")
