@@ -377,14 +377,21 @@ def ui(study_file: Annotated[Optional[Path], typer.Argument(help="Study file (fo
 def trial(trial_file: Annotated[Path, typer.Argument(help="Trial spec (YAML).")],
           out: Annotated[Path, typer.Option("--out", help="Trial directory (relative: under --workdir).")],
           nproc: Annotated[int, typer.Option("--nproc", min=1, help="Processes (ranks) for torchrun.")] = 1,
-          workdir: WorkdirOpt = Path(".")) -> None:
-    """Run one trial on this machine (torchrun; DeepSpeed when the spec says so)."""
+          workdir: WorkdirOpt = Path("."),
+          restart: Annotated[bool, typer.Option(
+              "--restart", help="Start over if OUT holds progress of another spec (it moves aside).")] = False) -> None:
+    """Run one trial on this machine (torchrun; DeepSpeed when the spec says so). Run it again on
+    the same OUT to continue from its last checkpoint; SIGTERM makes it checkpoint and stop."""
     with _guard():
-        from trainers.launch import TrialFailed, run_trial
+        from trainers.launch import TrialFailed, TrialPreempted, run_trial
+        from trainers.preempt import PREEMPT_EXIT
 
         out_dir = out if out.is_absolute() else workdir.resolve() / out
         try:
-            result = run_trial(trial_file, out_dir, nproc)
+            result = run_trial(trial_file, out_dir, nproc, restart=restart)
+        except TrialPreempted as err:
+            _err_console().print(f"[yellow]stopped:[/yellow] {_one_line(err)}")
+            raise typer.Exit(PREEMPT_EXIT) from None
         except TrialFailed as err:
             _err_console().print(f"[red]trial failed:[/red] {_one_line(err)} (logs: {out_dir / 'logs'})")
             raise typer.Exit(1) from None

@@ -19,9 +19,10 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from explorer.executor import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor
+from explorer.executor import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor, trial_dir_name
 from explorer.overrides import build_trial_spec, write_trial_spec
 from explorer.storage import (
+    BASE_CHANGES_ATTR,
     OWNER_ATTR,
     fail_orphaned_trials,
     fail_stale_trials,
@@ -175,7 +176,7 @@ class Controller:
         trial = optuna.Trial(self.study, trial_id)
         active = _Active(trial, trial_id, None)  # type: ignore[arg-type]
         threading.Thread(target=self._heartbeat, args=(trial_id, active.stop), daemon=True).start()
-        trial_dir = self.trials_dir / str(trial.number)
+        trial_dir = self.trials_dir / trial_dir_name(frozen.user_attrs.get("key") or str(trial.number))
         try:
             self._suggest(trial, frozen.system_attrs.get("fixed_params", {}))
             trial.set_user_attr("trial_dir", str(trial_dir))
@@ -194,7 +195,7 @@ class Controller:
 
         active.job = TrialJob(number=trial.number, trial_dir=trial_dir, spec_path=spec_path, params=dict(trial.params),
                               user_attrs=attrs, nproc=self.spec.resources.nproc_per_trial,
-                              metric=self.spec.objective.metric, report=report)
+                              metric=self.spec.objective.metric, report=report, restart=self._base_changed())
         logger.info("trial %d started: %s", trial.number, attrs.get("key"))
         self.active[self.executor.submit(active.job)] = active
 
@@ -229,6 +230,9 @@ class Controller:
                 self.durations.append(outcome.duration_s)
             elif outcome.state == "pruned":
                 self.study.tell(trial, state=TrialState.PRUNED)
+            elif outcome.state == "preempted":  # checkpointed: the next attempt continues, no retry spent
+                trial.set_user_attr("preempted", True)
+                self.study.tell(trial, state=TrialState.FAIL)
             else:
                 trial.set_user_attr("error", (outcome.error or "unknown error")[:4000])
                 if outcome.restarts:
@@ -246,6 +250,10 @@ class Controller:
         logger.info("trial %d: %s %s", trial.number, outcome.state, outcome.value if outcome.value is not None else "")
         if self.tracker is not None:
             self.tracker.on_trial_end(self.study, self.storage.get_trial(active.trial_id), trial_dir)
+
+    def _base_changed(self) -> bool:
+        """After an accepted base-trial change, a trial directory of the old spec starts over."""
+        return bool(self.storage.get_study_system_attrs(self.study_id).get(BASE_CHANGES_ATTR))
 
     def _interrupt_all(self) -> None:
         """Our running trials become FAIL without an error: re-run on resume, not a retry."""

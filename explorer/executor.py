@@ -9,17 +9,21 @@ import concurrent.futures as cf
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+
+from trainers.preempt import PREEMPT_EXIT  # light: no torch
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +39,20 @@ class TrialJob:
     metric: str = "avg"
     # report(step, value) -> True when the pruner says stop
     report: Callable[[int, float], bool] = field(default=lambda step, value: False, repr=False)
+    restart: bool = False  # the directory may hold another spec's progress: start over (moved aside)
+
+
+def trial_dir_name(key: str) -> str:
+    """A planned trial's directory, the same for all its attempts (so an attempt continues the
+    previous one's checkpoints). Keys are "r2/A+B+F/s0"-like; anything unusual gets a checksum."""
+    name = key.replace("/", "__")
+    safe = re.sub(r"[^A-Za-z0-9+=,._-]", "_", name)
+    return safe if safe == name else f"{safe}-{zlib.crc32(key.encode()):08x}"
 
 
 @dataclass
 class TrialOutcome:
-    state: str  # complete | pruned | fail
+    state: str  # complete | pruned | fail | preempted
     value: float | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -59,6 +72,10 @@ class RunnerError(RuntimeError):
         self.restarts = restarts
 
 
+class TrialPreemptedError(RunnerError):
+    """The trial checkpointed and stopped on a signal: requeued, not a failure (no retry spent)."""
+
+
 def run_job(runner: Runner, job: TrialJob) -> TrialOutcome:
     """Run one job with any runner and classify what happened (never raises)."""
     t0 = time.monotonic()
@@ -66,6 +83,9 @@ def run_job(runner: Runner, job: TrialJob) -> TrialOutcome:
         result = runner(job)
     except optuna.TrialPruned:
         return TrialOutcome("pruned", duration_s=time.monotonic() - t0)
+    except TrialPreemptedError as err:
+        logger.warning("trial %d: %s", job.number, err)
+        return TrialOutcome("preempted", error=str(err), duration_s=time.monotonic() - t0)
     except Exception as err:  # every failure is recorded on the trial, then retried or kept FAIL
         msg = f"{type(err).__name__}: {err}".strip()
         logger.warning("trial %d failed: %s", job.number, msg.splitlines()[0] if msg else "")
@@ -183,7 +203,7 @@ class LocalRunner:
     (its torchrun ranks share that process group, killed as one). Streams eval lines of
     metrics.jsonl to job.report for pruning."""
 
-    def __init__(self, python: str = sys.executable, poll_s: float = 1.0, kill_grace_s: float = 10.0,
+    def __init__(self, python: str = sys.executable, poll_s: float = 1.0, kill_grace_s: float = 60.0,
                  env: dict[str, str] | None = None) -> None:
         self.python, self.poll_s, self.kill_grace_s, self.env = python, poll_s, kill_grace_s, env
         self._procs: dict[int, subprocess.Popen] = {}
@@ -222,7 +242,8 @@ class LocalRunner:
         logs = job.trial_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / "launcher.log"
-        cmd = [self.python, "-m", "explorer.executor", str(job.spec_path), str(job.trial_dir), str(job.nproc)]
+        cmd = [self.python, "-m", "explorer.executor", str(job.spec_path), str(job.trial_dir), str(job.nproc),
+               *(["--restart"] if job.restart else [])]
         env = {**os.environ, **(self.env or {})}
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -247,6 +268,8 @@ class LocalRunner:
                 self._kill(proc)
         if pruned:
             raise optuna.TrialPruned(f"trial {job.number} pruned")
+        if proc.returncode == PREEMPT_EXIT:
+            raise TrialPreemptedError(f"trial {job.number} pre-empted: checkpointed, to be continued")
         if proc.returncode != 0:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise RunnerError(f"trial process exited with {proc.returncode} (log {log_path}): " + " | ".join(tail))
@@ -288,13 +311,19 @@ def _watch_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    restart = "--restart" in argv
+    argv = [a for a in argv if a != "--restart"]
     if len(argv) != 3:
-        sys.stderr.write("usage: python -m explorer.executor SPEC OUT_DIR NPROC\n")
+        sys.stderr.write("usage: python -m explorer.executor SPEC OUT_DIR NPROC [--restart]\n")
         return 2
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    from trainers.launch import run_trial  # imported here: only the trial process needs trainers
+    from trainers.launch import TrialPreempted, run_trial  # only the trial process needs trainers
 
-    run_trial(argv[0], argv[1], int(argv[2]))
+    try:
+        run_trial(argv[0], argv[1], int(argv[2]), restart=restart)
+    except TrialPreempted as err:
+        logging.getLogger(__name__).warning("%s", err)
+        return PREEMPT_EXIT
     return 0
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from explorer.redact import mask
 from explorer.study import StudyError, StudySpec
+from trainers.spec import changed_fields
 
 logger = logging.getLogger(__name__)
 
@@ -145,24 +146,6 @@ def open_study(spec: StudySpec, storage_url: str, *, create: bool = True,
     return study
 
 
-def _changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
-    """Dotted paths where two JSON-like values differ, with both values."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
-            sub = f"{path}.{key}" if path else str(key)
-            out += _changed_fields(old.get(key, "<unset>"), new.get(key, "<unset>"), sub)
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [c for i, (a, b) in enumerate(zip(old, new)) for c in _changed_fields(a, b, f"{path}.{i}")]
-    if old == new:
-        return []
-    def short(v: Any) -> str:
-        text = mask(json.dumps(v))
-        return text if len(text) <= 40 else text[:37] + "..."
-    return [f"{path or '(base trial)'} ({short(old)} -> {short(new)})"]
-
-
 def _check_base_trial(storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec, storage_url: str,
                       accept: bool) -> None:
     """A resumed study runs its trials from the base trial it was created with; a changed one is an
@@ -173,7 +156,7 @@ def _check_base_trial(storage: optuna.storages.RDBStorage, study_id: int, spec: 
     if stored is None:  # a new study (or one created before the base trial was recorded)
         storage.set_study_system_attr(study_id, BASE_TRIAL_ATTR, current)
         return
-    changed = _changed_fields(stored, current)
+    changed = changed_fields(stored, current)
     if not changed:
         return
     if not accept:

@@ -16,7 +16,8 @@ Schema (every key optional unless marked):
     objective: {metric: avg, direction: maximize}   # avg needs eval.benchmarks in the base trial
     budget: {max_trials: null, timeout_s: null}     # planned trials started / this process's run time
     resources: {nproc_per_trial: 1, max_concurrent_trials: 1, cpus_per_worker: 1, gpus_per_worker: 0}
-    retries: 0
+    retries: 0                             # failures (with an error) re-run this many times
+    max_interruptions: null                # null: pre-empted/orphaned attempts re-run without limit
     storage: null                          # null: sqlite:///<workdir>/study.db
     tracking_uri: null                     # null: sqlite store in the workdir
     pruner: {type: none, options: {}}
@@ -116,6 +117,8 @@ class StudySpec(_Strict):
     budget: Budget = Field(default_factory=Budget)
     resources: Resources = Field(default_factory=Resources)
     retries: int = Field(default=0, ge=0)
+    # interruptions (pre-emptions, dead controllers) never count as failures unless capped here
+    max_interruptions: int | None = Field(default=None, ge=0)
     storage: str | None = None
     tracking_uri: str | None = None
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trainers import preempt
 from trainers.checkpoint import latest_step, load_checkpoint, save_checkpoint
 from trainers.metrics import MetricsWriter
 from trainers.spec import StageSpec
@@ -156,6 +157,7 @@ class Engine:
         self.strategy, self.env, self.metrics = strategy, env, metrics
         self.seed, self.checkpoint_every, self.bf16 = seed, checkpoint_every, bf16
         self.stop_after: int | None = None  # tests: simulate a crash after this many steps
+        self.preempt_dir: Path | None = None  # the trial directory whose request file means "stop"
         self.last_module: nn.Module | None = None  # what evaluation calls forward on (DeepSpeed: engine.module)
 
     def _optimizer_groups(self, job: StageJob) -> list[dict]:
@@ -233,7 +235,9 @@ class Engine:
                 opt.zero_grad(set_to_none=True)
             lr_groups = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
             lr = lr_groups.get("projector", next(iter(lr_groups.values())))
-            total_loss, total_tok = _allreduce_sum([loss_sum / accum, float(tok)], env)
+            # the pre-emption vote rides on the step's one reduction: every rank stops at the same step
+            total_loss, total_tok, stop_votes = _allreduce_sum(
+                [loss_sum / accum, float(tok), float(preempt.requested(self.preempt_dir))], env)
             dt = time.perf_counter() - t0
             mean_loss = total_loss / env.world_size
             losses.append(mean_loss)
@@ -243,8 +247,11 @@ class Engine:
                                 "lr": lr, "lr_groups": lr_groups, "samples_per_s": hp.global_batch_size / dt,
                                 "tokens_per_s": total_tok / dt, **job.extra_metrics})
             done = step + 1
-            if done % self.checkpoint_every == 0 and done < steps:
+            stop = stop_votes > 0 and done < steps
+            if (done % self.checkpoint_every == 0 or stop) and done < steps:
                 save_checkpoint(ckpt_dir, done, core, opt, sched, env.rank, ds_engine=ds)
+            if stop:
+                raise preempt.Preempted(job.tag, done)
             if job.on_step is not None:
                 job.on_step(done, steps)
                 wrapped.train()

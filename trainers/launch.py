@@ -3,16 +3,20 @@ torchrun the worker with its own rendezvous. `python -m trainers.launch TRIAL.ya
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec, dump_trial_spec, load_trial_spec
+from trainers import preempt
+from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec, changed_fields, dump_trial_spec, load_trial_spec
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +25,74 @@ LOG_TAIL_LINES = 40
 
 class TrialFailed(RuntimeError):
     """The worker processes exited non-zero; the message carries the log tail."""
+
+
+class TrialPreempted(TrialFailed):
+    """Every rank checkpointed and stopped on request (a signal or the request file): run it again."""
+
+
+SPEC_STATE = "spec_state.json"  # hash + content of the spec whose progress the directory holds
+ATTEMPTS = "attempts.json"  # one entry per launch: start, exit, the steps each stage resumed from
+
+
+def spec_state(spec: TrialSpec) -> dict[str, Any]:
+    """What a trial directory's progress depends on: the resolved spec less its name (attempts of
+    one planned trial differ in name only)."""
+    data = spec.model_dump(mode="json")
+    data.pop("name", None)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return {"hash": digest, "spec": data}
+
+
+def supersede(out: Path) -> Path:
+    """A clean restart: the previous progress moves aside (nothing is deleted that a reader on
+    another node may hold open); logs stay."""
+    aside = out / ".superseded" / time.strftime("%Y%m%dT%H%M%S")
+    aside.mkdir(parents=True, exist_ok=True)
+    for name in ("stages", "checkpoints", "predictions", "metrics.jsonl", "result.json", SPEC_STATE, ATTEMPTS):
+        if (out / name).exists():
+            (out / name).rename(aside / name)
+    return aside
+
+
+def check_trial_dir(spec: TrialSpec, out: Path, restart: bool) -> None:
+    """A directory continues only the spec it was started with; another one is an error naming
+    both hashes and the changed fields, or with `restart`, a clean restart."""
+    state, path = spec_state(spec), out / SPEC_STATE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("hash") != state["hash"]:
+            if not restart:
+                changed = changed_fields(old.get("spec", {}), state["spec"])
+                raise SpecError(f"{out}: holds progress of spec {old.get('hash')}, this spec is {state['hash']} "
+                                f"(changed: {', '.join(changed[:4])}); pass --restart for a clean restart")
+            logger.warning("%s: spec changed, previous progress moved to %s", out, supersede(out))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
+def _record_attempt(out: Path, entry: dict[str, Any], new: bool) -> list[dict[str, Any]]:
+    path = out / ATTEMPTS
+    attempts = json.loads(path.read_text()) if path.is_file() else []
+    if new or not attempts:
+        attempts.append(entry)
+    else:
+        attempts[-1].update(entry)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(attempts, indent=1))
+    tmp.replace(path)
+    return attempts
+
+
+def _stop_on_signal(out: Path) -> None:
+    """SIGTERM/SIGUSR1 to the launcher: ask every rank to checkpoint and stop (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, lambda *_: preempt.request(out))
 
 
 def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
@@ -113,14 +185,16 @@ def torchrun_command(spec_path: Path, out_dir: Path, cache_dir: Path, nproc: int
 
 
 def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
-                  torchrun_args: Sequence[str] = ()) -> tuple[TrialSpec, Path, Path]:
-    """Validate, write trial.yaml (resolved), generate synthetic data. Returns (spec, trial.yaml, cache)."""
+                  torchrun_args: Sequence[str] = (), restart: bool = False) -> tuple[TrialSpec, Path, Path]:
+    """Validate, check the directory's progress is of this spec, write trial.yaml (resolved),
+    generate synthetic data. Returns (spec, trial.yaml, cache)."""
     spec = load_trial_spec(spec_path)
     validate_spec(spec, str(spec_path), nproc, _nnodes(torchrun_args))
     out = Path(out_dir)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir(spec, out)
     resolved = spec.model_copy(update={"cache_dir": str(cache.resolve())})
+    check_trial_dir(resolved, out, restart)
     if spec.data.synthetic is not None:
         from trainers.data.synthetic import ensure_synthetic
 
@@ -132,12 +206,17 @@ def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
 
 def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchrun_args: Sequence[str] = (),
               worker_args: Sequence[str] = (), timeout_s: float | None = None, *,
-              extra_torchrun_args: Sequence[str] = ()) -> dict[str, Any]:
-    """Run a whole trial; returns result.json's content. SpecError before launch, TrialFailed after.
-    `extra_torchrun_args` is the DEVELOPERS.md name of `torchrun_args` (both are passed through)."""
+              extra_torchrun_args: Sequence[str] = (), restart: bool = False) -> dict[str, Any]:
+    """Run a whole trial, continuing the directory's last checkpoints; returns result.json's content.
+    SpecError before launch, TrialPreempted or TrialFailed after. `extra_torchrun_args` is the
+    DEVELOPERS.md name of `torchrun_args` (both are passed through)."""
     torchrun_args = [*torchrun_args, *extra_torchrun_args]
-    spec, trial_yaml, cache = prepare_trial(spec_path, out_dir, nproc, torchrun_args)
+    spec, trial_yaml, cache = prepare_trial(spec_path, out_dir, nproc, torchrun_args, restart)
     out = Path(out_dir)
+    preempt.clear(out)
+    _record_attempt(out, {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit": None,
+                          "resumed_from": {}}, new=True)
+    _stop_on_signal(out)
     cmd = torchrun_command(trial_yaml, out, cache, nproc, torchrun_args, worker_args)
     log = out / "logs" / "torchrun.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
@@ -152,7 +231,14 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchr
             os.killpg(proc.pid, 9)
             proc.wait()
             rc = -9
+    mark = out / preempt.MARK_FILE
+    if rc != 0 and mark.is_file():
+        where = json.loads(mark.read_text())
+        _record_attempt(out, {"exit": "preempted", "stopped_at": where}, new=False)
+        raise TrialPreempted(f"trial {spec.name} pre-empted in stage {where['stage']} after step {where['step']} "
+                             "(checkpoint saved: run it again to continue)")
     if rc != 0:
+        _record_attempt(out, {"exit": rc}, new=False)
         lines = log.read_text(errors="replace").splitlines()
         first = next((ln for ln in lines if "Error:" in ln and "ChildFailedError" not in ln), "")
         tail = "\n".join(lines[-LOG_TAIL_LINES:])
@@ -160,7 +246,12 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchr
     result_path = out / "result.json"
     if not result_path.is_file():
         raise TrialFailed(f"trial {spec.name}: workers exited 0 but wrote no {result_path}")
-    return json.loads(result_path.read_text())
+    result = json.loads(result_path.read_text())
+    result["attempts"] = _record_attempt(out, {"exit": 0, "resumed_from": result.get("resumed_from", {})}, new=False)
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(result_path)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,15 +259,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("spec")
     ap.add_argument("--out", required=True)
     ap.add_argument("--nproc", type=int, default=1)
+    ap.add_argument("--restart", action="store_true", help="start over if the directory holds another spec's progress")
     args, torchrun_args = ap.parse_known_args(argv)
     from trainers.logging_utils import setup_logging
 
     setup_logging()
     try:
-        result = run_trial(args.spec, args.out, args.nproc, torchrun_args)
+        result = run_trial(args.spec, args.out, args.nproc, torchrun_args, restart=args.restart)
     except SpecError as err:
         logger.error("%s", err)
         return 2
+    except TrialPreempted as err:
+        logger.warning("%s", err)
+        return preempt.PREEMPT_EXIT
     except TrialFailed as err:
         logger.error("%s", err)
         return 1

@@ -1,6 +1,7 @@
 """The trial spec: one YAML file that fully determines a trial (the explorer writes it, a trial reads it)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -192,6 +193,26 @@ def load_trial_spec(path: str | Path) -> TrialSpec:
     if not path.is_file():
         raise SpecError(f"{path}: trial spec not found")
     return parse_trial_spec(read_yaml_mapping(path, "a trial spec"), str(path))
+
+
+def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
+    """Dotted paths where two JSON-like values differ, each with both values (shortened)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            out += changed_fields(old.get(key, "<unset>"), new.get(key, "<unset>"), sub)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [c for i, (a, b) in enumerate(zip(old, new)) for c in changed_fields(a, b, f"{path}.{i}")]
+    if old == new:
+        return []
+
+    def short(v: Any) -> str:
+        text = json.dumps(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return [f"{path or '(top level)'} ({short(old)} -> {short(new)})"]
 
 
 def dump_trial_spec(spec: TrialSpec, path: str | Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from trainers import preempt
 from trainers import stages as S
 from trainers.engine import DistEnv, Engine, StageJob, StageResult, init_distributed
 from trainers.logging_utils import setup_logging
@@ -47,6 +48,7 @@ class TrialRunner:
         self.collate = S.make_collate(self.tokenizer)
         self.last_wrapped = None
         self.final_model = None
+        self.resumed_from: dict[str, int] = {}  # stage tag -> the step this attempt started from
 
     # ----- helpers -----
     def stage_dir(self, tag: str) -> Path:
@@ -67,6 +69,8 @@ class TrialRunner:
         logger.info("stage %s: %d examples, global batch %d, lr %s", job.tag, len(job.dataset),
                     job.hp.global_batch_size, {g.name: g.lr for g in job.groups})
         res = self.engine.run(job, self.out / "checkpoints" / job.tag.replace("/", "_"))
+        if res.resumed_from:
+            self.resumed_from[job.tag] = res.resumed_from
         logger.info("stage %s done: %d steps, loss %.4f -> %.4f, %.1fs", job.tag, res.steps,
                     res.first_loss, res.last_loss, res.time_s)
         return res
@@ -94,6 +98,7 @@ class TrialRunner:
         done = self._done(stage)
         if done is not None:
             logger.info("stage %s already finished: skipped", stage)
+            self.resumed_from[stage] = int(done.get("steps", 0))
             return done
         spec = self.spec
         if prev is not None:
@@ -161,6 +166,7 @@ class TrialRunner:
 
         done = self._done("align_expert")
         if done is not None:
+            self.resumed_from["align_expert"] = int(done.get("steps", 0))
             return done
         spec, env = self.spec, self.env
         cache = Stage1Cache(self.cache_dir)
@@ -306,7 +312,7 @@ class TrialRunner:
                      if "first_loss" in i},
             "skipped_records": {s: i["skipped_records"] for s, i in stage_info.items() if "skipped_records" in i},
             "stage1_cache": stage_info.get("align_expert", {}).get("experts", {}),
-            "world_size": env.world_size, "strategy": spec.train.strategy,
+            "world_size": env.world_size, "strategy": spec.train.strategy, "resumed_from": self.resumed_from,
             "precision": "bf16" if self.bf16 else "fp32",
         }
         if env.is_main:
@@ -342,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-after", type=int, default=None, help="tests: exit after N optimizer steps")
     args = ap.parse_args(argv)
     _die_with_parent()
+    preempt.install_handlers()
     out = Path(args.out)
     setup_logging(out / "logs")
     spec = load_trial_spec(args.spec)
@@ -349,7 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(spec.seed)
     runner = TrialRunner(spec, out, env, Path(args.cache_dir))
     runner.engine.stop_after = args.stop_after
-    runner.run()
+    runner.engine.preempt_dir = out
+    try:
+        runner.run()
+    except preempt.Preempted as err:  # every rank raised it at the same step, checkpoint written
+        logger.warning("%s", err)
+        if env.is_main:
+            preempt.write_mark(out, err)
+        return preempt.PREEMPT_EXIT
     if env.world_size > 1 and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -15,9 +15,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explorer.study import StudyError, StudySpec
 
-# A trial killed with its controller is FAIL without an "error" attr; it is re-run without
-# counting as a retry, but not forever.
-MAX_INTERRUPTS = 5
 
 
 @dataclass(frozen=True)
@@ -35,6 +32,7 @@ class Status:
     state: str  # new | retry | waiting | running | complete | pruned | failed
     value: float | None = None
     trials: list[FrozenTrial] = field(default_factory=list)
+    reason: str | None = None  # why a failed trial will not run again
 
     @property
     def resolved(self) -> bool:
@@ -58,8 +56,10 @@ def is_error_fail(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and "error" in t.user_attrs
 
 
-def status_of(trials: list[FrozenTrial], retries: int) -> Status:
-    """Where a planned trial stands, from all the stored attempts carrying its key."""
+def status_of(trials: list[FrozenTrial], retries: int, max_interruptions: int | None = None) -> Status:
+    """Where a planned trial stands, from all the stored attempts carrying its key. An attempt
+    that FAILed without an error (pre-empted, or its controller died) is an interruption: it is
+    re-run without spending a retry, without limit unless `max_interruptions` says otherwise."""
     if not trials:
         return Status("new")
     for t in trials:
@@ -76,8 +76,11 @@ def status_of(trials: list[FrozenTrial], retries: int) -> Status:
     # a failure restarted in place (Ray Train) already spent those restarts of the study's retries
     errors = sum(1 + int(t.user_attrs.get("restarts", 0)) for t in failed)
     interrupts = len(trials) - len(failed)
-    if errors > retries or interrupts > MAX_INTERRUPTS:
-        return Status("failed", None, trials)
+    if errors > retries:
+        return Status("failed", None, trials, f"failed {errors} times (retries: {retries})")
+    if max_interruptions is not None and interrupts > max_interruptions:
+        return Status("failed", None, trials,
+                      f"interrupted {interrupts} times (max_interruptions: {max_interruptions})")
     return Status("retry", None, trials)
 
 

@@ -75,7 +75,7 @@ class Greedy(Strategy):
         while True:
             round_sets = self._round_items(rnd, current, remaining)
             items = [p for _, _, ps in round_sets for p in ps]
-            statuses = {p.key: status_of(groups.get(p.key, []), self.spec.retries) for p in items}
+            statuses = {p.key: status_of(groups.get(p.key, []), self.spec.retries, self.spec.max_interruptions) for p in items}
             if rnd == 0:
                 last_round = len(current) >= self.max_size or not remaining
             else:

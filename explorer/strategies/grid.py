@@ -85,7 +85,7 @@ class Grid(Strategy):
     def plan(self, trials: list[FrozenTrial]) -> Plan:
         groups = group_by_key(trials)
         items = [p for _, ps in self._items() for p in ps]
-        statuses = {p.key: status_of(groups.get(p.key, []), self.spec.retries) for p in items}
+        statuses = {p.key: status_of(groups.get(p.key, []), self.spec.retries, self.spec.max_interruptions) for p in items}
         return Plan(items, statuses, 0, done=True)
 
     def summary(self, trials: list[FrozenTrial]) -> dict[str, Any]:

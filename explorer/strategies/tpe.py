@@ -103,7 +103,7 @@ class TPE(Strategy):
     def plan(self, trials: list[FrozenTrial]) -> Plan:
         groups = group_by_key(trials)
         items = self._items()
-        statuses = {p.key: status_of(groups.get(p.key, []), self.spec.retries) for p in items}
+        statuses = {p.key: status_of(groups.get(p.key, []), self.spec.retries, self.spec.max_interruptions) for p in items}
         return Plan(items, statuses, 0, done=True)
 
     def summary(self, trials: list[FrozenTrial]) -> dict[str, Any]:

@@ -105,7 +105,9 @@ def test_tracker_and_progress_are_called(tmp_path):
     run_study(spec, default_storage_url(tmp_path), tmp_path, tracker=Tracker(), runner=paper_runner,
               progress=progress.append)
     assert calls[0] == ("study", "ctl")
-    assert [c for c in calls if c[0] == "start"] == [("start", n, str(n)) for n in range(5)]
+    starts = [c for c in calls if c[0] == "start"]
+    assert [c[1] for c in starts] == list(range(5))
+    assert starts[0][2] == "r0__A+B__s0" and len({c[2] for c in starts}) == 5  # a directory per planned trial
     assert sorted(c[1] for c in calls if c[0] == "end") == list(range(5))
     assert all(c[2] == "COMPLETE" and c[3] for c in calls if c[0] == "end")
     last = progress[-1]

@@ -119,7 +119,7 @@ def test_a_real_tiny_trial_through_the_controller(tmp_path):
             "poll_interval_s": 0.2}
     spec = parse_study(data, "real.yaml", tmp_path)
     outcome = run_study(spec, default_storage_url(tmp_path), tmp_path)
-    trial_dir = tmp_path / "trials" / "real" / "0"
+    (trial_dir,) = (tmp_path / "trials" / "real").iterdir()
     assert outcome.finished and outcome.n_complete == 1, (trial_dir / "logs").glob("*")
     result = json.loads((trial_dir / "result.json").read_text())
     assert outcome.best_value == pytest.approx(result["objective"])
@@ -147,7 +147,7 @@ def test_a_real_trial_is_pruned_from_its_interval_evaluations(tmp_path):
             "poll_interval_s": 0.2}
     spec = parse_study(data, "pruned.yaml", tmp_path)
     outcome = run_study(spec, default_storage_url(tmp_path), tmp_path)
-    trial_dir = tmp_path / "trials" / "pruned" / "0"
+    (trial_dir,) = (tmp_path / "trials" / "pruned").iterdir()
     assert outcome.finished
     study = optuna.load_study(study_name="pruned", storage=default_storage_url(tmp_path))
     (trial,) = study.get_trials()

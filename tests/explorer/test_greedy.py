@@ -50,7 +50,8 @@ def test_paper_greedy_path_and_eleven_trials_in_rounds(tmp_path):
     assert [e["preset"] for e in spec["experts"]] == ["tiny-clip", "tiny-convnext", "tiny-eva02",
                                                       "tiny-pix2struct", "tiny-sam"]
     assert spec["cache_dir"] == str(tmp_path.resolve() / "cache")
-    assert best.user_attrs["trial_dir"] == str(tmp_path.resolve() / "trials" / "greedy" / str(best.number))
+    # one directory per planned trial (its key), shared by its attempts
+    assert best.user_attrs["trial_dir"] == str(tmp_path.resolve() / "trials" / "greedy" / "r3__A+B+F+E+C__s0")
 
 
 def test_stop_on_first_round_without_improvement(tmp_path):
