@@ -248,3 +248,43 @@ def test_a_claimed_trial_has_its_owner_before_it_turns_running(tmp_path):
     ctl.storage.set_trial_system_attr(trial_id, OWNER_ATTR, dict(owner_token(), pid=-1))
     assert not ctl._claim(trial_id)
     assert ctl.storage.get_trial(trial_id).system_attrs[OWNER_ATTR]["pid"] == -1
+
+
+def test_preempted_attempts_spend_no_retry_and_continue_in_the_same_directory(tmp_path):
+    from explorer.executor import TrialPreemptedError
+
+    seen: dict[str, list] = {}
+
+    def runner(job):
+        experts = job.user_attrs["experts"]
+        seen.setdefault(experts, []).append(job.trial_dir)
+        if experts == "A+B+F" and len(seen[experts]) <= 7:  # a week of pre-emptions, retries=0
+            raise TrialPreemptedError("pre-empted: checkpointed, to be continued")
+        return paper_runner(job)
+
+    spec = _spec(tmp_path)
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=runner)
+    assert outcome.finished and outcome.greedy_path == PAPER_PATH and outcome.n_failed == 0
+    f = [t for t in _trials(spec, tmp_path) if t.user_attrs["experts"] == "A+B+F"]
+    assert [t.state for t in f] == [TrialState.FAIL] * 7 + [TrialState.COMPLETE]
+    assert all(t.user_attrs["preempted"] and "error" not in t.user_attrs for t in f[:7])
+    assert len(set(seen["A+B+F"])) == 1  # every attempt got the planned trial's one directory
+
+
+def test_a_cap_on_interruptions_is_a_study_setting_named_when_it_stops_a_trial(tmp_path):
+    from explorer.executor import TrialPreemptedError
+    from explorer.strategies.base import status_of
+
+    def runner(job):
+        if job.user_attrs["experts"] == "A+B+F":
+            raise TrialPreemptedError("pre-empted")
+        return paper_runner(job)
+
+    spec = _spec(tmp_path, strategy={**GREEDY, "max_size": 3}, max_interruptions=2)
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=runner)
+    assert outcome.finished and outcome.greedy_path == ["A+B", "A+B+C"]  # F (665.3) never ran
+    f = [t for t in _trials(spec, tmp_path) if t.user_attrs["experts"] == "A+B+F"]
+    assert len(f) == 3
+    status = status_of(f, retries=0, max_interruptions=2)
+    assert status.state == "failed" and status.reason == "interrupted 3 times (max_interruptions: 2)"
+    assert status_of(f, retries=0).state == "retry"  # without the setting: no cap
