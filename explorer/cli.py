@@ -98,6 +98,22 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug l
 
 
 # -- shared plumbing ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) stops a controller as Ctrl-C does: its trials checkpoint and
+    are marked interrupted, so the same command resumes them where they stopped."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001 -- signal handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _storage_url(spec, storage: str | None, workdir: Path) -> str:
     from explorer.storage import default_storage_url
 
@@ -230,7 +246,7 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         study = open_study(spec, storage_url, accept_base_change=accept_base_change)
         progress = StudyProgress(study, total=_planned(spec), concurrency=spec.resources.max_concurrent_trials)
         try:
-            with progress:
+            with progress, _sigterm_stops():
                 outcome = run_study(spec, storage_url, workdir, tracker=tracker, backend=spec.backend,
                                     progress=progress)
         except KeyboardInterrupt:
@@ -286,8 +302,13 @@ def worker(study_file: StudyArg,
         from explorer.controller import run_worker
         from explorer.progress import StudyProgress
 
-        with StudyProgress(study, total=_planned(spec), concurrency=spec.resources.max_concurrent_trials) as progress:
-            outcome = run_worker(spec, storage, workdir, tracker=tracker, backend=spec.backend, progress=progress)
+        try:
+            with StudyProgress(study, total=_planned(spec), concurrency=spec.resources.max_concurrent_trials) as progress, \
+                    _sigterm_stops():
+                outcome = run_worker(spec, storage, workdir, tracker=tracker, backend=spec.backend, progress=progress)
+        except KeyboardInterrupt:
+            _err_console().print("[yellow]interrupted[/yellow]: run the same command to resume")
+            raise typer.Exit(130) from None
         typer.echo(f"worker done: {outcome.n_complete} of {outcome.n_trials} trials complete"
                    f"{'' if outcome.finished else f' (stopped: {outcome.stopped_reason})'}")
 
