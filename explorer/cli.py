@@ -423,7 +423,8 @@ def _print_result(result: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{out_dir}: {result.get('objective_name', 'objective')} = {result.get('objective')}")
+    profile = f" (scorer profile {result['scorer_profile']})" if result.get("scorer_profile") else ""
+    table = Table(title=f"{out_dir}: {result.get('objective_name', 'objective')} = {result.get('objective')}{profile}")
     table.add_column("benchmark")
     table.add_column("score")
     for bench, score in (result.get("scores") or {}).items():
@@ -440,11 +441,16 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
              data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Real benchmark copies (default: the synthetic suite).")] = None,
              out: Annotated[Optional[Path], typer.Option("--out", help="Predictions and scores (default: <trial dir>/eval).")] = None,
              nproc: Annotated[int, typer.Option("--nproc", min=1, help="Evaluation processes (shards).")] = 1,
+             profile: Annotated[Optional[str], typer.Option(
+                 "--profile", help="Scoring rules: official | lmms_eval (default: the trial's eval.scorer_profile).")] = None,
              workdir: WorkdirOpt = Path(".")) -> None:
     """Evaluate a trained checkpoint on benchmarks."""
     with _guard():
+        from trainers.eval.base import SCORER_PROFILES
         from trainers.eval.cli import run_eval
 
+        if profile is not None and profile not in SCORER_PROFILES:
+            raise CliError(f"--profile: unknown scorer profile {profile!r}; known: {', '.join(SCORER_PROFILES)}")
         names = [b.strip() for b in benchmarks.split(",") if b.strip()]
         if not names:
             raise CliError("--benchmarks: give at least one benchmark name")
@@ -452,7 +458,8 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
         ckpt = checkpoint if checkpoint.is_absolute() else base / checkpoint
         out_dir = None if out is None else (out if out.is_absolute() else base / out)
         try:
-            result = run_eval(ckpt, names, limit=limit, data_root=data_root, out_dir=out_dir, nproc=nproc)
+            result = run_eval(ckpt, names, limit=limit, data_root=data_root, out_dir=out_dir, nproc=nproc,
+                              profile=profile)
         except (FileNotFoundError, ValueError) as err:  # bad checkpoint, limit or benchmark name
             raise CliError(_one_line(err)) from None
         _print_result(result, out_dir or ckpt)

@@ -12,6 +12,7 @@ Template = Literal["plain", "vicuna_v1", "llama3", "chatml"]
 Recipe = Literal["baseline", "eagle"]
 Strategy = Literal["ddp", "deepspeed_zero2", "deepspeed_zero3"]
 StageName = Literal["pretrain", "align_expert", "align_projector", "sft"]
+ScorerProfile = Literal["official", "lmms_eval"]  # trainers/eval/benchmarks: whose scoring rules
 
 # Stages each recipe runs, in order. baseline = LLaVA-1.5; eagle = pre-alignment (1, 2) + SFT (3).
 RECIPE_STAGES: dict[str, tuple[str, ...]] = {
@@ -139,6 +140,7 @@ class EvalSpec(_Strict):
     data_root: str | None = None  # where real benchmark copies live (synthetic suite otherwise)
     objective: str = "avg"  # "avg" (the paper's Avg column), "weighted", "heldout_loss" or a benchmark score key
     weights: dict[str, float] = Field(default_factory=dict)
+    scorer_profile: ScorerProfile = "official"  # the benchmarks' official scripts, or lmms-eval's rules
 
 
 class TrialSpec(_Strict):

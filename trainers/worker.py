@@ -302,6 +302,7 @@ class TrialRunner:
             dist.all_reduce(peak, op=dist.ReduceOp.MAX)
         result = {
             "scores": scores, "objective": objective, "objective_name": name, "direction": direction,
+            "scorer_profile": spec.eval.scorer_profile,
             "heldout_loss": heldout,
             "stage_time_s": {s: i.get("time_s", 0.0) for s, i in stage_info.items()},
             "throughput": {s: {"samples_per_s": i.get("samples_per_s", 0.0), "tokens_per_s": i.get("tokens_per_s", 0.0)}

@@ -42,6 +42,10 @@ def test_run_eval_real_tiny_model(trial, tmp_path):
         lines = [json.loads(l) for l in (tmp_path / "one/predictions" / f"{name}.jsonl").read_text().splitlines()]
         assert len(lines) == 3 and all(isinstance(l["answer"], str) for l in lines)
     assert json.loads((tmp_path / "one/eval_result.json").read_text()) == res
+    assert res["scorer_profile"] == "official"  # the trial's
+    lmms = run_eval(trial, "gqa", limit=3, out_dir=tmp_path / "lmms", profile="lmms_eval")
+    assert lmms["scorer_profile"] == "lmms_eval"
+    assert json.loads((tmp_path / "lmms/eval_result.json").read_text())["scorer_profile"] == "lmms_eval"
     with pytest.raises(KeyError, match="unknown benchmark 'nope'"):
         run_eval(trial, "gqa,nope")
     with pytest.raises(ValueError, match="--nproc must be a positive integer"):

@@ -17,8 +17,8 @@ from trainers.metrics import METRIC_KEYS, read_metrics
 from trainers.spec import RECIPE_STAGES
 
 pytestmark = pytest.mark.slow
-RESULT_KEYS = {"scores", "objective", "objective_name", "heldout_loss", "stage_time_s", "throughput",
-               "peak_memory_mb", "steps", "world_size"}
+RESULT_KEYS = {"scores", "objective", "objective_name", "scorer_profile", "heldout_loss", "stage_time_s",
+               "throughput", "peak_memory_mb", "steps", "world_size"}
 
 
 def _check_complete(out: Path, result: dict, recipe: str, world: int, evaluated: bool = False) -> list[dict]:
@@ -62,6 +62,7 @@ def test_two_process_trial_runs_every_stage_and_learns(tmp_path, recipe):
     metrics = _check_complete(out, result, recipe, 2, evaluated)
     if evaluated:
         assert {"gqa", "pope"} <= set(result["scores"]) and result["objective_name"] == "avg"
+        assert result["scorer_profile"] == "official"
         assert result["direction"] == "maximize" and result["objective"] is not None
         assert (out / "predictions" / "gqa.jsonl").is_file()
         assert [m["gqa"] for m in metrics if m["stage"] == "eval"] == [result["scores"]["gqa"]]

@@ -8,13 +8,19 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from PIL import Image
 
 from trainers.data.errors import UnknownNameError
 from trainers.data.prompts import (MULTIPLE_CHOICE_SUFFIX, SHORT_ANSWER_SUFFIX, YES_NO_SUFFIX,
                                     short_answer_question)
+from trainers.spec import ScorerProfile
+
+# "official": each benchmark's own script (as LLaVA-1.5 ran it), quirks included; "lmms_eval": the
+# rules of EvolvingLMMs-Lab/lmms-eval's task files. Published numbers come from both.
+SCORER_PROFILES: tuple[str, ...] = get_args(ScorerProfile)
+DEFAULT_PROFILE = "official"
 
 
 class BenchmarkDataError(ValueError):
@@ -23,6 +29,12 @@ class BenchmarkDataError(ValueError):
 
 class UnknownBenchmarkError(UnknownNameError):
     """An unknown benchmark name; the message lists the known names."""
+
+
+def check_profile(profile: str) -> str:
+    if profile not in SCORER_PROFILES:
+        raise UnknownNameError("scorer profile", profile, SCORER_PROFILES)
+    return profile
 
 
 @dataclass
@@ -49,11 +61,14 @@ class EvalItem:
 class Benchmark:
     """A harness: `load(root)` reads the local copy (root = the benchmark's own folder), builds the
     prompts; `score_item` scores one prediction (the per-line score written to predictions);
-    `summarize` computes the official figures from all predictions. The headline figure is under
-    the benchmark's name; sub-figures are "<name>/<part>"."""
+    `summarize` computes the figures from all predictions. Both follow `profile`'s rules. The
+    headline figure is under the benchmark's name; sub-figures are "<name>/<part>"."""
 
     name: str = ""
     layout: str = ""  # one line: which on-disk layout the loader reads
+
+    def __init__(self, profile: str = DEFAULT_PROFILE) -> None:
+        self.profile = check_profile(profile)
 
     def load(self, root: Path) -> list[EvalItem]:
         raise NotImplementedError

@@ -1,5 +1,6 @@
 """`eagle-explore eval CHECKPOINT --benchmarks gqa,pope --limit N [--data-root DIR] [--out DIR]
-[--nproc N]`: evaluate a trained trial (the CLI helper wires run_eval into the app).
+[--nproc N] [--profile official|lmms_eval]`: evaluate a trained trial (the CLI helper wires
+run_eval into the app). The scorer profile defaults to the trial's eval.scorer_profile.
 
 CHECKPOINT is a trial directory (trial.yaml + stages/sft/model) or a saved EagleModel directory
 inside one (trial.yaml found in it or up to three levels above: the chat template, the synthetic
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from trainers.eval.base import check_profile
 from trainers.eval.benchmarks import parse_benchmark_list
 from trainers.eval.runner import evaluate
 from trainers.spec import TrialSpec, load_trial_spec
@@ -49,9 +51,11 @@ def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, Path]:
 
 
 def _eval_spec(trial_yaml: Path, benchmarks: str | list[str], limit: int | None,
-               data_root: str | Path | None) -> TrialSpec:
+               data_root: str | Path | None, profile: str | None = None) -> TrialSpec:
     spec = load_trial_spec(trial_yaml)
     update: dict[str, Any] = {"benchmarks": parse_benchmark_list(benchmarks), "limit": limit}
+    if profile is not None:
+        update["scorer_profile"] = check_profile(profile)
     if data_root is not None:
         root = Path(data_root).expanduser()
         if not root.is_dir():
@@ -91,13 +95,14 @@ def _worker(rank: int, nproc: int, init_file: str, model_dir: str, spec_json: st
 
 def run_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: int | None = None,
              data_root: str | Path | None = None, out_dir: str | Path | None = None,
-             nproc: int = 1) -> dict[str, Any]:
+             nproc: int = 1, profile: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint; writes OUT/predictions/<bench>.jsonl and OUT/eval_result.json
-    (OUT defaults to <trial dir>/eval) and returns {"scores", "objective", "objective_name"}."""
+    (OUT defaults to <trial dir>/eval) and returns {"scores", "objective", "objective_name",
+    "scorer_profile"}. `profile` overrides the trial's eval.scorer_profile."""
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"--nproc must be a positive integer, got {nproc!r}")
     model_dir, trial_yaml = resolve_checkpoint(checkpoint)
-    spec = _eval_spec(trial_yaml, benchmarks, limit, data_root)
+    spec = _eval_spec(trial_yaml, benchmarks, limit, data_root, profile)
     out = Path(out_dir).expanduser() if out_dir is not None else trial_yaml.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     if spec.cache_dir is None:  # as the trial resolved it, so the synthetic suite is shared

@@ -155,7 +155,8 @@ def write_predictions(path: Path, bench: Benchmark, items: Sequence[EvalItem], p
 def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int = 0,
              world_size: int = 1) -> dict[str, Any]:
     """Run spec.eval on this process's shard; every rank returns {"scores", "objective",
-    "objective_name"} (objective None when it is the held-out loss, which the trainer computes)."""
+    "objective_name", "scorer_profile"} (objective None when it is the held-out loss, which the
+    trainer computes)."""
     out_dir = Path(out_dir)
     ev = spec.eval
     names = parse_benchmark_list(ev.benchmarks)
@@ -171,7 +172,7 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
     result, error = None, None
     try:
         for name in names:
-            bench = get_benchmark(name)
+            bench = get_benchmark(name, ev.scorer_profile)
             items = slim_subset(bench, bench.load(root / name), ev.limit, seed=SLIM_SEED)
             local = _generate_shard(gen, items, rank, world_size, ev.batch_size)
             preds = _gather(local, len(items), rank, world_size)
@@ -188,7 +189,8 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
             try:
                 value = None if ev.objective == "heldout_loss" and "heldout_loss" not in scores \
                     else objective(scores, ev)
-                result = {"scores": scores, "objective": value, "objective_name": ev.objective}
+                result = {"scores": scores, "objective": value, "objective_name": ev.objective,
+                          "scorer_profile": ev.scorer_profile}
             except Exception as err:
                 if not shared:
                     raise

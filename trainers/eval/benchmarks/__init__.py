@@ -2,7 +2,7 @@
 (<data_root>/gqa, <data_root>/pope, ...), each in the layout its module documents."""
 from __future__ import annotations
 
-from trainers.eval.base import Benchmark, UnknownBenchmarkError
+from trainers.eval.base import DEFAULT_PROFILE, Benchmark, UnknownBenchmarkError
 from trainers.eval.benchmarks.gqa import GQA
 from trainers.eval.benchmarks.mme import MME
 from trainers.eval.benchmarks.mmmu import MMMU
@@ -22,10 +22,11 @@ BENCHMARKS: dict[str, type[Benchmark]] = {
 }
 
 
-def get_benchmark(name: str) -> Benchmark:
+def get_benchmark(name: str, profile: str = DEFAULT_PROFILE) -> Benchmark:
+    """The harness for `name`, scoring by `profile`'s rules ("official" or "lmms_eval")."""
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError("benchmark", name, BENCHMARKS)
-    return BENCHMARKS[name]()
+    return BENCHMARKS[name](profile)
 
 
 def parse_benchmark_list(text: str | list[str]) -> list[str]:

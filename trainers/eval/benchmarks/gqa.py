@@ -5,13 +5,19 @@ Layout (the official GQA release):
     <root>/images/<imageId>.jpg
 Prompt (LLaVA-1.5): "<question>\\nAnswer the question using a single word or phrase." (see
 base.short_answer_prompt)
-Score: exact match after the normalisation LLaVA applies before the official GQA script (strip,
-lower-case, drop trailing periods); no article or number-word rewriting (GQA's script has none).
+Score, profile "official" (what LLaVA-1.5 ran): scripts/convert_gqa_for_eval.py writes
+text.rstrip(".").lower() and GQA's eval.py compares it to the question's answer as it is
+(predicted == gold): no strip, no whitespace collapse, no article or number-word rewriting, so
+"yes ." and "traffic  light" are wrong. Profile "lmms_eval" (tasks/gqa, exact_match with
+ignore_case and ignore_punctuation): the prediction stripped (as lmms-eval strips every generated
+answer), both sides lower-cased and every string.punctuation character deleted, then compared
+("yes." and "yes" match; "yes ." keeps its space and does not).
 Like the official script, accuracy is also broken down by the questions' structural and semantic
 types ("types" in the questions file), as gqa/structural/<type> and gqa/semantic/<type>.
 """
 from __future__ import annotations
 
+import string
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +27,13 @@ from trainers.eval.base import (Benchmark, BenchmarkDataError, EvalItem, field_o
 
 QUESTIONS_FILE = "testdev_balanced_questions.json"
 TYPE_GROUPS = ("structural", "semantic")
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
-def normalize_gqa_answer(text: str) -> str:
-    return " ".join(text.strip().lower().rstrip(".").split())
+def gqa_match(prediction: str, answer: str, profile: str) -> bool:
+    if profile == "lmms_eval":
+        return prediction.strip().lower().translate(_NO_PUNCTUATION) == answer.lower().translate(_NO_PUNCTUATION)
+    return prediction.rstrip(".").lower() == answer
 
 
 class GQA(Benchmark):
@@ -53,7 +62,7 @@ class GQA(Benchmark):
         return items
 
     def score_item(self, item: EvalItem, prediction: str) -> float:
-        return float(normalize_gqa_answer(prediction) == normalize_gqa_answer(item.answer))
+        return float(gqa_match(prediction, item.answer, self.profile))
 
     def summarize(self, items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, float]:
         self.check_lengths(items, predictions)

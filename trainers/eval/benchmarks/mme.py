@@ -8,10 +8,15 @@ where each .txt holds one "question<TAB>Yes|No" line per question (two per image
 Subtask folders present are loaded (a partial copy is scored on what is there, with a warning).
 Prompt (LLaVA-1.5): MME's own " Please answer yes or no." is replaced by
 "\\nAnswer the question using a single word or phrase."
-Score (MME's calculation.py): the answer is lower-cased, periods dropped; exactly "yes"/"no", else
-"yes"/"no" searched in its first 4 characters, else "other". Per subtask acc (per question) and
-acc+ (per image: every question right), each x100, summed; perception = sum over the 10
-perception subtasks (max 2000), cognition over the 4 cognition ones (max 800). "mme" = perception.
+Score, profile "official" (LLaVA's convert_answer_to_mme.py writes the answer as it is, MME's
+eval_tool/calculation.py parses it): lower-cased only; exactly "yes"/"no", else "yes" searched in
+its first 4 characters, then "no", else "other" (". yes" and "y" are other; "not sure" is no). An
+answer holding a tab or newline breaks the official .txt line format; it is scored here as one
+field. Profile "lmms_eval" (tasks/mme/utils.py): lower-cased, stripped and every "." removed first;
+a one-character answer "y"/"n" is yes/no (any other single character is other); then as official.
+Both: per subtask acc (per question) and acc+ (per image: every question right), each x100, summed;
+perception = sum over the 10 perception subtasks (max 2000), cognition over the 4 cognition ones
+(max 800). "mme" = perception.
 """
 from __future__ import annotations
 
@@ -30,8 +35,12 @@ COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation
 IMAGE_EXTS = (".jpg", ".png", ".jpeg")
 
 
-def parse_mme_answer(text: str) -> str:
-    text = text.lower().strip().replace(".", "")
+def parse_mme_answer(text: str, profile: str) -> str:
+    text = text.lower()
+    if profile == "lmms_eval":
+        text = text.strip().replace(".", "")
+        if len(text) == 1:
+            return {"y": "yes", "n": "no"}.get(text, "other")
     if text in ("yes", "no"):
         return text
     head = text[:4]
@@ -95,7 +104,7 @@ class MME(Benchmark):
         return f"{item.meta['task']}/{item.meta['image_id']}"
 
     def score_item(self, item: EvalItem, prediction: str) -> float:
-        return float(parse_mme_answer(prediction) == item.answer)
+        return float(parse_mme_answer(prediction, self.profile) == item.answer)
 
     def summarize(self, items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, float]:
         self.check_lengths(items, predictions)

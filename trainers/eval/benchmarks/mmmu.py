@@ -7,7 +7,8 @@ answer, question_type ("multiple-choice" | "open"), image_1 ({"bytes", "path"}).
 one image, image_1 is used.
 Prompt: multiple choice "<question>\\nA. ..\\nB. ..\\nAnswer with the option's letter from the given
 choices directly."; open "<question>\\nAnswer the question using a single word or phrase."
-Score: accuracy (x100) with MMMU's reference parsing (trainers/eval/benchmarks/mmmu_parse.py).
+Score: accuracy (x100) with MMMU's reference parsing (trainers/eval/benchmarks/mmmu_parse.py);
+profile "lmms_eval" finds option letters more loosely, as lmms-eval does; open answers alike.
 """
 from __future__ import annotations
 
@@ -88,10 +89,13 @@ class MMMU(Benchmark):
                         answer=_gold(rec["answer"]), meta={"type": kind, "options": options})
 
     def score_item(self, item: EvalItem, prediction: str) -> float:
+        loose = self.profile == "lmms_eval"
+        if loose:  # lmms-eval strips every generated answer before its task sees it
+            prediction = prediction.strip()
         if item.meta["type"] == "multiple-choice":
             options = item.meta["options"]
             letters = list(OPTION_LETTERS[: len(options)])
-            pred = parse_multi_choice(prediction, letters, dict(zip(letters, options)), item.qid)
+            pred = parse_multi_choice(prediction, letters, dict(zip(letters, options)), item.qid, loose=loose)
             gold = item.answer
             return float(pred in gold if isinstance(gold, list) else pred == gold)
         return float(eval_open(item.answer, parse_open(prediction)))

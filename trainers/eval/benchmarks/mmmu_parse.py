@@ -1,9 +1,18 @@
 """MMMU's reference answer parsing (multiple choice, open answers, numbers) and its matching rules.
 
-Follows the MMMU evaluation's parse_multi_choice_response / parse_open_response / eval_open,
-including its quirks (the open response is lower-cased before splitting on ". <Capital>", so only
-newlines split it; a multiple-choice answer naming no option gets a random option - here seeded by
-the question id, so a run is reproducible)."""
+Follows the MMMU evaluation (MMMU-Benchmark/MMMU mmmu/utils/eval_utils.py:
+parse_multi_choice_response, parse_open_response, eval_open), quirks included: the open response
+is lower-cased before it is split on ". <Capital>", so only newlines split it; a whole number must
+end at a word boundary, so "5kg" and "3rd" yield no number; an empty tail after an indicator
+("is " at the end of a line) is replaced by the next indicator's tail, whatever its length.
+One departure: a multiple-choice answer naming no option gets a random option from a generator
+seeded by the question id, where the official script draws from one global random.seed(42)
+stream, so its guess depends on every guess before it.
+
+lmms-eval (tasks/_task_utils/mmmu_mcq_utils.py) looks for letters more loosely (`loose=True`):
+after "(B)" it takes "B " (no space needed before it: "NASA " names A) and then "B." anywhere. Its open answers are
+scored as here: lmms-eval releases from its PR #724 until PR #1471 passed eval_open one string, whose
+characters never match, and so scored every open question wrong."""
 from __future__ import annotations
 
 import hashlib
@@ -13,20 +22,21 @@ from collections.abc import Sequence
 
 _COMMAS = r"-?\b\d{1,3}(?:,\d{3})+\b"
 _SCIENTIFIC = r"-?\d+(?:\.\d+)?[eE][+-]?\d+"
-_SIMPLE = r"-?(?:\d+\.\d+|\.\d+|\d+)(?![eE][+-]?\d+)(?![,\d])"
+_SIMPLE = r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])"
 _KEY_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
 
 
 def parse_multi_choice(response: str, choices: Sequence[str], index2ans: dict[str, str],
-                       seed_key: str = "") -> str:
-    """The option letter a free-form answer picks."""
+                       seed_key: str = "", loose: bool = False) -> str:
+    """The option letter a free-form answer picks (loose: lmms-eval's extra letter passes)."""
     for ch in (",", ".", "!", "?", ";", ":", "'"):
         response = response.strip(ch)
     response = f" {response} "
     candidates = [c for c in choices if f"({c})" in response]
     bracketed, by_letter = bool(candidates), True
-    if not candidates:
-        candidates = [c for c in choices if f" {c} " in response]
+    for pattern in ("{} ", "{}.") if loose else (" {} ",):
+        if not candidates:
+            candidates = [c for c in choices if pattern.format(c) in response]
     if not candidates and len(response.split()) > 5:
         candidates = [c for c in choices if index2ans[c].lower() in response.lower()]
         by_letter = False
@@ -35,7 +45,7 @@ def parse_multi_choice(response: str, choices: Sequence[str], index2ans: dict[st
         return rng.choice(list(choices))
     if len(candidates) == 1:
         return candidates[0]
-    # Several: the one mentioned last wins.
+    # Several: the one mentioned last wins (loose finds are still placed by " B ", -1 if absent).
     if by_letter:
         pattern = "({})" if bracketed else " {} "
         positions = [response.rfind(pattern.format(c)) for c in candidates]
@@ -72,11 +82,11 @@ def _key_subresponses(response: str) -> list[str]:
     keys = []
     for idx, sub in enumerate(subs):
         indicators = _KEY_INDICATORS + (("=",) if idx == len(subs) - 1 else ())
-        shortest = None
+        shortest = ""
         for ind in indicators:
             if ind in sub:
                 tail = sub.split(ind)[-1].strip()
-                if shortest is None or len(tail) < len(shortest):
+                if not shortest or len(tail) < len(shortest):  # an empty tail is replaced
                     shortest = tail
         if shortest and shortest.strip() not in (":", ",", ".", "!", "?", ";", "'"):
             keys.append(shortest)

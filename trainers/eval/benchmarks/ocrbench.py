@@ -5,9 +5,12 @@ Layout (the official OCRBench release):
                              "image_path"}, ...]
     <root>/OCRBench_Images/<image_path>
 Prompt: the question as given (the official evaluation adds no suffix).
-Score (the official rule): an answer is right when one ground truth is a substring of it, both
-lower-cased, stripped, newlines as spaces; for the handwritten-formula set (HME100k) all whitespace is
-removed instead (and case kept). "ocrbench" = right answers on the 1000-question scale
+Score, profile "official" (MultimodalOCR's OCRBench/example.py): an answer is right when one ground
+truth is a substring of it, both lower-cased, stripped, then newlines turned into spaces; for the
+handwritten-formula set (HME100k) both are stripped, newlines turned into spaces and then every
+space removed - tabs and other whitespace inside stay - and case is kept. Profile "lmms_eval"
+(tasks/ocrbench/utils.py): the same, after full-width ASCII (U+FF01-FF5E) and the ideographic
+space are folded to ASCII outside HME100k. Both: "ocrbench" = right answers on the 1000-question scale
 (count x 1000 / #questions, which is the plain count on the full set); "ocrbench/<type>" = counts.
 """
 from __future__ import annotations
@@ -21,14 +24,24 @@ from trainers.eval.base import (Benchmark, BenchmarkDataError, EvalItem, field_o
 QUESTIONS_FILE = "OCRBench.json"
 IMAGE_DIR = "OCRBench_Images"
 FORMULA_SETS = ("HME100k",)
+# lmms-eval's fold: full-width "！".."～" to "!".."~", the ideographic space to a space; nothing else
+_FULL_WIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
 
-def ocrbench_match(prediction: str, answers: Sequence[str], dataset_name: str) -> bool:
+def _formula(text: str) -> str:
+    return text.strip().replace("\n", " ").replace(" ", "")
+
+
+def _text(text: str, profile: str) -> str:
+    if profile == "lmms_eval":
+        text = text.translate(_FULL_WIDTH)
+    return text.lower().strip().replace("\n", " ")
+
+
+def ocrbench_match(prediction: str, answers: Sequence[str], dataset_name: str, profile: str) -> bool:
     if dataset_name in FORMULA_SETS:
-        pred = "".join(prediction.split())
-        return any("".join(a.split()) in pred for a in answers)
-    pred = prediction.lower().strip().replace("\n", " ")
-    return any(a.lower().strip().replace("\n", " ") in pred for a in answers)
+        return any(_formula(a) in _formula(prediction) for a in answers)
+    return any(_text(a, profile) in _text(prediction, profile) for a in answers)
 
 
 class OCRBench(Benchmark):
@@ -59,7 +72,7 @@ class OCRBench(Benchmark):
         return items
 
     def score_item(self, item: EvalItem, prediction: str) -> float:
-        return float(ocrbench_match(prediction, item.answer, item.meta["dataset_name"]))
+        return float(ocrbench_match(prediction, item.answer, item.meta["dataset_name"], self.profile))
 
     def summarize(self, items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, float]:
         self.check_lengths(items, predictions)

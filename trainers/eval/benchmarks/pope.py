@@ -6,9 +6,16 @@ Layout (the official POPE release, as LLaVA-1.5 uses it):
     <root>/images/<image>          (COCO val2014 images)
 Prompt (LLaVA-1.5): "<text>\\nAnswer the question using a single word or phrase." (see
 base.short_answer_prompt)
-Score (the POPE evaluation): keep the first sentence of the answer, drop commas, split on spaces;
-"No"/"no"/"not" among the words -> no, else yes. Per split: accuracy, precision, recall, F1 and
-yes-ratio (yes = positive). Headline "pope" = mean F1 over the splits (x100), as LLaVA-1.5 reports.
+Score, profile "official" (LLaVA's llava/eval/eval_pope.py): keep the text before the first "."
+(if any), drop commas, split on single spaces; "No", "no" or "not" among the words -> no, anything
+else -> yes ("Nope" and "NO" are yes). Per split: accuracy, precision, recall, F1 and yes-ratio
+(yes = positive; the official script divides by zero where we report 0). Headline "pope" = mean
+F1 over the splits (x100), as LLaVA-1.5 reports.
+Profile "lmms_eval" (tasks/pope/utils.py): the answer stripped and lower-cased must equal "yes" or
+"no" exactly ("Yes, there is" is wrong both ways); precision counts only answers that are exactly
+"yes", recall's misses only answers that are exactly "no" (so any other answer costs accuracy but
+neither precision nor recall); its yes-ratio is that of the ground truth. Per split as for its
+pope_random/pope_pop/pope_adv tasks; headline = F1 over all items pooled (its "pope" task), x100.
 """
 from __future__ import annotations
 
@@ -22,24 +29,26 @@ SPLITS = ("random", "popular", "adversarial")
 
 
 def parse_yes_no(text: str) -> str:
-    """POPE's answer parsing."""
+    """The official answer parsing."""
     if "." in text:
         text = text.split(".")[0]
     words = text.replace(",", "").split(" ")
     return "no" if ("No" in words or "no" in words or "not" in words) else "yes"
 
 
-def binary_metrics(preds: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """Accuracy, precision, recall, F1, yes-ratio with "yes" as the positive class (fractions)."""
+def binary_metrics(preds: Sequence[str], labels: Sequence[str], yes_ratio_of_labels: bool = False) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and yes-ratio with "yes" as the positive class (fractions).
+    A prediction that is neither "yes" nor "no" (lmms-eval's raw answers) is wrong, yet counts as
+    neither a false positive nor a miss; lmms-eval's yes-ratio is that of the labels."""
     tp = sum(p == "yes" and g == "yes" for p, g in zip(preds, labels))
     fp = sum(p == "yes" and g == "no" for p, g in zip(preds, labels))
-    tn = sum(p == "no" and g == "no" for p, g in zip(preds, labels))
     fn = sum(p == "no" and g == "yes" for p, g in zip(preds, labels))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": (tp + tn) / len(labels), "precision": precision, "recall": recall,
-            "f1": f1, "yes_ratio": (tp + fp) / len(labels)}
+    yes = labels if yes_ratio_of_labels else preds
+    return {"accuracy": sum(p == g for p, g in zip(preds, labels)) / len(labels), "precision": precision,
+            "recall": recall, "f1": f1, "yes_ratio": sum(y == "yes" for y in yes) / len(labels)}
 
 
 class POPE(Benchmark):
@@ -64,20 +73,28 @@ class POPE(Benchmark):
         return items
 
     def score_item(self, item: EvalItem, prediction: str) -> float:
+        if self.profile == "lmms_eval":
+            return float(prediction.strip().lower() == item.answer)
         return float(parse_yes_no(prediction) == item.answer)
+
+    def _metrics(self, preds: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+        if self.profile == "lmms_eval":
+            return binary_metrics([p.strip().lower() for p in preds], labels, yes_ratio_of_labels=True)
+        return binary_metrics([parse_yes_no(p) for p in preds], labels)
 
     def summarize(self, items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, float]:
         self.check_lengths(items, predictions)
         out: dict[str, float] = {}
         f1s = []
         for split in SPLITS:
-            pairs = [(parse_yes_no(p), i.answer) for i, p in zip(items, predictions)
-                     if i.meta["split"] == split]
+            pairs = [(p, i.answer) for i, p in zip(items, predictions) if i.meta["split"] == split]
             if not pairs:
                 continue
-            metrics = binary_metrics([p for p, _ in pairs], [g for _, g in pairs])
+            metrics = self._metrics([p for p, _ in pairs], [g for _, g in pairs])
             for key, value in metrics.items():
                 out[f"{self.name}/{split}/{key}"] = 100.0 * value
             f1s.append(metrics["f1"])
+        if self.profile == "lmms_eval":
+            f1s = [self._metrics(predictions, [i.answer for i in items])["f1"]]
         out[self.name] = 100.0 * sum(f1s) / len(f1s)
         return out

@@ -7,7 +7,8 @@ Layout (the official ScienceQA release):
     <root>/images/test/<pid>/<image>
 Prompt (LLaVA-1.5): "Context: <hint>\\n" (when there is a hint) + "<question>\\nA. ..\\nB. ..\\n"
 "Answer with the option's letter from the given choices directly."
-Score: accuracy (x100) of the parsed option; an answer that names no option is wrong.
+Score: accuracy (x100) of the option parsed by the profile's rule (parse_choice); an answer that
+names no option is wrong.
 """
 from __future__ import annotations
 
@@ -19,40 +20,37 @@ from trainers.data.prompts import OPTION_LETTERS, multiple_choice_question
 from trainers.eval.base import (Benchmark, BenchmarkDataError, EvalItem, field_of, read_json,
                                 require_file)
 
-_LEADING_LETTER = re.compile(r"^\(?([A-Z])(?:\)|\.|:|$)(?:\s|$)")
-_ANSWER_IS = re.compile(r"(?i:answer is):?\s*\(?([A-Z])(?![\w'])")
-_BRACKETED = re.compile(r"\(([A-Z])\)")
+OFFICIAL_LETTERS = tuple("ABCDE")  # eval_science_qa.py's --options default (a list: exact members)
+# "." is any character, as officially written: "The answer is B" at the very end does not match,
+# "The answer is Blue." matches B.
+_ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
 
 
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+def parse_choice(prediction: str, n_options: int, profile: str) -> int | None:
+    """The index of the option an answer picks, or None.
 
-
-def parse_choice(prediction: str, options: Sequence[str]) -> int | None:
-    """The option index an answer names, or None: "B" (or a lone "b"), "(B)", "B.", "B) ...",
-    "The answer is B", a single "(B)" in prose, or the text of exactly one option."""
-    letters = OPTION_LETTERS[: len(options)]
-    text = prediction.strip()
-    bare = text.strip("().:").strip()
-    if len(bare) == 1 and bare.upper() in letters:  # "b" / "(b)": lower-casing tokenizers decode so
-        return letters.index(bare.upper())
-    m = _LEADING_LETTER.match(text)
-    if m and m.group(1) in letters:
-        return letters.index(m.group(1))
-    m = _ANSWER_IS.search(text)
-    if m and m.group(1) in letters:
-        return letters.index(m.group(1))
-    bracketed = {c for c in _BRACKETED.findall(text) if c in letters}
-    if len(bracketed) == 1:
-        return letters.index(bracketed.pop())
-    norm = _norm(text)
-    norms = [_norm(o) for o in options]
-    if norm in norms and norms.count(norm) == 1:
-        return norms.index(norm)
-    found = [i for i, o in enumerate(norms) if o and re.search(rf"\b{re.escape(o)}\b", norm)]
-    # Options that are parts of other found options ("red" in "dark red") do not count.
-    found = [i for i in found if not any(j != i and norms[i] in norms[j] for j in found)]
-    return found[0] if len(found) == 1 else None
+    official (LLaVA's llava/eval/eval_science_qa.py), on the text as it is: exactly one of the
+    letters A-E; else a letter in A-E followed by ". " ("B. dog"); else "The answer is X" plus any
+    one character, found exactly once ("The answer is A. The answer is B." picks nothing); then
+    a letter beyond the question's options is wrong. No lower case, no brackets, no option text.
+    lmms_eval (tasks/scienceqa/utils.py), on the stripped text: the letter alone in either case
+    ("b"), or an upper-case letter followed by "." ("B.", "B.dog")."""
+    letter: str | None = None
+    if profile == "lmms_eval":
+        text = prediction.strip()
+        if len(text) == 1:
+            letter = text.upper()
+        elif len(text) >= 2 and text[0].isupper() and text[1] == ".":
+            letter = text[0]
+    elif prediction in OFFICIAL_LETTERS:
+        letter = prediction
+    elif len(prediction) >= 3 and prediction[0] in OFFICIAL_LETTERS and prediction[1:3] == ". ":
+        letter = prediction[0]
+    else:
+        found = _ANSWER_IS.findall(prediction)
+        letter = found[0] if len(found) == 1 else None
+    letters = list(OPTION_LETTERS[:n_options] if profile == "lmms_eval" else OFFICIAL_LETTERS[:n_options])
+    return letters.index(letter) if letter in letters else None
 
 
 class ScienceQAImg(Benchmark):
@@ -92,7 +90,7 @@ class ScienceQAImg(Benchmark):
         return items
 
     def score_item(self, item: EvalItem, prediction: str) -> float:
-        idx = parse_choice(prediction, item.meta["options"])
+        idx = parse_choice(prediction, len(item.meta["options"]), self.profile)
         return float(idx is not None and OPTION_LETTERS[idx] == item.answer)
 
     def summarize(self, items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, float]:

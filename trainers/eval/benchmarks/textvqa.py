@@ -9,8 +9,9 @@ Prompt (LLaVA-1.5): "<question>\\nAnswer the question using a single word or phr
 base.short_answer_prompt); when the Rosetta OCR file is present, LLaVA-1.5's
 "\\nReference OCR token: tok1, tok2, ..." line goes between question and suffix, as in its
 llava_textvqa_val_v051_ocr.jsonl (the numbers LLaVA-1.5-based papers report).
-Score: VQA accuracy, min(#matching humans / 3, 1) averaged over the 10 leave-one-out subsets of the
-answers, with the official VQA normalisation (see trainers/eval/normalize.py), x100.
+Score (both profiles: lmms-eval runs the same processor and formula): VQA accuracy, min(#matching
+humans / 3, 1) averaged over the 10 leave-one-out subsets of the answers, with the official VQA
+normalisation (see trainers/eval/normalize.py), x100.
 """
 from __future__ import annotations
 
