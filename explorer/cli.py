@@ -198,15 +198,15 @@ def _print_path(study) -> None:
         Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {format_path(path)}")
 
 
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="optuna | ray (default: the study file's).")]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="optuna | ray | slurm (default: the study file's).")]
 RayAddressOpt = Annotated[Optional[str], typer.Option(
     "--ray-address", help="Address of an existing Ray cluster (default: the study file's, RAY_ADDRESS, or a local Ray).")]
 
 
 def _with_backend(spec, backend: str | None, ray_address: str | None):
     """The study spec with the command line's backend and Ray address applied (checked first)."""
-    if backend is not None and backend not in ("optuna", "ray"):
-        raise CliError(f"--backend: unknown backend {backend!r}; known: optuna, ray")
+    if backend is not None and backend not in ("optuna", "ray", "slurm"):
+        raise CliError(f"--backend: unknown backend {backend!r}; known: optuna, ray, slurm")
     backend = backend or spec.backend
     if ray_address is not None:
         if backend != "ray":

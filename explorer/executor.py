@@ -6,6 +6,7 @@ A runner is `runner(job) -> result dict` (result.json content, with "objective")
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib
 import json
 import logging
 import os
@@ -145,11 +146,11 @@ def build_executor(backend: str, runner: Runner, spec: Any, workdir: str | Path 
     """`optuna`: local threads; other backends (ray) register themselves on import."""
     if backend == "optuna":
         return LocalExecutor(runner, spec.resources.max_concurrent_trials)
-    if backend not in EXECUTORS and backend == "ray":
-        try:
-            import explorer.ray_backend  # noqa: F401  (registers "ray")
+    if backend not in EXECUTORS and backend in ("ray", "slurm"):
+        try:  # registers the backend
+            importlib.import_module("explorer.ray_backend" if backend == "ray" else "explorer.slurm_backend")
         except ImportError as err:
-            raise ValueError(f"backend 'ray' is not available: {err}") from None
+            raise ValueError(f"backend {backend!r} is not available: {err}") from None
     if backend not in EXECUTORS:
         raise ValueError(f"unknown backend {backend!r} (known: optuna, {', '.join(EXECUTORS) or 'none registered'})")
     return EXECUTORS[backend](runner=runner, spec=spec, workdir=workdir)
@@ -208,6 +209,14 @@ class LocalRunner:
         self.python, self.poll_s, self.kill_grace_s, self.env = python, poll_s, kill_grace_s, env
         self._procs: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A runner travels to a SLURM job without its live processes and lock."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_procs", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._procs, self._lock = {}, threading.Lock()
 
     def _kill(self, proc: subprocess.Popen) -> None:
         """SIGTERM the launcher's and its descendants' groups, SIGKILL what is left after a grace."""

@@ -21,7 +21,9 @@ Schema (every key optional unless marked):
     storage: null                          # null: sqlite:///<workdir>/study.db
     tracking_uri: null                     # null: sqlite store in the workdir
     pruner: {type: none, options: {}}
-    backend: optuna                        # optuna | ray
+    backend: optuna                        # optuna | ray | slurm (resources.slurm: partition, account,
+                                           # qos, time_min, nodes, gpus_per_node, cpus_per_task, mem_gb,
+                                           # signal_delay_s, extra)
     ray_address: null
     seed: 0                                # sampler seed
     heartbeat_interval_s: 30
@@ -95,11 +97,27 @@ class Budget(_Strict):
     timeout_s: float | None = Field(default=None, gt=0)
 
 
+class SlurmOptions(_Strict):
+    """One SLURM job per trial attempt (backend: slurm): what sbatch is asked for."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = Field(default=24 * 60, gt=0)  # the job's time limit
+    nodes: int = Field(default=1, gt=0)  # one torchrun per node, nproc_per_trial ranks each
+    gpus_per_node: int = Field(default=0, ge=0)
+    cpus_per_task: int | None = Field(default=None, gt=0)
+    mem_gb: float | None = Field(default=None, gt=0)
+    signal_delay_s: int = Field(default=120, gt=0)  # SIGTERM this long before the limit: checkpoint and requeue
+    extra: dict[str, str | int | bool] = Field(default_factory=dict)  # more sbatch options, e.g. {constraint: h100}
+
+
 class Resources(_Strict):
     nproc_per_trial: int = Field(default=1, gt=0)
     max_concurrent_trials: int = Field(default=1, gt=0)
     cpus_per_worker: float = Field(default=1, gt=0)
     gpus_per_worker: float = Field(default=0, ge=0)
+    slurm: SlurmOptions = Field(default_factory=SlurmOptions)
 
 
 class PrunerSpec(_Strict):
@@ -122,7 +140,7 @@ class StudySpec(_Strict):
     storage: str | None = None
     tracking_uri: str | None = None
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
-    backend: Literal["optuna", "ray"] = "optuna"
+    backend: Literal["optuna", "ray", "slurm"] = "optuna"
     ray_address: str | None = None
     seed: int = 0
     heartbeat_interval_s: int = Field(default=30, gt=0)

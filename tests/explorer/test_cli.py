@@ -149,7 +149,7 @@ def test_ray_address_needs_the_ray_backend(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--backend", "slurm"], "error: --backend: unknown backend 'slurm'; known: optuna, ray"),
+    (["--backend", "lsf"], "error: --backend: unknown backend 'lsf'; known: optuna, ray, slurm"),
     (["--ray-address", "10.0.0.1:6379"], "error: --ray-address: only used with the ray backend (add --backend ray)"),
 ])
 def test_worker_checks_its_backend_before_anything(tmp_path, args, message):
