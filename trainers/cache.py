@@ -2,8 +2,8 @@
 that determines them, shared by every trial of a study (cache_dir/stage1/<hash>/)."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -12,6 +12,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from trainers.claims import FileClaim
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class Stage1Cache:
     def __init__(self, cache_dir: str | Path) -> None:
         self.root = Path(cache_dir) / "stage1"
         self.root.mkdir(parents=True, exist_ok=True)
+        self._claims: dict[int, FileClaim] = {}
+        self._tokens = itertools.count()
 
     def path(self, key: str) -> Path:
         return self.root / key
@@ -58,39 +62,30 @@ class Stage1Cache:
 
     @contextmanager
     def lock(self, key: str, poll_s: float = 0.5) -> Iterator[None]:
-        """Exclusive across processes and trials (flock); the holder trains, the others wait and reuse."""
-        lock_path = self.root / f"{key}.lock"
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        """Exclusive across processes, trials and nodes; the holder trains, the others wait and reuse."""
         waited = False
+        while (token := self.try_lock(key)) is None:
+            if not waited:
+                logger.info("stage-1 %s is being trained by another trial; waiting", key)
+                waited = True
+            time.sleep(poll_s)
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not waited:
-                        logger.info("stage-1 %s is being trained by another trial; waiting", key)
-                        waited = True
-                    time.sleep(poll_s)
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            self.unlock(token)
 
     def try_lock(self, key: str) -> int | None:
-        """Non-blocking form of `lock`: a descriptor to pass to `unlock`, or None when another holds it."""
-        fd = os.open(self.root / f"{key}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        """Non-blocking claim (an O_EXCL lock file with a heartbeat, safe on NFS): a token for
+        `unlock`, or None while another process holds it."""
+        claim = FileClaim(self.root / f"{key}.lock").acquire()
+        if claim is None:
             return None
-        return fd
+        token = next(self._tokens)
+        self._claims[token] = claim
+        return token
 
-    @staticmethod
-    def unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    def unlock(self, token: int) -> None:
+        self._claims.pop(token).release()
 
     def commit(self, key: str, write_expert, meta: dict[str, Any]) -> Path:
         """Atomically publish an entry: write_expert(dir) fills a temporary dir that is then renamed."""
@@ -100,8 +95,8 @@ class Stage1Cache:
         tmp.mkdir(parents=True)
         write_expert(tmp / "expert")
         (tmp / META).write_text(json.dumps({**meta, "key": key, "created": time.time()}, indent=2))
-        if final.exists():  # an incomplete leftover (no meta): replace it
-            shutil.rmtree(final)
+        if final.exists():  # an incomplete leftover (no meta): moved aside, never deleted under a reader
+            final.rename(self.root / f".stale_{key}_{os.getpid()}_{int(time.time())}")
         tmp.rename(final)
         logger.info("stage-1 cache: stored %s", final)
         return final
