@@ -158,9 +158,9 @@ def _load(study_file: Path, storage: str | None, workdir: Path):
     return spec, _existing_study(spec, _storage_url(spec, storage, workdir.resolve()))
 
 
-def _ui_command(tracking_uri: str, artifact_root: str | None, port: int) -> list[str]:
+def _ui_command(tracking_uri: str, artifact_root: str | None, port: int, workers: int) -> list[str]:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-           "--host", "127.0.0.1", "--port", str(port)]
+           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if artifact_root:
         cmd += ["--default-artifact-root", artifact_root]
     return cmd
@@ -232,7 +232,7 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         uri, artifacts = _tracking(spec, tracking_uri, workdir)
         from explorer.tracking import MlflowTracker
 
-        tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts)
+        tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
         if uri.startswith(("http://", "https://")):
             tracker.check()  # an unreachable server fails here, before the workdir is touched
         workdir.mkdir(parents=True, exist_ok=True)
@@ -294,7 +294,7 @@ def worker(study_file: StudyArg,
         uri, artifacts = _tracking(spec, tracking_uri, workdir)
         from explorer.tracking import MlflowTracker
 
-        tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts)
+        tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
         remember(storage)
         study = _existing_study(spec, storage)  # joining needs a study that `run` created
         workdir.mkdir(parents=True, exist_ok=True)
@@ -371,6 +371,7 @@ def export(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt
 def ui(study_file: Annotated[Optional[Path], typer.Argument(help="Study file (for its tracking URI).")] = None,
        tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = Path("."),
        port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 5000,
+       workers: Annotated[int, typer.Option("--workers", min=1, help="MLflow UI server processes (more for many users).")] = 1,
        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command, start nothing.")] = False) -> None:
     """Start the MLflow UI on the study's tracking store (localhost only)."""
     with _guard():
@@ -385,13 +386,40 @@ def ui(study_file: Annotated[Optional[Path], typer.Argument(help="Study file (fo
             return
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file() and not dry_run:
             raise CliError(f"no MLflow store at {uri[len('sqlite:///'):]} (run a study first, or pass --workdir)")
-        cmd = _ui_command(uri, artifacts, port)
+        from explorer.tracking import ui_environment
+
+        if artifacts is not None and not dry_run:
+            from explorer.artifact_root import reroot
+
+            reroot(workdir)  # the work directory's own store: find its artifacts where it is now
+        cmd = _ui_command(uri, artifacts, port, workers)
         typer.echo(f"MLflow UI: http://127.0.0.1:{port}")
         if dry_run:
             typer.echo(shlex.join(cmd))
             return
         sys.stdout.flush()
-        os.execv(cmd[0], cmd)  # the UI replaces this process: Ctrl-C and signals reach it directly
+        # the UI replaces this process: Ctrl-C and signals reach it directly
+        os.execve(cmd[0], cmd, ui_environment())
+
+
+@app.command("report")
+def report_cmd(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: TrackingOpt = None,
+               workdir: WorkdirOpt = Path(".")) -> None:
+    """Rewrite the study's report (tables, plots) in the workdir and in its MLflow parent run."""
+    with _guard():
+        spec, study = _load(study_file, storage, workdir)
+        from explorer.study_report import report_dir, write_report
+        from explorer.tracking import STUDY_RUN_ATTR, MlflowTracker
+
+        workdir = workdir.resolve()
+        uri, artifacts = _tracking(spec, tracking_uri, workdir)
+        if STUDY_RUN_ATTR in study.user_attrs:  # the study was tracked: its parent run gets them too
+            tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
+            files = tracker.refresh_report(study)
+        else:
+            files = write_report(study, spec, workdir, report_dir(workdir, spec.name))
+        for path in files:
+            typer.echo(str(path))
 
 
 @app.command()

@@ -19,6 +19,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from explorer.dashboard import LABEL_ATTR, name_metrics, score_attrs, trial_label
 from explorer.executor import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor, trial_dir_name
 from explorer.overrides import build_trial_spec, write_trial_spec
 from explorer.storage import (
@@ -32,7 +33,7 @@ from explorer.storage import (
     planner_lock,
 )
 from explorer.strategies import Plan, Strategy, build_strategy
-from explorer.strategies.base import group_by_key, is_error_fail
+from explorer.strategies.base import FIXED_PREFIX, group_by_key, is_error_fail, trial_params
 from explorer.study import StudySpec
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Controller:
         self.spec, self.url, self.workdir = spec, storage_url, Path(workdir).resolve()
         self.tracker, self.progress = tracker, progress
         self.strategy: Strategy = build_strategy(spec)
+        self.constants = self.strategy.constant_params()  # user attrs, not Optuna params
         self.storage = make_storage(spec, storage_url)
         sampler = self.strategy.sampler() if hasattr(self.strategy, "sampler") else None
         self.study = open_study(spec, storage_url, create=create, storage=self.storage, sampler=sampler)
@@ -113,7 +115,9 @@ class Controller:
                     used += 1
                 previous = groups.get(item.key, [])
                 params = {**item.params, **self._sampled_params_of(previous)}
-                attrs = {**item.user_attrs, "attempt": len(previous)}
+                attrs = {**item.user_attrs, "attempt": len(previous),
+                         **{FIXED_PREFIX + k: v for k, v in params.items() if k in self.constants}}
+                params = {k: v for k, v in params.items() if k not in self.constants}
                 self.study.enqueue_trial(params, user_attrs=attrs)
                 logger.info("enqueued %s (attempt %d)", item.key, len(previous))
             return plan, trials, blocked
@@ -181,7 +185,9 @@ class Controller:
             self._suggest(trial, frozen.system_attrs.get("fixed_params", {}))
             trial.set_user_attr("trial_dir", str(trial_dir))
             attrs = dict(frozen.user_attrs)
-            ts = build_trial_spec(self.spec, trial.params, attrs, number=trial.number, cache_dir=self.cache_dir)
+            params = trial_params(self.storage.get_trial(trial_id))
+            trial.set_user_attr(LABEL_ATTR, trial_label(attrs.get("experts", ""), attrs, trial.number))
+            ts = build_trial_spec(self.spec, params, attrs, number=trial.number, cache_dir=self.cache_dir)
             spec_path = write_trial_spec(ts, trial_dir)
         except Exception as err:  # a spec that cannot be built fails this trial, not the study
             self._record(active, TrialOutcome("fail", error=f"{type(err).__name__}: {err}"), trial_dir)
@@ -193,7 +199,7 @@ class Controller:
             trial.report(value, step)
             return trial.should_prune()
 
-        active.job = TrialJob(number=trial.number, trial_dir=trial_dir, spec_path=spec_path, params=dict(trial.params),
+        active.job = TrialJob(number=trial.number, trial_dir=trial_dir, spec_path=spec_path, params=params,
                               user_attrs=attrs, nproc=self.spec.resources.nproc_per_trial,
                               metric=self.spec.objective.metric, report=report, restart=self._base_changed())
         logger.info("trial %d started: %s", trial.number, attrs.get("key"))
@@ -224,7 +230,8 @@ class Controller:
         try:
             trial.set_user_attr("duration_s", round(outcome.duration_s, 3))
             if outcome.result and isinstance(outcome.result.get("scores"), dict):
-                trial.set_user_attr("scores", outcome.result["scores"])
+                for key, score in score_attrs(outcome.result["scores"]).items():
+                    trial.set_user_attr(key, score)
             if outcome.state == "complete":
                 self.study.tell(trial, outcome.value)
                 self.durations.append(outcome.duration_s)
@@ -295,6 +302,7 @@ class Controller:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self) -> StudyOutcome:
+        name_metrics(self.study, self.spec.objective.metric)
         if self.tracker is not None:
             self.tracker.on_study_start(self.study)
         stopping: str | None = None

@@ -13,6 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from explorer.dashboard import trial_scores
+from explorer.strategies.base import trial_params
 from explorer.tracking import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
 
 logger = logging.getLogger(__name__)
@@ -53,8 +55,9 @@ def trial_result(trial) -> dict | None:
 
 
 def _scores(trial) -> dict[str, float]:
-    if isinstance(trial.user_attrs.get("scores"), dict):
-        return dict(trial.user_attrs["scores"])
+    scores = trial_scores(trial.user_attrs)
+    if scores:
+        return scores
     result = trial_result(trial)
     return dict((result or {}).get("scores") or {})
 
@@ -65,7 +68,7 @@ def trial_record(trial) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "number": trial.number,
         "state": trial.state.name,
-        "params": dict(trial.params),
+        "params": trial_params(trial),
         "experts": expert_letters(trial.params, ua),
         "value": trial.value,
         "mlflow_run_id": ua.get(TRIAL_RUN_ATTR),
@@ -131,7 +134,7 @@ def leaderboard(study) -> list[dict[str, Any]]:
         first = min(trials, key=lambda t: t.number)
         rows.append({
             "experts": expert_letters(first.params, first.user_attrs),
-            "params": {k: v for k, v in first.params.items() if not k.startswith("expert_")},
+            "params": {k: v for k, v in trial_params(first).items() if not k.startswith("expert_")},
             "value": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n": len(values),

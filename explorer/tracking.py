@@ -1,13 +1,17 @@
 """MLflow tracking of a study: one experiment and one parent run per study, one child run per trial.
 
 Every run is found again by its tags (study name, trial number), so a resumed study, or a second
-controller on the same study, keeps logging to the same runs instead of creating duplicates.
+controller on the same study, keeps logging to the same runs instead of creating duplicates. The
+experiment opens on its runs table; a child run is named like the trial's label ("A+B+F · r1 ·
+#3") and holds what explorer.run_fields says; the parent run is the study's report (params,
+tables, plots: explorer.study_report), refreshed after every trial.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
 import time
 import urllib.error
 import urllib.request
@@ -16,9 +20,14 @@ from typing import Any, Iterable
 
 import yaml
 
+from explorer import run_fields as rf
+from explorer.artifact_root import default_artifact_root, default_tracking_uri, reroot
+from explorer.dashboard import RUN_URL_ATTR, SCORE_PREFIX, run_url, trial_label, trial_scores
 from explorer.redact import mask
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["MlflowTracker", "TrackingError", "default_artifact_root", "default_tracking_uri", "expert_letters"]
 
 # Study user attrs (set here) and trial user attrs (set here, read by report/status).
 STUDY_RUN_ATTR = "mlflow_parent_run_id"
@@ -30,6 +39,9 @@ TAG_ROLE = "eagle.role"
 TAG_TRIAL = "eagle.trial_number"
 TAG_LOGGED = "eagle.logged"  # set once a trial's results are in: a resumed study never logs twice
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3 opens an experiment on its GenAI overview unless its kind says it is model training
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+UI_PORT = 5000  # `eagle-explore ui`'s default: the run links of a local store point there
 
 # Optuna TrialState name -> MLflow RunStatus name.
 RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
@@ -41,28 +53,6 @@ _MAX_PARAM_LEN = 6000
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, bad URI, deleted experiment)."""
-
-
-def default_tracking_uri(workdir: str | Path) -> str:
-    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
-
-
-def default_artifact_root(workdir: str | Path) -> str:
-    return (Path(workdir).resolve() / "mlartifacts").as_uri()
-
-
-def flatten(data: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """Nested dicts/lists -> {"a.b.0.c": leaf}; empty containers are kept as their JSON text."""
-    out: dict[str, Any] = {}
-    if isinstance(data, dict) and data:
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{sep}{key}" if prefix else str(key), sep))
-    elif isinstance(data, list) and data:
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}{sep}{i}" if prefix else str(i), sep))
-    else:
-        out[prefix] = json.dumps(data) if isinstance(data, (dict, list)) else data
-    return out
 
 
 def expert_letters(params: dict[str, Any], user_attrs: dict[str, Any]) -> str:
@@ -102,17 +92,28 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise TrackingError(f"MLflow tracking server {mask(uri)} is unreachable: {reason}") from None
 
 
+def _first_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 class MlflowTracker:
     """Logs a study to MLflow. The controller calls on_study_start once, then per trial
     on_trial_start (returns the child run id, also stored as the trial's `mlflow_run_id` user attr)
-    and on_trial_end, and on_study_end when the study is finished."""
+    and on_trial_end, and on_study_end when the study is finished. With the study spec and work
+    directory it also keeps the study's report (explorer.study_report) in the parent run."""
 
-    def __init__(self, tracking_uri: str, experiment_name: str | None = None, artifact_root: str | None = None):
+    def __init__(self, tracking_uri: str, experiment_name: str | None = None, artifact_root: str | None = None,
+                 *, spec: Any = None, workdir: str | Path | None = None, report_interval_s: float = 30.0):
         if not tracking_uri or "://" not in tracking_uri:
             raise TrackingError(f"tracking URI {mask(tracking_uri)!r} is not a URI (sqlite:///PATH, http://HOST:PORT, file:///DIR)")
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
+        self.spec = spec
+        self.workdir = Path(workdir).resolve() if workdir is not None else None
+        # redrawing the report takes seconds: after a trial at most this often, always at the end
+        self.report_interval_s = report_interval_s
+        self._reported_at = -math.inf
         self._client = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
@@ -130,12 +131,24 @@ class MlflowTracker:
                 self._client.search_experiments(max_results=1)  # opens (and migrates) the store now
             except Exception as err:  # noqa: BLE001 -- any store failure is one clear line
                 self._client = None
-                raise TrackingError(f"cannot open MLflow store {mask(self.tracking_uri)}: {str(err).splitlines()[0]}") from None
+                raise TrackingError(f"cannot open MLflow store {mask(self.tracking_uri)}: {_first_line(err)}") from None
+            if self.workdir is not None and self.tracking_uri == default_tracking_uri(self.workdir):
+                reroot(self.workdir)  # the work directory's own store, maybe moved since
         return self._client
 
     def check(self) -> None:
         """Open the store (and migrate a fresh SQLite one) or raise TrackingError."""
         _ = self.client
+
+    @property
+    def ui_base(self) -> str:
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return mask(self.tracking_uri)  # a link is stored in the study: never its password
+        return f"http://127.0.0.1:{UI_PORT}"
+
+    def _objective(self, result: dict | None = None) -> str:
+        default = self.spec.objective.metric if self.spec is not None else "objective"
+        return rf.objective_of(result, default)
 
     # -- study --------------------------------------------------------------------------------
     def _experiment(self, name: str) -> str:
@@ -143,12 +156,15 @@ class MlflowTracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 raise TrackingError(f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore) or rename the study")
+            if exp.tags.get(KIND_TAG) != KIND:
+                self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
             return exp.experiment_id
         location = None
         if self.artifact_root:
             location = f"{self.artifact_root.rstrip('/')}/{name}"
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags={KIND_TAG: KIND, TAG_STUDY: name})
         except Exception:  # noqa: BLE001 -- another worker may have created it meanwhile
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
@@ -174,8 +190,7 @@ class MlflowTracker:
             found = self._find_runs(f"tags.`{TAG_STUDY}` = '{study.study_name}' and tags.`{TAG_ROLE}` = 'study'")
             run_id = found[0].info.run_id if found else None
         if run_id is None:
-            tags = {TAG_STUDY: study.study_name, TAG_ROLE: "study",
-                    "direction": study.direction.name.lower()}
+            tags = {TAG_STUDY: study.study_name, TAG_ROLE: "study", "direction": study.direction.name.lower()}
             run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=study.study_name).info.run_id
             logger.info("MLflow: experiment %s, parent run %s", self.experiment_id, run_id)
         elif self.client.get_run(run_id).info.status != "RUNNING":
@@ -183,16 +198,21 @@ class MlflowTracker:
         self.parent_run_id = run_id
         study.set_user_attr(STUDY_RUN_ATTR, run_id)
         study.set_user_attr(STUDY_EXPERIMENT_ATTR, self.experiment_id)
+        if self.spec is not None:
+            from explorer.study_report import study_params
+
+            run = self.client.get_run(run_id)
+            self._log(run_id, params=self._params(study_params(self.spec), run.data.params), metrics=[], tags=[])
         self.sync(study)
         return run_id
 
     def on_study_end(self, study, status: str = "FINISHED") -> None:
         self.sync(study)
+        self.update_report(study)
         best = self._best(study)
         if best is not None:
-            self.client.log_batch(self.parent_run_id, metrics=self._metrics({"best_value": best.value}),
-                                  tags=self._tags({"best_trial": best.number,
-                                                   "best_experts": expert_letters(best.params, best.user_attrs)}))
+            self.client.log_batch(self.parent_run_id, tags=self._tags(
+                {"best_trial": best.number, "best_experts": expert_letters(best.params, best.user_attrs)}))
         self.client.set_terminated(self.parent_run_id, status=status)
 
     @staticmethod
@@ -201,6 +221,31 @@ class MlflowTracker:
             return study.best_trial
         except ValueError:
             return None
+
+    def update_report(self, study) -> list[Path]:
+        """The parent run shows the study: its best objective and scores (the same columns as the
+        trials'), and the report files, rewritten in the work directory and logged again."""
+        self._reported_at = time.monotonic()
+        best = self._best(study)
+        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+        if best is not None:
+            values = {self._objective(): rf.rounded(best.value), "n_complete": done,
+                      **{f"{SCORE_PREFIX}{k}": v for k, v in trial_scores(best.user_attrs).items()}}
+            self.client.log_batch(self.parent_run_id, metrics=self._metrics(values, step=done))
+        if self.spec is None or self.workdir is None:
+            return []
+        from explorer.study_report import report_dir, write_report
+
+        out = report_dir(self.workdir, study.study_name)
+        files = write_report(study, self.spec, self.workdir, out)
+        self.client.log_artifacts(self.parent_run_id, str(out), artifact_path="report")
+        return files
+
+    def refresh_report(self, study) -> list[Path]:
+        """Rewrite the report of a tracked study in its parent run, whatever the run's status."""
+        self.experiment_id = study.user_attrs[STUDY_EXPERIMENT_ATTR]
+        self.parent_run_id = study.user_attrs[STUDY_RUN_ATTR]
+        return self.update_report(study)
 
     def sync(self, study) -> None:
         """Close child runs whose trial finished while no controller was watching (killed
@@ -232,7 +277,7 @@ class MlflowTracker:
         if not create:
             return None
         tags = {PARENT_TAG: self.parent_run_id, TAG_STUDY: study.study_name, TAG_ROLE: "trial", TAG_TRIAL: str(number)}
-        return self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{number:04d}").info.run_id
+        return self.client.create_run(self.experiment_id, tags=tags, run_name=f"#{number}").info.run_id
 
     def on_trial_start(self, study, number: int, trial_dir: str | Path | None = None) -> str | None:
         """Create (or find again) the trial's child run and tag it with what the trial is. A
@@ -240,17 +285,22 @@ class MlflowTracker:
         try:
             return self._trial_start(study, number, trial_dir)
         except Exception as err:  # noqa: BLE001 -- the study must not die for its bookkeeping
-            logger.warning("MLflow: trial %d start not logged: %s", number, str(err).splitlines()[0] if str(err) else err)
+            logger.warning("MLflow: trial %d start not logged: %s", number, _first_line(err))
             return None
 
     def on_trial_end(self, study, frozen_trial, trial_dir: str | Path | None = None) -> str | None:
-        """Log a finished trial: params, tags, metrics, scores, system metrics, artifacts, status."""
+        """Log a finished trial (params, metrics, tags, artifacts, status), then the study's report."""
         try:
-            return self._trial_end(study, frozen_trial, trial_dir)
+            run_id = self._trial_end(study, frozen_trial, trial_dir)
         except Exception as err:  # noqa: BLE001 -- see on_trial_start
-            logger.warning("MLflow: trial %d results not logged: %s", frozen_trial.number,
-                           str(err).splitlines()[0] if str(err) else err)
+            logger.warning("MLflow: trial %d results not logged: %s", frozen_trial.number, _first_line(err))
             return None
+        try:
+            if time.monotonic() - self._reported_at >= self.report_interval_s:
+                self.update_report(study)
+        except Exception as err:  # noqa: BLE001 -- a report that cannot be drawn costs no trial
+            logger.warning("MLflow: study report not updated: %s", _first_line(err))
+        return run_id
 
     def _trial_start(self, study, number: int, trial_dir: str | Path | None) -> str:
         self._ensure_started(study)
@@ -259,23 +309,32 @@ class MlflowTracker:
         run_id = self._child(study, number, create=True, attrs=trial.user_attrs)
         if trial.state.name == "RUNNING" and trial.user_attrs.get(TRIAL_RUN_ATTR) != run_id:
             study._storage.set_trial_user_attr(trial_id, TRIAL_RUN_ATTR, run_id)
+            study._storage.set_trial_user_attr(trial_id, RUN_URL_ATTR, run_url(self.ui_base, self.experiment_id, run_id))
         experts = expert_letters(trial.params, trial.user_attrs)
         tags = self._trial_tags(trial, experts, "RUNNING")
         if trial_dir is not None:
-            tags["trial_dir"] = str(trial_dir)
-        self.client.log_batch(run_id, tags=self._tags(tags))
-        self.client.update_run(run_id, status="RUNNING", name=f"trial-{number:04d} {experts}".strip())
+            tags["trial_dir"] = self._where(trial_dir)
+        run = self.client.get_run(run_id)
+        params = rf.setting_params(trial.params, trial.user_attrs)
+        self._log(run_id, params=self._params(params, run.data.params), metrics=[], tags=self._tags(tags))
+        self.client.update_run(run_id, status="RUNNING", name=trial_label(experts, trial.user_attrs, number))
         return run_id
+
+    def _where(self, trial_dir: str | Path) -> str:
+        """A trial directory as a tag: relative to the work directory, so a moved one still reads."""
+        path = Path(trial_dir)
+        if self.workdir is not None:
+            try:
+                return str(path.resolve().relative_to(self.workdir))
+            except ValueError:
+                pass
+        return str(path)
 
     @staticmethod
     def _trial_tags(trial, experts: str, state: str) -> dict[str, Any]:
         tags = {"trial_number": trial.number, "state": state, "experts": experts}
-        for key in ("round", "candidate", "seed", "attempt"):
-            if key in trial.user_attrs:
-                tags[key] = trial.user_attrs[key]
-        for key, value in trial.params.items():
-            if key.startswith("expert_"):
-                tags[f"expert.{key.split('_', 1)[1]}"] = str(bool(value)).lower()
+        if "attempt" in trial.user_attrs:
+            tags["attempt"] = trial.user_attrs["attempt"]
         return tags
 
     def _trial_end(self, study, frozen_trial, trial_dir: str | Path | None) -> str:
@@ -293,98 +352,62 @@ class MlflowTracker:
         trial_dir = Path(trial_dir) if trial_dir else None
         if trial_dir is None and frozen_trial.user_attrs.get("trial_dir"):
             trial_dir = Path(frozen_trial.user_attrs["trial_dir"])
-        experts = expert_letters(frozen_trial.params, frozen_trial.user_attrs)
-        params = {f"optuna.{k}": v for k, v in frozen_trial.params.items()}
+        ua = frozen_trial.user_attrs
+        experts = expert_letters(frozen_trial.params, ua)
         spec = _read(trial_dir / "trial.yaml", yaml.safe_load) if trial_dir else None
-        if spec:
-            params.update({f"spec.{k}": v for k, v in flatten(spec).items()})
         result = _read(trial_dir / "result.json") if trial_dir else None
-        metrics: list = []
-        if not run.data.metrics and trial_dir is not None:  # a half-logged earlier attempt keeps its history
-            metrics = self._step_metrics(trial_dir / "metrics.jsonl")
-        metrics += self._metrics(self._result_metrics(result, frozen_trial.value))
+        objective = self._objective(result)
+        params = rf.setting_params(frozen_trial.params, ua)
+        if isinstance(spec, dict):  # its experts are in the order of the trial's letters
+            params.update(rf.spec_params(spec, [x for x in experts.split("+") if x]))
+            tokens = rf.visual_tokens(spec)
+            if tokens is not None:
+                params["visual_tokens"] = str(tokens)
+        if result and result.get("world_size") is not None:
+            params["world_size"] = str(result["world_size"])
+        values = rf.result_metrics(result, objective)
+        if frozen_trial.value is not None:
+            values.setdefault(objective, rf.rounded(frozen_trial.value))
+        rows = rf.read_steps(trial_dir / "metrics.jsonl") if trial_dir else []
+        metrics = self._metrics(values, step=rf.final_eval_step(rows))
+        if not run.data.metrics:  # a half-logged earlier attempt keeps its history
+            metrics = self._step_metrics(rows, objective, bool(result and result.get("scores"))) + metrics
         tags = self._trial_tags(frozen_trial, experts, state)
-        if result and result.get("objective_name"):
-            tags["objective_name"] = result["objective_name"]
-        if frozen_trial.user_attrs.get("error"):
-            tags["error"] = str(frozen_trial.user_attrs["error"])[:5000]
+        tags["objective_name"] = objective
+        if ua.get("error"):
+            tags["error"] = str(ua["error"])[:5000]
         self._log(run_id, params=self._params(params, run.data.params), metrics=metrics, tags=self._tags(tags))
         if trial_dir is not None:
             self._artifacts(run_id, trial_dir)
+        label = trial_label(experts, ua, frozen_trial.number)
+        if run.info.run_name != label:
+            self.client.update_run(run_id, name=label)
         self.client.set_tag(run_id, TAG_LOGGED, "true")
         end_ms = int(frozen_trial.datetime_complete.timestamp() * 1000) if frozen_trial.datetime_complete else None
         self.client.set_terminated(run_id, status=status, end_time=end_ms)
         return run_id
 
     # -- pieces -------------------------------------------------------------------------------
-    def _step_metrics(self, path: Path) -> list:
-        """metrics.jsonl -> MLflow metrics keyed `<stage>/<name>` at their step."""
-        from mlflow.entities import Metric
-
-        out = []
-        if not path.is_file():
-            return out
-        now = int(time.time() * 1000)
-        for n, line in enumerate(path.read_text().splitlines()):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                logger.warning("%s:%d: not JSON, skipped", path, n + 1)
-                continue
-            stage, step = str(row.get("stage", "train")), int(row.get("step", n))
-            t = row.get("time")
-            stamp = int(t * 1000) if isinstance(t, (int, float)) and t > 1e9 else now
-            for key, value in row.items():
-                if key in ("stage", "step", "time") or not _is_number(value):
-                    continue
-                out.append(Metric(f"{stage}/{key}", float(value), stamp, step))
-        return out
-
     @staticmethod
-    def _result_metrics(result: dict | None, value: float | None) -> dict[str, float]:
-        out: dict[str, float] = {}
-        if value is not None:
-            out["objective"] = value
-        if not result:
-            return out
-        for bench, score in (result.get("scores") or {}).items():
-            out[f"score/{bench}"] = score
-        if result.get("objective") is not None:
-            out["objective"] = result["objective"]
-        for key in ("heldout_loss", "peak_memory_mb"):
-            if result.get(key) is not None:
-                out[key if key == "heldout_loss" else f"system/{key}"] = result[key]
-        for stage, secs in (result.get("stage_time_s") or {}).items():
-            out[f"system/stage_time_s/{stage}"] = secs
-        for stage, rates in (result.get("throughput") or {}).items():
-            for key, rate in (rates or {}).items():
-                out[f"system/throughput/{stage}/{key}"] = rate
-        for stage, steps in (result.get("steps") or {}).items():
-            out[f"system/steps/{stage}"] = steps
-        if result.get("world_size") is not None:
-            out["system/world_size"] = result["world_size"]
-        return {k: float(v) for k, v in out.items() if _is_number(v)}
-
-    @staticmethod
-    def _metrics(values: dict[str, float]) -> list:
+    def _step_metrics(rows: list[dict], objective: str, final_from_result: bool) -> list:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        return [Metric(k, float(v), now, 0) for k, v in values.items()]
+        return [Metric(k, v, stamp or now, step) for k, v, stamp, step in rf.step_metrics(rows, objective, final_from_result)]
+
+    @staticmethod
+    def _metrics(values: dict[str, float], step: int = 0) -> list:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        return [Metric(k, float(v), now, step) for k, v in values.items() if rf.is_number(v)]
 
     @staticmethod
     def _params(values: dict[str, Any], existing: dict[str, str]) -> list:
         from mlflow.entities import Param
 
-        out = []
-        for key, value in values.items():
-            text = str(value)[:_MAX_PARAM_LEN]
-            if key in existing:  # params are immutable in MLflow; a resume logs only new ones
-                continue
-            out.append(Param(key[:250], text))
-        return out
+        # params are immutable in MLflow; a resume logs only new ones
+        return [Param(k[:250], str(v)[:_MAX_PARAM_LEN]) for k, v in values.items() if k not in existing]
 
     @staticmethod
     def _tags(values: dict[str, Any]) -> list:
@@ -401,13 +424,13 @@ class MlflowTracker:
             self.client.log_batch(run_id, metrics=chunk)
 
     def _artifacts(self, run_id: str, trial_dir: Path) -> None:
-        for name in ("trial.yaml", "result.json", "metrics.jsonl"):
-            if (trial_dir / name).is_file():
-                self.client.log_artifact(run_id, str(trial_dir / name))
-        for sub in ("predictions", "logs"):
-            if (trial_dir / sub).is_dir() and any((trial_dir / sub).iterdir()):
-                self.client.log_artifacts(run_id, str(trial_dir / sub), artifact_path=sub)
+        for path, folder in rf.artifact_files(trial_dir):
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=folder)
+            else:
+                self.client.log_artifact(run_id, str(path), artifact_path=folder)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def ui_environment() -> dict[str, str]:
+    """The MLflow UI's environment: no job runners (they serve GenAI features a study never uses)."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -52,6 +52,17 @@ class Plan:
         return self.done and all(self.statuses[i.key].resolved for i in self.items)
 
 
+# Settings every trial of a study shares are user attrs "fixed.<param>", not Optuna params: they
+# are no search dimension (optuna-dashboard's importance and analytics views would weigh them).
+FIXED_PREFIX = "fixed."
+
+
+def trial_params(t: FrozenTrial) -> dict[str, Any]:
+    """All of a trial's settings: its Optuna params and the study's constant ones."""
+    fixed = {k[len(FIXED_PREFIX):]: v for k, v in t.user_attrs.items() if k.startswith(FIXED_PREFIX)}
+    return {**fixed, **t.params}
+
+
 def is_error_fail(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and "error" in t.user_attrs
 
@@ -164,6 +175,16 @@ class Strategy(ABC):
         dists["resolution"] = CategoricalDistribution(list(self.space.resolution))
         dists["freeze"] = CategoricalDistribution(list(self.space.freeze))
         return dists
+
+    def constant_params(self) -> dict[str, Any]:
+        """Fixed params with the same value in every trial the study can plan."""
+        rows, sampled = self.possible_params(), set(self.sampled_params())
+        return {k: v for k, v in rows[0].items()
+                if k not in sampled and all(k in r and repr(r[k]) == repr(v) for r in rows[1:])}
+
+    def possible_params(self) -> list[dict[str, Any]]:
+        """Fixed params of trials that, between them, show every value each param can take."""
+        return [self.sample_point()[0]]
 
     def sampled_params(self) -> list[str]:
         """Params the sampler picks when a trial starts (the rest are fixed when planned)."""

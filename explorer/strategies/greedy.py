@@ -43,6 +43,13 @@ class Greedy(Strategy):
     def sample_point(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return self.fixed_params(list(self.opts.base)), self._attrs(0, list(self.opts.base), None, self.seeds[0])
 
+    def possible_params(self) -> list[dict[str, Any]]:
+        # the base set and the base plus every candidate: each candidate is both absent and present
+        rows = [self.fixed_params(list(self.opts.base))]
+        if self.max_size > len(self.opts.base):
+            rows.append(self.fixed_params(list(self.opts.base) + list(self.candidates)))
+        return rows
+
     def total_planned(self) -> int:
         n, size, rest = 1, len(self.opts.base), len(self.candidates)
         while size < self.max_size and rest > 0:

@@ -72,6 +72,9 @@ class Grid(Strategy):
         first = self._items()[0][1][0]
         return first.params, first.user_attrs
 
+    def possible_params(self) -> list[dict[str, Any]]:
+        return [ps[0].params for _, ps in self._items()]
+
     def total_planned(self) -> int:
         return len(self.points()) * len(self.seeds)
 

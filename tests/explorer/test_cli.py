@@ -116,7 +116,11 @@ def test_ui_dry_run_prints_the_command(tmp_path):
     assert argv[argv.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--port") + 1] == "5055"
     assert argv[argv.index("--default-artifact-root") + 1] == (tmp_path.resolve() / "mlartifacts").as_uri()
+    assert argv[argv.index("--workers") + 1] == "1"  # one server process unless asked for more
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
+    res = runner.invoke(app, ["ui", "--workdir", str(tmp_path), "--workers", "3", "--dry-run"])
+    argv = shlex.split(res.stdout.strip().splitlines()[1])
+    assert argv[argv.index("--workers") + 1] == "3"
 
 
 def test_help_is_fast_and_lists_commands():
@@ -127,7 +131,7 @@ def test_help_is_fast_and_lists_commands():
     out = subprocess.run([sys.executable, "-m", "explorer.cli", "--help"], capture_output=True, text=True,
                          env={"COLUMNS": "120", "PATH": ""}, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
     assert out.returncode == 0, out.stderr
-    for cmd in ("run", "worker", "status", "leaderboard", "export", "ui", "trial", "eval"):
+    for cmd in ("run", "worker", "status", "leaderboard", "export", "report", "ui", "trial", "eval"):
         assert f" {cmd} " in out.stdout
     assert time.time() - t < 5
 

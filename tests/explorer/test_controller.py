@@ -7,6 +7,7 @@ from optuna.trial import TrialState
 
 from explorer.controller import run_study, run_worker
 from explorer.storage import StorageError, default_storage_url, open_study
+from explorer.strategies.base import trial_params
 from explorer.study import parse_study
 from test_study_fixtures import PAPER_AVG, PAPER_PATH, SleepyRunner, paper_runner, study_data
 
@@ -199,7 +200,7 @@ def test_an_attempt_killed_while_writing_its_params_is_rerun_with_all_of_them(tm
     assert outcome.finished and outcome.greedy_path == PAPER_PATH
     rerun = [t for t in _trials(spec, tmp_path) if t.user_attrs["key"] == key]
     assert [t.state for t in rerun] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert {k: v for k, v in rerun[1].params.items() if k.startswith("expert_")} == {
+    assert {k: v for k, v in trial_params(rerun[1]).items() if k.startswith("expert_")} == {
         f"expert_{x}": x in "AB" for x in "ABCDEF"}
 
 

@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 
 from explorer.controller import run_study
 from explorer.storage import default_storage_url, open_study
+from explorer.strategies.base import trial_params
 from explorer.study import StudyError, parse_study
 from test_study_fixtures import PAPER_AVG, PAPER_PATH, paper_runner, study_data
 
@@ -32,8 +33,12 @@ def test_paper_greedy_path_and_eleven_trials_in_rounds(tmp_path):
     assert set(sets) == set(PAPER_AVG) and len(set(sets)) == 11
     for t, s in zip(trials, sets):
         assert t.value == pytest.approx(PAPER_AVG[s])
-        assert {k for k, v in t.params.items() if k.startswith("expert_") and v} == {f"expert_{x}" for x in s}
-        assert (t.params["fusion"], t.params["resolution"], t.params["freeze"]) == ("channel_concat", "preset", "preset")
+        params = trial_params(t)
+        assert {k for k, v in params.items() if k.startswith("expert_") and v} == {f"expert_{x}" for x in s}
+        assert (params["fusion"], params["resolution"], params["freeze"]) == ("channel_concat", "preset", "preset")
+        # what the study holds fixed is a user attr, not a search dimension: only candidates vary
+        assert set(t.params) == {"expert_C", "expert_D", "expert_E", "expert_F"}
+        assert t.user_attrs["fixed.fusion"] == "channel_concat" and t.user_attrs["fixed.expert_A"] is True
         assert t.user_attrs["round"] == len(s) - 2 and t.user_attrs["attempt"] == 0
     rounds = {}
     for t in trials:

@@ -152,7 +152,7 @@ def test_study_begun_on_optuna_finished_on_ray_is_one_history(tmp_path, ray_clus
     for n in range(11):
         r = by_number[n]
         assert r.data.tags["state"] == "COMPLETE" and r.info.status == "FINISHED"
-        assert r.data.metrics["objective"] == pytest.approx(trials[n].value)
-        assert {k for k in r.data.params if k.startswith("optuna.")} == {
-            k for k in by_number[0].data.params if k.startswith("optuna.")}
+        assert r.data.metrics[r.data.tags["objective_name"]] == pytest.approx(trials[n].value)
+        assert {k for k in r.data.params if k.startswith("expert.")} == {
+            k for k in by_number[0].data.params if k.startswith("expert.")}
         assert set(r.data.tags) == set(by_number[0].data.tags)

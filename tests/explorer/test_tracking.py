@@ -5,7 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from explorer.controller import run_study
-from explorer.tracking import MlflowTracker, TrackingError, default_artifact_root, default_tracking_uri, flatten
+from explorer.tracking import MlflowTracker, TrackingError, default_artifact_root, default_tracking_uri
 from test_report_support import PaperRunner, study_spec
 
 PARENT = "tags.`mlflow.parentRunId`"
@@ -52,17 +52,16 @@ def test_study_logs_parent_children_params_metrics_artifacts(tmp_path):
     for r in children:
         by_state.setdefault((r.data.tags["experts"], r.data.tags["state"]), r)
     run = by_state[("A+B+F", "COMPLETE")]
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["round"] == "1" and run.data.tags["candidate"] == "F" and run.data.tags["seed"] == "0"
-    assert run.data.tags["expert.F"] == "true" and run.data.tags["expert.C"] == "false"
-    assert run.data.params["optuna.expert_F"] == "True" and run.data.params["optuna.fusion"] == "channel_concat"
-    assert [run.data.params[f"spec.experts.{i}.preset"] for i in range(3)] == ["tiny-clip", "tiny-convnext", "tiny-eva02"]
+    assert run.info.status == "FINISHED" and run.info.run_name.startswith("A+B+F · r1 · #")
+    assert (run.data.params["round"], run.data.params["candidate"], run.data.params["seed"]) == ("1", "F", "0")
+    assert run.data.params["expert.F"] == "true" and run.data.params["expert.C"] == "false"
+    assert [run.data.params[f"spec.expert.{x}.preset"] for x in "ABF"] == ["tiny-clip", "tiny-convnext", "tiny-eva02"]
     assert run.data.params["spec.llm.preset"] == "tiny-llama"
-    assert run.data.metrics["objective"] == pytest.approx(665.3)
+    assert run.data.metrics["avg"] == pytest.approx(665.3) and "objective" not in run.data.metrics
     assert run.data.metrics["score/ocrbench"] == pytest.approx(562)
-    assert run.data.metrics["system/peak_memory_mb"] == pytest.approx(321.0)
-    assert run.data.metrics["system/stage_time_s/sft"] == pytest.approx(4.0)
-    assert run.data.metrics["system/throughput/sft/samples_per_s"] == pytest.approx(12.0)
+    assert run.data.metrics["peak_memory_mb"] == pytest.approx(321.0)
+    assert run.data.metrics["stage_time_s/sft"] == pytest.approx(4.0)
+    assert run.data.metrics["throughput/sft/samples_per_s"] == pytest.approx(12.0)
     history = client.get_metric_history(run.info.run_id, "sft/loss")
     assert [m.step for m in history] == [0, 1, 2, 3, 4] and history[0].value > history[-1].value
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -109,7 +108,3 @@ def test_unreachable_server_fails_at_start():
 def test_bad_uri_is_one_line():
     with pytest.raises(TrackingError, match="is not a URI"):
         MlflowTracker("not a uri", "x")
-
-
-def test_flatten_nested_spec():
-    assert flatten({"a": {"b": [1, {"c": "x"}], "e": {}}, "f": None}) == {"a.b.0": 1, "a.b.1.c": "x", "a.e": "{}", "f": None}

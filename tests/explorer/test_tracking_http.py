@@ -56,7 +56,7 @@ def test_http_server_gets_parent_children_and_artifacts(tmp_path, mlflow_server)
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 3
     child = next(r for r in runs if r.data.tags.get("experts") == "A+B")
-    assert child.info.status == "FINISHED" and child.data.metrics["objective"] == pytest.approx(658.3)
+    assert child.info.status == "FINISHED" and child.data.metrics["avg"] == pytest.approx(658.3)
     assert {"trial.yaml", "result.json", "predictions", "logs"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
     assert (tmp_path / "served").is_dir()  # artifacts went through the server, into its store
     assert study.user_attrs["mlflow_parent_run_id"] in {r.info.run_id for r in runs}
