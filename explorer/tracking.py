@@ -22,6 +22,7 @@ import yaml
 
 from explorer import run_fields as rf
 from explorer.artifact_root import default_artifact_root, default_tracking_uri, reroot
+from explorer.live_metrics import LIVE_ROWS_TAG, LiveMetrics
 from explorer.dashboard import RUN_URL_ATTR, SCORE_PREFIX, run_url, trial_label, trial_scores
 from explorer.redact import mask
 
@@ -103,7 +104,8 @@ class MlflowTracker:
     directory it also keeps the study's report (explorer.study_report) in the parent run."""
 
     def __init__(self, tracking_uri: str, experiment_name: str | None = None, artifact_root: str | None = None,
-                 *, spec: Any = None, workdir: str | Path | None = None, report_interval_s: float = 30.0):
+                 *, spec: Any = None, workdir: str | Path | None = None, report_interval_s: float = 30.0,
+                 live_interval_s: float = 10.0):
         if not tracking_uri or "://" not in tracking_uri:
             raise TrackingError(f"tracking URI {mask(tracking_uri)!r} is not a URI (sqlite:///PATH, http://HOST:PORT, file:///DIR)")
         self.tracking_uri = tracking_uri
@@ -117,6 +119,7 @@ class MlflowTracker:
         self._client = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self.live = LiveMetrics(lambda: self.client, live_interval_s)  # training curves while trials run
 
     # -- connection -------------------------------------------------------------------------
     @property
@@ -290,6 +293,7 @@ class MlflowTracker:
 
     def on_trial_end(self, study, frozen_trial, trial_dir: str | Path | None = None) -> str | None:
         """Log a finished trial (params, metrics, tags, artifacts, status), then the study's report."""
+        self.live.finish(frozen_trial.number)
         try:
             run_id = self._trial_end(study, frozen_trial, trial_dir)
         except Exception as err:  # noqa: BLE001 -- see on_trial_start
@@ -318,6 +322,8 @@ class MlflowTracker:
         params = rf.setting_params(trial.params, trial.user_attrs)
         self._log(run_id, params=self._params(params, run.data.params), metrics=[], tags=self._tags(tags))
         self.client.update_run(run_id, status="RUNNING", name=trial_label(experts, trial.user_attrs, number))
+        if trial_dir is not None:
+            self.live.watch(number, run_id, Path(trial_dir) / "metrics.jsonl")
         return run_id
 
     def _where(self, trial_dir: str | Path) -> str:
@@ -370,8 +376,14 @@ class MlflowTracker:
             values.setdefault(objective, rf.rounded(frozen_trial.value))
         rows = rf.read_steps(trial_dir / "metrics.jsonl") if trial_dir else []
         metrics = self._metrics(values, step=rf.final_eval_step(rows))
-        if not run.data.metrics:  # a half-logged earlier attempt keeps its history
-            metrics = self._step_metrics(rows, objective, bool(result and result.get("scores"))) + metrics
+        final_from_result = bool(result and result.get("scores"))
+        live = run.data.tags.get(LIVE_ROWS_TAG)
+        if live is not None:  # its training rows went live: the evaluation rows and what came after
+            n = int(live)
+            rest = [r for r in rows[:n] if r.get("stage") == "eval"] + rows[n:]
+            metrics = self._step_metrics(rest, objective, final_from_result) + metrics
+        elif not run.data.metrics:  # a half-logged earlier attempt keeps its history
+            metrics = self._step_metrics(rows, objective, final_from_result) + metrics
         tags = self._trial_tags(frozen_trial, experts, state)
         tags["objective_name"] = objective
         if ua.get("error"):

@@ -1,50 +1,21 @@
 """The same tracking against a real MLflow tracking server over http:// (started locally)."""
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 from mlflow.tracking import MlflowClient
 
 from explorer.tracking import MlflowTracker
+from mlflow_server_support import free_port, start_server, stop_server
 from test_report_support import scripted_study
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination",
-                             str(tmp_path / "served"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    port = free_port()
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"mlflow server exited with {proc.returncode}")
-                time.sleep(0.25)
-        else:
-            pytest.fail("mlflow server did not come up in 60 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        proc = start_server(tmp_path, port)
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield f"http://127.0.0.1:{port}"
+    stop_server(proc)
 
 
 @pytest.mark.slow
