@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trainers.logging_utils import find_error
 from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec, dump_trial_spec, load_trial_spec
 
 logger = logging.getLogger(__name__)
@@ -115,8 +116,10 @@ def torchrun_command(spec_path: Path, out_dir: Path, cache_dir: Path, nproc: int
 def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
                   torchrun_args: Sequence[str] = ()) -> tuple[TrialSpec, Path, Path]:
     """Validate, write trial.yaml (resolved), generate synthetic data. Returns (spec, trial.yaml, cache)."""
+    from trainers.preflight import check_trial
+
     spec = load_trial_spec(spec_path)
-    validate_spec(spec, str(spec_path), nproc, _nnodes(torchrun_args))
+    check_trial(spec, str(spec_path), nproc, _nnodes(torchrun_args))
     out = Path(out_dir)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir(spec, out)
@@ -154,9 +157,10 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchr
             rc = -9
     if rc != 0:
         lines = log.read_text(errors="replace").splitlines()
-        first = next((ln for ln in lines if "Error:" in ln and "ChildFailedError" not in ln), "")
+        found = find_error(lines)
+        first = f"{found[0]}: {found[1]}"[:500] if found else "no Python error in the log"
         tail = "\n".join(lines[-LOG_TAIL_LINES:])
-        raise TrialFailed(f"trial {spec.name} failed (exit {rc}): {first.strip()[:500]}; log {log}; tail:\n{tail}")
+        raise TrialFailed(f"trial {spec.name} failed (exit {rc}): {first}; log {log}; tail:\n{tail}")
     result_path = out / "result.json"
     if not result_path.is_file():
         raise TrialFailed(f"trial {spec.name}: workers exited 0 but wrote no {result_path}")

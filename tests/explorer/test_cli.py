@@ -166,7 +166,7 @@ def test_worker_runs_on_the_backend_it_is_given(workdir, monkeypatch):
     seen = {}
 
     class Done:  # what the worker's summary line reads
-        n_complete, n_trials, finished, stopped_reason = 11, 11, True, None
+        n_complete, n_trials, finished, stopped_reason, path = 11, 11, True, None, []
 
     def fake_worker(spec, storage, work, **kw):
         seen.update(backend=kw["backend"], address=spec.ray_address)
