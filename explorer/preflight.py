@@ -40,6 +40,8 @@ class CheckedStudy:
     artifact_root: str | None  # the embedded store keeps artifacts in the workdir; None: the server's
     trials_checked: int  # distinct trial specs built and checked
     services_reached: bool
+    storage_from: str = "study storage"  # where the URL came from, for its errors
+    tracking_from: str = "tracking URI"
 
 
 @dataclass(frozen=True)
@@ -92,15 +94,24 @@ def preflight(path: str | Path, *, storage: str | None = None, tracking_uri: str
     n = check_study_trials(spec, nproc)
     work = Path(workdir).expanduser().resolve()
     uri, artifacts = tracking_for(spec, tracking_uri, work)
-    checked = CheckedStudy(path, spec, work, storage_url_for(spec, storage, work), uri, artifacts, n, False)
+    checked = CheckedStudy(path, spec, work, storage_url_for(spec, storage, work), uri, artifacts, n, False,
+                           _origin(path, "storage", storage, spec.storage, "study database"),
+                           _origin(path, "tracking_uri", tracking_uri, spec.tracking_uri, "MLflow store"))
     return reach_services(checked, join=join) if services else checked
+
+
+def _origin(path: Path, field: str, cli: str | None, spec_value: str | None, default: str) -> str:
+    """Where a URL came from, for its error: the command line, the study file or the workdir default."""
+    if cli:
+        return f"--{field.replace('_', '-')}"
+    return f"{path}: {field}" if spec_value else f"--workdir ({default})"
 
 
 def reach_services(checked: CheckedStudy, *, join: bool = False) -> CheckedStudy:
     """The work directory, the MLflow store and the study database, reached without writing."""
     creatable_dir(checked.workdir, "--workdir")
-    reach_tracking(checked.tracking_uri)  # before the database: run creates the MLflow store first
-    reach_storage(checked.spec, checked.storage_url, join=join)
+    reach_tracking(checked.tracking_uri, checked.tracking_from)  # first: run creates the MLflow store first
+    reach_storage(checked.spec, checked.storage_url, join=join, what=checked.storage_from)
     return replace(checked, services_reached=True)
 
 

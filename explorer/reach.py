@@ -63,7 +63,7 @@ def _server_tables(url: str, what: str) -> set[str]:
         raise PreflightError(f"{what}: cannot reach {url}: {str(err).strip().splitlines()[0]}") from None
 
 
-def reach_storage(spec: StudySpec, url: str, *, join: bool = False) -> None:
+def reach_storage(spec: StudySpec, url: str, *, join: bool = False, what: str = "study storage") -> None:
     """The study database answers (or can be created), and a study stored under this name matches
     the spec; `join`: the study must already exist (a worker joins what `run` created)."""
     from sqlalchemy.engine import make_url
@@ -78,7 +78,6 @@ def reach_storage(spec: StudySpec, url: str, *, join: bool = False) -> None:
         raise StorageError(f"{url}: not a database URL (e.g. sqlite:///study.db, postgresql://host/db)") from None
     if backend not in SUPPORTED_BACKENDS:
         raise StorageError(f"{url}: unsupported database {backend!r} (supported: {', '.join(SUPPORTED_BACKENDS)})")
-    what = "study storage"
     if backend == "sqlite":
         db = parsed.database
         if not db or db == ":memory:":
@@ -103,12 +102,11 @@ def reach_storage(spec: StudySpec, url: str, *, join: bool = False) -> None:
         raise StorageError(f"{url}: no study named {spec.name!r} to join (start it with `eagle-explore run`)")
 
 
-def reach_tracking(uri: str) -> None:
+def reach_tracking(uri: str, what: str = "tracking URI") -> None:
     """The MLflow store answers: a local SQLite file or folder exists readable or can be created; a
     database server answers; anything else (http, databricks...) is asked by MLflow itself."""
     from explorer.tracking import MlflowTracker, TrackingError
 
-    what = "tracking URI"
     if "://" not in uri:
         raise TrackingError(f"tracking URI {uri!r} is not a URI (sqlite:///PATH, http://HOST:PORT, file:///DIR)")
     scheme = uri.split("://", 1)[0].lower()

@@ -48,6 +48,7 @@ def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1) -
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         fail("fusion", _line(err))
     _check_data(spec, fail)
+    _check_epochs(spec, fail)
     check_eval_spec(spec.eval, source)
 
 
@@ -155,6 +156,22 @@ def _check_data(spec: TrialSpec, fail) -> None:
                 fail("data.image_folder", f"{path} has images (first: {image}) but no image_folder is given")
             if not (folder / image).is_file():
                 fail("data.image_folder", f"{folder}: no {image} (the first image of {path})")
+
+
+def _check_epochs(spec: TrialSpec, fail) -> None:
+    """Synthetic data has a known size: each stage needs at least one global batch of it."""
+    from trainers.engine import BatchSplitError, total_steps
+    from trainers.spec import RECIPE_STAGES
+
+    syn = spec.data.synthetic
+    if syn is None:
+        return
+    for stage in RECIPE_STAGES[spec.train.recipe]:
+        n = syn.n_sft if stage == "sft" else syn.n_pretrain  # as trainers.worker picks the data
+        try:
+            total_steps(spec.train.stages[stage], n, stage)
+        except BatchSplitError as err:
+            fail(f"data.synthetic.n_{'sft' if stage == 'sft' else 'pretrain'}", str(err))
 
 
 def check_eval_spec(ev: EvalSpec, source: str) -> None:

@@ -17,7 +17,7 @@ STUDY = {
     "strategy": {"type": "greedy", "base": ["A", "B"], "max_size": 6},
     "search_space": "eagle_tiny",
     "base_trial": {"experts": [{"preset": "tiny-clip"}], "llm": {"preset": "tiny-llama"},
-                   "data": {"synthetic": {"n_sft": 8}}, "eval": {"benchmarks": ["gqa"]}},
+                   "data": {"synthetic": {"n_sft": 16}}, "eval": {"benchmarks": ["gqa"]}},
 }
 
 
