@@ -179,10 +179,12 @@ _PATH_KEYS = (("data", "pretrain"), ("data", "sft"), ("data", "heldout"), ("data
 
 def _absolutize(data: dict[str, Any], base_dir: Path) -> None:
     """Relative file paths of a base trial are relative to the file that holds them."""
-    for keys in _PATH_KEYS:
+    experts = data.get("experts")
+    sources = [("experts", i, "source") for i in range(len(experts))] if isinstance(experts, list) else []
+    for keys in (*_PATH_KEYS, *sources):
         node: Any = data
         for k in keys[:-1]:
-            node = node.get(k) if isinstance(node, dict) else None
+            node = node[k] if isinstance(k, int) else node.get(k) if isinstance(node, dict) else None
         if not isinstance(node, dict) or not isinstance(node.get(keys[-1]), str):
             continue
         value = node[keys[-1]]

@@ -30,7 +30,6 @@ def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
 
 def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> None:
     """Everything that can be checked before a process starts; SpecError with one line otherwise."""
-    import experts
     from trainers.engine import BatchSplitError, accumulation_steps
     from trainers.llm import check_llm_spec
     from trainers.projector import PROJECTORS
@@ -54,12 +53,7 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> 
         fail("experts", f"all experts of a mixture must share a token grid, got {sorted(grids)}")
     if spec.projector.type not in PROJECTORS:
         fail("projector.type", f"unknown projector {spec.projector.type!r}; known: {', '.join(PROJECTORS)}")
-    try:
-        experts.build_fusion(spec.fusion.name, [c.hidden_size for c in cfgs], cfgs[0].grid ** 2, **spec.fusion.options)
-    except KeyError as err:
-        fail("fusion.name", str(err.args[0]) if err.args else str(err))
-    except (ValueError, TypeError) as err:
-        fail("fusion.options", str(err).splitlines()[0])
+    # the fusion is built (on the meta device) by trainers.preflight.check_trial
     for field, llm in (("llm", spec.llm), ("train.align_llm", spec.train.align_llm)):
         if llm is None:
             continue

@@ -38,15 +38,13 @@ def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1) -
             shapes.append(meta_expert_shape(cfg_json))
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
             fail(f"experts.{i}", _line(err))
-    grids = {g for g, _ in shapes}
-    if len(grids) > 1:
-        fail("experts", f"the experts' token grids differ ({', '.join(f'{g}x{g}' for g in sorted(grids))}); "
-                        "a mixture needs one grid")
-    try:
+    try:  # the grids agree (validate_spec): the fusion sees grid*grid tokens of each width
         meta_fusion_shape(spec.fusion.name, tuple(w for _, w in shapes), shapes[0][0] ** 2,
                           json.dumps(spec.fusion.options, sort_keys=True, default=str))
-    except (ValueError, KeyError, TypeError, RuntimeError) as err:
-        fail("fusion", _line(err))
+    except KeyError as err:
+        fail("fusion.name", _line(err))
+    except (ValueError, TypeError, RuntimeError) as err:
+        fail("fusion.options", _line(err))
     _check_data(spec, fail)
     _check_epochs(spec, fail)
     check_eval_spec(spec.eval, source)
