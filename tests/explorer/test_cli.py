@@ -127,7 +127,7 @@ def test_help_is_fast_and_lists_commands():
     out = subprocess.run([sys.executable, "-m", "explorer.cli", "--help"], capture_output=True, text=True,
                          env={"COLUMNS": "120", "PATH": ""}, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
     assert out.returncode == 0, out.stderr
-    for cmd in ("run", "worker", "status", "leaderboard", "export", "ui", "trial", "eval"):
+    for cmd in ("run", "worker", "status", "leaderboard", "export", "ui", "trial", "eval", "check"):
         assert f" {cmd} " in out.stdout
     assert time.time() - t < 5
 
