@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -42,7 +43,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     found: list[type[BaseException]] = [CliError]
     for module, names in (("explorer.study", ("StudyError",)), ("trainers.spec", ("SpecError",)),
                           ("search_spaces.loader", ("SearchSpaceError",)), ("explorer.tracking", ("TrackingError",)),
-                          ("explorer.storage", ("StorageError",)),
+                          ("explorer.storage", ("StorageError",)), ("explorer.reach", ("PreflightError",)),
                           ("explorer.report", ("ReportError",)), ("sqlalchemy.exc", ("SQLAlchemyError",)),
                           ("optuna.exceptions", ("StorageInternalError", "DuplicatedStudyError")),
                           ("experts.registry", ("UnknownNameError",)), ("trainers.eval", ("UnknownBenchmarkError", "BenchmarkDataError"))):
@@ -114,23 +115,32 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _storage_url(spec, storage: str | None, workdir: Path) -> str:
-    from explorer.storage import default_storage_url
+def _checked_study(study_file: Path, storage: str | None, tracking_uri: str | None, workdir: Path,
+                   backend: str | None, ray_address: str | None, *, join: bool = False):
+    """The pre-flight of `run` and `worker`: the study file, its trials and the command line checked,
+    then the workdir, the MLflow store and the database reached; nothing is written."""
+    from explorer.preflight import preflight, reach_services
 
-    url = storage or spec.storage or default_storage_url(workdir)
-    remember(url)
-    return url
+    checked = preflight(study_file, storage=storage, tracking_uri=tracking_uri, workdir=workdir, services=False,
+                        expect="study")
+    checked = reach_services(replace(checked, spec=_with_backend(checked.spec, backend, ray_address)), join=join)
+    return checked
 
 
-def _tracking(spec, tracking_uri: str | None, workdir: Path) -> tuple[str, str | None]:
-    """(tracking URI, artifact root): the embedded SQLite store keeps artifacts in the workdir."""
-    from explorer.tracking import default_artifact_root, default_tracking_uri
+def _exit_if_failed(outcome, study) -> None:
+    """A finished study with no complete trial, or a round where every candidate failed, exits 1
+    with why: failed trials by error class and the log of one of them."""
+    from explorer.failures import failure_report, study_failure
 
-    uri = tracking_uri or (spec.tracking_uri if spec is not None else None)
-    if uri:
-        remember(uri)
-        return uri, None
-    return default_tracking_uri(workdir), default_artifact_root(workdir)
+    reason = study_failure(outcome)
+    if reason is None:
+        return
+    from rich.markup import escape
+
+    console = _err_console()
+    for i, line in enumerate(failure_report(reason, study.get_trials(deepcopy=False), study.study_name)):
+        console.print(f"[red]{escape(line)}[/red]" if i == 0 else escape(line))
+    raise typer.Exit(1)
 
 
 def _existing_study(spec, storage_url: str):
@@ -152,10 +162,11 @@ def _existing_study(spec, storage_url: str):
 
 
 def _load(study_file: Path, storage: str | None, workdir: Path):
+    from explorer.preflight import storage_url_for
     from explorer.study import load_study
 
     spec = load_study(study_file)
-    return spec, _existing_study(spec, _storage_url(spec, storage, workdir.resolve()))
+    return spec, _existing_study(spec, storage_url_for(spec, storage, workdir.resolve()))
 
 
 def _ui_command(tracking_uri: str, artifact_root: str | None, port: int, workers: int) -> list[str]:
@@ -224,12 +235,9 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         ) -> None:
     """Run a study to the end, or resume it (same command)."""
     with _guard():
-        from explorer.study import load_study
-
-        # everything is validated before anything is written
-        spec = _with_backend(load_study(study_file), backend, ray_address)
-        workdir = workdir.resolve()
-        uri, artifacts = _tracking(spec, tracking_uri, workdir)
+        checked = _checked_study(study_file, storage, tracking_uri, workdir, backend, ray_address)
+        spec, workdir, storage_url = checked.spec, checked.workdir, checked.storage_url
+        uri, artifacts = checked.tracking_uri, checked.artifact_root
         from explorer.tracking import MlflowTracker
 
         tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
@@ -237,7 +245,6 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
             tracker.check()  # an unreachable server fails here, before the workdir is touched
         workdir.mkdir(parents=True, exist_ok=True)
         tracker.check()
-        storage_url = _storage_url(spec, storage, workdir)
         from explorer.controller import run_study
         from explorer.progress import StudyProgress
         from explorer.storage import open_study
@@ -262,6 +269,7 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         if not outcome.finished:
             _err_console().print(f"[yellow]study not finished[/yellow]: {outcome.stopped_reason}")
             raise typer.Exit(1)
+        _exit_if_failed(outcome, study)
 
 
 def _planned(spec) -> int | None:
@@ -287,11 +295,9 @@ def worker(study_file: StudyArg,
            ray_address: RayAddressOpt = None) -> None:
     """Join a running study from another machine (takes trials from the shared database)."""
     with _guard():
-        from explorer.study import load_study
-
-        spec = _with_backend(load_study(study_file), backend, ray_address)
-        workdir = workdir.resolve()
-        uri, artifacts = _tracking(spec, tracking_uri, workdir)
+        checked = _checked_study(study_file, storage, tracking_uri, workdir, backend, ray_address, join=True)
+        spec, workdir = checked.spec, checked.workdir
+        uri, artifacts = checked.tracking_uri, checked.artifact_root
         from explorer.tracking import MlflowTracker
 
         tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
@@ -311,6 +317,8 @@ def worker(study_file: StudyArg,
             raise typer.Exit(130) from None
         typer.echo(f"worker done: {outcome.n_complete} of {outcome.n_trials} trials complete"
                    f"{'' if outcome.finished else f' (stopped: {outcome.stopped_reason})'}")
+        if outcome.finished:
+            _exit_if_failed(outcome, study)
 
 
 @app.command()
@@ -380,7 +388,9 @@ def ui(study_file: Annotated[Optional[Path], typer.Argument(help="Study file (fo
             from explorer.study import load_study
 
             spec = load_study(study_file)
-        uri, artifacts = _tracking(spec, tracking_uri, workdir.resolve())
+        from explorer.preflight import tracking_for
+
+        uri, artifacts = tracking_for(spec, tracking_uri, workdir.resolve())
         if uri.startswith(("http://", "https://")):
             typer.echo(f"MLflow UI: {uri} (a tracking server is already serving it)")
             return
@@ -412,7 +422,9 @@ def report_cmd(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: T
         from explorer.tracking import STUDY_RUN_ATTR, MlflowTracker
 
         workdir = workdir.resolve()
-        uri, artifacts = _tracking(spec, tracking_uri, workdir)
+        from explorer.preflight import tracking_for
+
+        uri, artifacts = tracking_for(spec, tracking_uri, workdir)
         if STUDY_RUN_ATTR in study.user_attrs:  # the study was tracked: its parent run gets them too
             tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
             files = tracker.refresh_report(study)
@@ -420,6 +432,28 @@ def report_cmd(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: T
             files = write_report(study, spec, workdir, report_dir(workdir, spec.name))
         for path in files:
             typer.echo(str(path))
+
+
+@app.command()
+def check(file: Annotated[Path, typer.Argument(help="Study file or trial spec (YAML).")],
+          storage: StorageOpt = None, tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = Path("."),
+          nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="Processes per trial (default: the study's).")] = None,
+          offline: Annotated[bool, typer.Option("--offline", help="Do not reach the database and tracking store.")] = False) -> None:
+    """The pre-flight of run/worker/trial alone: the whole file, every trial spec it makes, its files,
+    experts built on the meta device, storage and tracking reached. Writes nothing; exit 2 on a problem."""
+    with _guard():
+        from explorer.preflight import CheckedTrial, preflight
+
+        checked = preflight(file, storage=storage, tracking_uri=tracking_uri, workdir=workdir, nproc=nproc,
+                            services=not offline)
+        if isinstance(checked, CheckedTrial):
+            ts = checked.spec
+            typer.echo(f"ok: {file}: trial {ts.name}: {'+'.join(e.preset for e in ts.experts)}, fusion {ts.fusion.name}, "
+                       f"recipe {ts.train.recipe}, {len(ts.eval.benchmarks)} benchmark(s)")
+            return
+        where = (f"; storage {checked.storage_url}; tracking {checked.tracking_uri}" if checked.services_reached
+                 else " (storage and tracking not reached: --offline)")
+        typer.echo(f"ok: {file}: study {checked.spec.name}: {checked.trials_checked} trial spec(s) checked{where}")
 
 
 @app.command()
@@ -432,9 +466,11 @@ def trial(trial_file: Annotated[Path, typer.Argument(help="Trial spec (YAML).")]
     """Run one trial on this machine (torchrun; DeepSpeed when the spec says so). Run it again on
     the same OUT to continue from its last checkpoint; SIGTERM makes it checkpoint and stop."""
     with _guard():
+        from explorer.preflight import preflight
         from trainers.launch import TrialFailed, TrialPreempted, run_trial
         from trainers.preempt import PREEMPT_EXIT
 
+        preflight(trial_file, nproc=nproc, services=False, expect="trial")
         out_dir = out if out.is_absolute() else workdir.resolve() / out
         try:
             result = run_trial(trial_file, out_dir, nproc, restart=restart)
@@ -485,6 +521,9 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
         base = workdir.resolve()
         ckpt = checkpoint if checkpoint.is_absolute() else base / checkpoint
         out_dir = None if out is None else (out if out.is_absolute() else base / out)
+        from explorer.preflight import preflight_eval
+
+        preflight_eval(ckpt, names, limit=limit, data_root=data_root)
         try:
             result = run_eval(ckpt, names, limit=limit, data_root=data_root, out_dir=out_dir, nproc=nproc,
                               profile=profile)

@@ -280,8 +280,12 @@ class LocalRunner:
         if proc.returncode == PREEMPT_EXIT:
             raise TrialPreemptedError(f"trial {job.number} pre-empted: checkpointed, to be continued")
         if proc.returncode != 0:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            raise RunnerError(f"trial process exited with {proc.returncode} (log {log_path}): " + " | ".join(tail))
+            from trainers.logging_utils import find_error
+
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            found = find_error(lines)  # the cause, not torchrun's wrapper or the last lines of a traceback
+            cause = f"{found[0]}: {found[1]}" if found else " | ".join(lines[-5:])
+            raise RunnerError(f"trial process exited with {proc.returncode} (log {log_path}): {cause}")
         result_path = job.trial_dir / "result.json"
         if not result_path.is_file():
             raise RunnerError(f"trial process exited 0 but wrote no {result_path}")

@@ -107,8 +107,29 @@ def write_trial_spec(trial_spec: TrialSpec, trial_dir: str | Path) -> Path:
     return path
 
 
+def _check_base_names(spec: StudySpec) -> None:
+    """Names of the base trial that the strategy replaces must still mean something: per-preset
+    expert settings apply only to the catalogue's presets, the fusion is the search space's, and
+    eval.objective is the study's objective.metric."""
+    base, space = spec.base_trial_data, spec.space
+    where = f"{spec.source}: base_trial"
+    presets = [space.preset(x) for x in space.letters]
+    for i, entry in enumerate(base.get("experts") or []):
+        if entry["preset"] not in presets:
+            raise StudyError(f"{where}: experts.{i}.preset: {entry['preset']!r} is not an expert of the search space "
+                             f"(its {space.scale} presets: {', '.join(presets)}); its settings would reach no trial")
+    fusion = (base.get("fusion") or {}).get("name")
+    if fusion is not None and fusion not in space.fusion:
+        raise StudyError(f"{where}: fusion.name: unknown fusion {fusion!r} (the search space's: {', '.join(space.fusion)})")
+    objective = (base.get("eval") or {}).get("objective")
+    if objective is not None and objective != spec.objective.metric:
+        raise StudyError(f"{where}: eval.objective: {objective!r} differs from the study's objective.metric "
+                         f"{spec.objective.metric!r} (which every trial uses); remove it or make them agree")
+
+
 def check_base_trial(spec: StudySpec, point: tuple[dict[str, Any], dict[str, Any]]) -> None:
     """Generate the spec of a representative trial so a bad base trial fails before anything runs."""
+    _check_base_names(spec)
     params, attrs = point
     try:
         ts = build_trial_spec(spec, params, attrs)

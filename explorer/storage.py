@@ -130,19 +130,28 @@ def open_study(spec: StudySpec, storage_url: str, *, create: bool = True,
         raise StorageError(f"{mask(storage_url)}: no study named {spec.name!r} to join (start it with `eagle-explore run`)")
     study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.objective.direction,
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
-    fp = spec.fingerprint()
     study_id = storage.get_study_id_from_name(spec.name)
-    stored = storage.get_study_system_attrs(study_id).get(FINGERPRINT_ATTR)
-    if stored is None:
-        storage.set_study_system_attr(study_id, FINGERPRINT_ATTR, fp)
-    elif stored != fp:
-        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} was created from a different strategy, search "
-                           "space or objective; use a new study name")
+    if check_stored_study(spec, storage, storage_url) is None:
+        storage.set_study_system_attr(study_id, FINGERPRINT_ATTR, spec.fingerprint())
     _check_base_trial(storage, study_id, spec, storage_url, accept_base_change)
     logger.info("study %r at %s: %d trials stored", spec.name, mask(storage_url), len(study.trials))
-    if study.direction.name.lower() != spec.objective.direction:
-        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} is stored as {study.direction.name.lower()}")
     return study
+
+
+def check_stored_study(spec: StudySpec, storage: optuna.storages.BaseStorage, storage_url: str) -> str | None:
+    """A stored study of this name must come from the same strategy, search space and objective, in
+    the same direction; returns its fingerprint (None: not stored yet, or stored without one)."""
+    studies = {s.study_name: s for s in storage.get_all_studies()}
+    if spec.name not in studies:
+        return None
+    direction = studies[spec.name].direction.name.lower()
+    stored = storage.get_study_system_attrs(storage.get_study_id_from_name(spec.name)).get(FINGERPRINT_ATTR)
+    if stored is not None and stored != spec.fingerprint():
+        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} was created from a different strategy, search "
+                           "space or objective; use a new study name")
+    if direction != spec.objective.direction:
+        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} is stored as {direction}")
+    return stored
 
 
 def _check_base_trial(storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec, storage_url: str,

@@ -41,7 +41,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from search_spaces import SearchSpace, SearchSpaceError, load_search_space
-from trainers.spec import read_yaml_mapping
+from trainers.spec import SpecError, parse_trial_spec, read_yaml_mapping
 
 
 class StudyError(ValueError):
@@ -200,10 +200,12 @@ _PATH_KEYS = (("data", "pretrain"), ("data", "sft"), ("data", "heldout"), ("data
 
 def _absolutize(data: dict[str, Any], base_dir: Path) -> None:
     """Relative file paths of a base trial are relative to the file that holds them."""
-    for keys in _PATH_KEYS:
+    experts = data.get("experts")
+    sources = [("experts", i, "source") for i in range(len(experts))] if isinstance(experts, list) else []
+    for keys in (*_PATH_KEYS, *sources):
         node: Any = data
         for k in keys[:-1]:
-            node = node.get(k) if isinstance(node, dict) else None
+            node = node[k] if isinstance(k, int) else node.get(k) if isinstance(node, dict) else None
         if not isinstance(node, dict) or not isinstance(node.get(keys[-1]), str):
             continue
         value = node[keys[-1]]
@@ -212,16 +214,23 @@ def _absolutize(data: dict[str, Any], base_dir: Path) -> None:
 
 
 def _load_base_trial(ref: str | dict[str, Any], base_dir: Path, source: str) -> dict[str, Any]:
+    """The base trial, validated as a trial spec before any strategy transforms it (so wrong types
+    never reach their code); kept as the keys it gave, with typed values."""
+    where = f"{source}: base_trial"
     if isinstance(ref, dict):
         data = copy.deepcopy(ref)
         _absolutize(data, base_dir)
-        return data
-    path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
-    if not path.is_file():
-        raise StudyError(f"{source}: base_trial: file not found: {path}")
-    data = read_yaml_mapping(path, "a trial spec", StudyError, where=f"{source}: base_trial: {path}")
-    _absolutize(data, path.parent)
-    return data
+    else:
+        path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
+        if not path.is_file():
+            raise StudyError(f"{where}: file not found: {path}")
+        where = f"{where}: {path}"
+        data = read_yaml_mapping(path, "a trial spec", StudyError, where=where)
+        _absolutize(data, path.parent)
+    try:
+        return parse_trial_spec(data, where).model_dump(mode="json", exclude_unset=True)
+    except SpecError as err:
+        raise StudyError(str(err)) from None
 
 
 def parse_study(data: Any, source: str = "<study>", base_dir: Path | None = None) -> StudySpec:

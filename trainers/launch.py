@@ -17,6 +17,7 @@ from typing import Any
 
 from trainers import preempt
 from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec, changed_fields, dump_trial_spec, load_trial_spec
+from trainers.logging_utils import find_error
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,6 @@ def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
 
 def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> None:
     """Everything that can be checked before a process starts; SpecError with one line otherwise."""
-    import experts
     from trainers.engine import BatchSplitError, accumulation_steps
     from trainers.llm import check_llm_spec
     from trainers.projector import PROJECTORS
@@ -125,12 +125,7 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> 
         fail("experts", f"all experts of a mixture must share a token grid, got {sorted(grids)}")
     if spec.projector.type not in PROJECTORS:
         fail("projector.type", f"unknown projector {spec.projector.type!r}; known: {', '.join(PROJECTORS)}")
-    try:
-        experts.build_fusion(spec.fusion.name, [c.hidden_size for c in cfgs], cfgs[0].grid ** 2, **spec.fusion.options)
-    except KeyError as err:
-        fail("fusion.name", str(err.args[0]) if err.args else str(err))
-    except (ValueError, TypeError) as err:
-        fail("fusion.options", str(err).splitlines()[0])
+    # the fusion is built (on the meta device) by trainers.preflight.check_trial
     for field, llm in (("llm", spec.llm), ("train.align_llm", spec.train.align_llm)):
         if llm is None:
             continue
@@ -188,8 +183,10 @@ def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
                   torchrun_args: Sequence[str] = (), restart: bool = False) -> tuple[TrialSpec, Path, Path]:
     """Validate, check the directory's progress is of this spec, write trial.yaml (resolved),
     generate synthetic data. Returns (spec, trial.yaml, cache)."""
+    from trainers.preflight import check_trial
+
     spec = load_trial_spec(spec_path)
-    validate_spec(spec, str(spec_path), nproc, _nnodes(torchrun_args))
+    check_trial(spec, str(spec_path), nproc, _nnodes(torchrun_args))
     out = Path(out_dir)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir(spec, out)
@@ -240,9 +237,10 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchr
     if rc != 0:
         _record_attempt(out, {"exit": rc}, new=False)
         lines = log.read_text(errors="replace").splitlines()
-        first = next((ln for ln in lines if "Error:" in ln and "ChildFailedError" not in ln), "")
+        found = find_error(lines)
+        first = f"{found[0]}: {found[1]}"[:500] if found else "no Python error in the log"
         tail = "\n".join(lines[-LOG_TAIL_LINES:])
-        raise TrialFailed(f"trial {spec.name} failed (exit {rc}): {first.strip()[:500]}; log {log}; tail:\n{tail}")
+        raise TrialFailed(f"trial {spec.name} failed (exit {rc}): {first}; log {log}; tail:\n{tail}")
     result_path = out / "result.json"
     if not result_path.is_file():
         raise TrialFailed(f"trial {spec.name}: workers exited 0 but wrote no {result_path}")

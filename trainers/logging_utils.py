@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -56,3 +57,17 @@ def rank_zero_info(logger: logging.Logger, msg: str, *args: object) -> None:
     """Log on rank 0 only (file handlers of other ranks stay quiet too)."""
     if get_rank() == 0:
         logger.info(msg, *args)
+
+
+_ERROR_LINE = re.compile(r"^(?:\[(?:rank|default)\d+\]:\s*)*(?:[A-Za-z_][\w]*\.)*([A-Z]\w*(?:Error|Exception)):\s*(.*)$")
+_WRAPPERS = ("ChildFailedError", "TrialFailed", "RunnerError", "CalledProcessError")
+
+
+def find_error(lines: list[str]) -> tuple[str, str] | None:
+    """(error class, message) of the first Python error a log reports ("[rank0]: pkg.mod.XError: msg"
+    -> ("XError", "msg")), wrappers such as torchrun's ChildFailedError skipped."""
+    for line in lines:
+        m = _ERROR_LINE.match(line.strip())
+        if m and m.group(1) not in _WRAPPERS:
+            return m.group(1), m.group(2).strip()
+    return None

@@ -17,7 +17,7 @@ STUDY = {
     "strategy": {"type": "greedy", "base": ["A", "B"], "max_size": 6},
     "search_space": "eagle_tiny",
     "base_trial": {"experts": [{"preset": "tiny-clip"}], "llm": {"preset": "tiny-llama"},
-                   "data": {"synthetic": {"n_sft": 8}}, "eval": {"benchmarks": ["gqa"]}},
+                   "data": {"synthetic": {"n_sft": 16}}, "eval": {"benchmarks": ["gqa"]}},
 }
 
 
@@ -131,7 +131,7 @@ def test_help_is_fast_and_lists_commands():
     out = subprocess.run([sys.executable, "-m", "explorer.cli", "--help"], capture_output=True, text=True,
                          env={"COLUMNS": "120", "PATH": ""}, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
     assert out.returncode == 0, out.stderr
-    for cmd in ("run", "worker", "status", "leaderboard", "export", "report", "ui", "trial", "eval"):
+    for cmd in ("run", "worker", "status", "leaderboard", "export", "report", "ui", "trial", "eval", "check"):
         assert f" {cmd} " in out.stdout
     assert time.time() - t < 5
 
@@ -170,7 +170,7 @@ def test_worker_runs_on_the_backend_it_is_given(workdir, monkeypatch):
     seen = {}
 
     class Done:  # what the worker's summary line reads
-        n_complete, n_trials, finished, stopped_reason = 11, 11, True, None
+        n_complete, n_trials, finished, stopped_reason, path = 11, 11, True, None, []
 
     def fake_worker(spec, storage, work, **kw):
         seen.update(backend=kw["backend"], address=spec.ray_address)

@@ -105,7 +105,7 @@ def scripted_study(storage: str, workdir: Path, tracker=None, fail: set = frozen
     return study
 
 
-TINY_BASE = {"experts": [{"preset": "tiny-clip"}], "llm": {"preset": "tiny-llama"}, "data": {"synthetic": {"n_sft": 8}},
+TINY_BASE = {"experts": [{"preset": "tiny-clip"}], "llm": {"preset": "tiny-llama"}, "data": {"synthetic": {"n_sft": 16}},
              "eval": {"benchmarks": BENCHES, "limit": 4}}
 
 

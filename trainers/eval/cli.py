@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from trainers.eval.base import check_profile
 from trainers.eval.benchmarks import parse_benchmark_list
 from trainers.eval.runner import evaluate
-from trainers.spec import TrialSpec, load_trial_spec
+from trainers.spec import TrialSpec, load_trial_spec, parse_trial_spec
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, Path]:
                             "the model was trained with")
 
 
-def _eval_spec(trial_yaml: Path, benchmarks: str | list[str], limit: int | None,
-               data_root: str | Path | None, profile: str | None = None) -> TrialSpec:
+def eval_spec(trial_yaml: Path, benchmarks: str | list[str], limit: int | None,
+              data_root: str | Path | None, profile: str | None = None) -> TrialSpec:
     spec = load_trial_spec(trial_yaml)
     update: dict[str, Any] = {"benchmarks": parse_benchmark_list(benchmarks), "limit": limit}
     if profile is not None:
@@ -63,8 +63,8 @@ def _eval_spec(trial_yaml: Path, benchmarks: str | list[str], limit: int | None,
         update["data_root"] = str(root.resolve())
     if limit is not None and limit <= 0:
         raise ValueError(f"--limit must be positive, got {limit}")
-    # validated again so a bad value is a spec error, not a late failure
-    return TrialSpec.model_validate({**spec.model_dump(), "eval": {**spec.eval.model_dump(), **update}})
+    # validated again so a bad value is a spec error (one line), not a late failure
+    return parse_trial_spec({**spec.model_dump(), "eval": {**spec.eval.model_dump(), **update}}, str(trial_yaml))
 
 
 def _load_model(model_dir: Path, device: torch.device):
@@ -102,7 +102,7 @@ def run_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: int | N
     if not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"--nproc must be a positive integer, got {nproc!r}")
     model_dir, trial_yaml = resolve_checkpoint(checkpoint)
-    spec = _eval_spec(trial_yaml, benchmarks, limit, data_root, profile)
+    spec = eval_spec(trial_yaml, benchmarks, limit, data_root, profile)
     out = Path(out_dir).expanduser() if out_dir is not None else trial_yaml.parent / "eval"
     out.mkdir(parents=True, exist_ok=True)
     if spec.cache_dir is None:  # as the trial resolved it, so the synthetic suite is shared

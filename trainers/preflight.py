@@ -1,0 +1,233 @@
+"""The trial pre-flight: everything about a trial spec that can be checked before a process starts
+or a file is written. Beyond the schema and the registries (trainers.launch.validate_spec): each
+expert and the fusion built on the meta device (grids and widths, no weights), the local sources,
+the data files' first record, the benchmark copies and the objective's name. Errors are SpecError,
+one line naming the file and the field."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from trainers.spec import EvalSpec, SpecError, TrialSpec
+
+SNIFF_BYTES = 1 << 16  # enough for the first record of a LLaVA file
+IMAGES_CHECKED = 8  # image files of a benchmark copy looked up (the questions file is read whole)
+_OBJECTIVES = ("avg", "weighted", "heldout_loss")
+
+
+def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1) -> None:
+    """The whole pre-flight of one trial spec; SpecError (one line) on the first problem."""
+    from trainers.launch import validate_spec
+
+    validate_spec(spec, source, nproc, nnodes)
+
+    def fail(field: str, msg: str) -> None:
+        raise SpecError(f"{source}: {field}: {msg}")
+
+    for i, entry in enumerate(spec.experts):
+        if entry.source is not None and _looks_local(entry.source) and not Path(entry.source).expanduser().exists():
+            fail(f"experts.{i}.source", f"no such file or directory: {entry.source}")
+    shapes = []
+    for i, cfg_json in enumerate(_expert_configs(spec)):
+        try:
+            shapes.append(meta_expert_shape(cfg_json))
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            fail(f"experts.{i}", _line(err))
+    try:  # the grids agree (validate_spec): the fusion sees grid*grid tokens of each width
+        meta_fusion_shape(spec.fusion.name, tuple(w for _, w in shapes), shapes[0][0] ** 2,
+                          json.dumps(spec.fusion.options, sort_keys=True, default=str))
+    except KeyError as err:
+        fail("fusion.name", _line(err))
+    except (ValueError, TypeError, RuntimeError) as err:
+        fail("fusion.options", _line(err))
+    _check_data(spec, fail)
+    _check_epochs(spec, fail)
+    check_eval_spec(spec.eval, source)
+
+
+def _line(err: BaseException) -> str:
+    text = (str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)).strip()
+    return (text.splitlines() or [type(err).__name__])[0]
+
+
+def _looks_local(src: str) -> bool:
+    return src.startswith(("/", ".", "~"))
+
+
+def _expert_configs(spec: TrialSpec) -> list[str]:
+    from trainers.stages import resolve_expert
+
+    # pretrained=False: the preset's architecture is built (on meta), nothing is downloaded
+    return [resolve_expert(e).with_overrides(pretrained=False).model_dump_json() for e in spec.experts]
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """A pre-flight build is not the trial's: its per-module log lines would only be noise."""
+    log = logging.getLogger(logger_name)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+@lru_cache(maxsize=256)
+def meta_expert_shape(cfg_json: str) -> tuple[int, int]:
+    """(grid, width) of an expert's output tokens, from a forward pass on the meta device."""
+    import torch
+
+    import experts
+
+    cfg = experts.ExpertConfig.model_validate_json(cfg_json)
+    with _quiet("experts"), torch.device("meta"):
+        expert = experts.build_expert(cfg)
+        out = expert(torch.empty(1, 3, cfg.input_size, cfg.input_size))
+    if tuple(out.shape) != (1, cfg.grid ** 2, expert.out_dim):
+        raise ValueError(f"expert {cfg.name!r}: returns {tuple(out.shape[1:])} tokens x width, "
+                         f"expected ({cfg.grid ** 2}, {expert.out_dim})")
+    return cfg.grid, expert.out_dim
+
+
+@lru_cache(maxsize=256)
+def meta_fusion_shape(name: str, widths: tuple[int, ...], num_tokens: int, options_json: str) -> tuple[int, int]:
+    """(tokens, width) the fusion returns for these experts, from a forward pass on the meta device."""
+    import torch
+
+    import experts
+
+    with torch.device("meta"):
+        fusion = experts.build_fusion(name, list(widths), num_tokens, **json.loads(options_json))
+        out = fusion([torch.empty(1, num_tokens, w) for w in widths])
+    if tuple(out.shape[1:]) != (fusion.out_tokens, fusion.out_dim):
+        raise ValueError(f"fusion {name!r}: returns {tuple(out.shape[1:])}, expected "
+                         f"({fusion.out_tokens}, {fusion.out_dim})")
+    return fusion.out_tokens, fusion.out_dim
+
+
+def first_record(path: Path) -> dict[str, Any]:
+    """The first record of a LLaVA-format .json (a list) or .jsonl file, read from its first bytes."""
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BYTES).decode("utf-8", errors="replace")
+    text = head.lstrip()
+    try:
+        if path.suffix == ".jsonl":
+            rec = json.loads(text.splitlines()[0]) if text else None
+        else:
+            if not text.startswith("["):
+                raise ValueError("a .json data file is a list of records")
+            rec, _ = json.JSONDecoder().raw_decode(text[1:].lstrip())
+    except (ValueError, IndexError) as err:
+        if len(head) == SNIFF_BYTES and "Unterminated" in str(err):
+            return {}  # a first record longer than the sniff: left to the data loader
+        raise ValueError(f"not a LLaVA-format file ({str(err).splitlines()[0]})") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
+        raise ValueError("its first record has no 'conversations' list")
+    return rec
+
+
+def _check_data(spec: TrialSpec, fail) -> None:
+    d = spec.data
+    if d.synthetic is not None:
+        return
+    folder = Path(d.image_folder) if d.image_folder else None
+    for field in ("pretrain", "sft", "heldout"):
+        path = getattr(d, field)
+        if path is None:
+            continue
+        path = Path(path)
+        if path.suffix not in (".json", ".jsonl"):
+            fail(f"data.{field}", f"{path}: expected a .json or .jsonl LLaVA-format file")
+        try:
+            rec = first_record(path)
+        except (OSError, ValueError) as err:
+            fail(f"data.{field}", f"{path}: {_line(err)}")
+        image = rec.get("image")
+        if isinstance(image, str) and image:
+            if folder is None:
+                fail("data.image_folder", f"{path} has images (first: {image}) but no image_folder is given")
+            if not (folder / image).is_file():
+                fail("data.image_folder", f"{folder}: no {image} (the first image of {path})")
+
+
+def _check_epochs(spec: TrialSpec, fail) -> None:
+    """Synthetic data has a known size: each stage needs at least one global batch of it."""
+    from trainers.engine import BatchSplitError, total_steps
+    from trainers.spec import RECIPE_STAGES
+
+    syn = spec.data.synthetic
+    if syn is None:
+        return
+    for stage in RECIPE_STAGES[spec.train.recipe]:
+        n = syn.n_sft if stage == "sft" else syn.n_pretrain  # as trainers.worker picks the data
+        try:
+            total_steps(spec.train.stages[stage], n, stage)
+        except BatchSplitError as err:
+            fail(f"data.synthetic.n_{'sft' if stage == 'sft' else 'pretrain'}", str(err))
+
+
+def check_eval_spec(ev: EvalSpec, source: str) -> None:
+    """Benchmark copies (or the synthetic suite) and the objective's name; SpecError otherwise."""
+    def fail(field: str, msg: str) -> None:
+        raise SpecError(f"{source}: {field}: {msg}")
+
+    names = ev.benchmarks
+    if ev.data_root is not None:
+        root = Path(ev.data_root).expanduser()
+        if not root.is_dir():
+            fail("eval.data_root", f"directory not found: {root}")
+        for name in names:
+            try:
+                check_benchmark_copy(name, str(root.resolve()))
+            except (OSError, ValueError) as err:
+                fail("eval.data_root", _line(err))
+    elif names:
+        from trainers.eval.synthetic_suite import SYNTHETIC_BENCHMARKS
+
+        missing = [b for b in names if b not in SYNTHETIC_BENCHMARKS]
+        if missing:
+            fail("eval.benchmarks", f"{', '.join(missing)} not in the synthetic suite; give eval.data_root")
+    if not names:
+        return  # the objective is the held-out loss (trainers.worker)
+
+    def known(key: str) -> bool:
+        return key in names or key.split("/", 1)[0] in names
+
+    if ev.objective == "avg":
+        from trainers.eval.aggregate import PAPER_BENCHMARKS
+
+        if not any(b in PAPER_BENCHMARKS for b in names):
+            fail("eval.objective", f"avg needs one of {', '.join(PAPER_BENCHMARKS)} in eval.benchmarks")
+    elif ev.objective == "weighted":
+        if not ev.weights:
+            fail("eval.weights", "objective 'weighted' needs weights")
+    elif ev.objective not in _OBJECTIVES and not known(ev.objective):
+        fail("eval.objective", f"unknown objective {ev.objective!r}; known: {', '.join(_OBJECTIVES)}, "
+                               "or a score of eval.benchmarks (gqa, pope/random/f1, ...)")
+    bad = [k for k in ev.weights if not known(k)]
+    if bad:
+        fail("eval.weights", f"{bad[0]!r} is not a score of eval.benchmarks ({', '.join(names)})")
+
+
+@lru_cache(maxsize=64)
+def check_benchmark_copy(name: str, root: str) -> int:
+    """Read a benchmark copy's questions (as evaluation will) and look up its first images;
+    returns the number of items. BenchmarkDataError names the path at fault."""
+    from trainers.eval import BenchmarkDataError, get_benchmark
+
+    folder = Path(root) / name
+    if not folder.is_dir():
+        raise BenchmarkDataError(f"{name}: no copy at {folder}")
+    items = get_benchmark(name).load(folder)
+    if not items:
+        raise BenchmarkDataError(f"{name}: {folder} holds no questions")
+    for item in items[:IMAGES_CHECKED]:
+        if isinstance(item.image, str) and not Path(item.image).is_file():
+            raise BenchmarkDataError(f"{name}: question {item.qid}: image not found: {item.image}")
+    return len(items)
