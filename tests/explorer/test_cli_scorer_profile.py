@@ -7,7 +7,7 @@ from explorer.cli import app
 from explorer.overrides import build_trial_spec
 from explorer.strategies import build_strategy
 from explorer.study import StudyError, parse_study
-from trainers.eval.cli import _eval_spec
+from trainers.eval.cli import eval_spec
 from trainers.spec import dump_trial_spec, parse_trial_spec
 
 TRIAL = {"experts": [{"preset": "tiny-clip"}], "llm": {"preset": "tiny-llama", "template": "vicuna_v1"},
@@ -16,8 +16,8 @@ TRIAL = {"experts": [{"preset": "tiny-clip"}], "llm": {"preset": "tiny-llama", "
 
 def test_eval_command_overrides_the_trials_profile(tmp_path):
     dump_trial_spec(parse_trial_spec({**TRIAL, "eval": {"benchmarks": ["gqa"]}}), tmp_path / "trial.yaml")
-    assert _eval_spec(tmp_path / "trial.yaml", "gqa", None, None).eval.scorer_profile == "official"
-    assert _eval_spec(tmp_path / "trial.yaml", "gqa", None, None, "lmms_eval").eval.scorer_profile == "lmms_eval"
+    assert eval_spec(tmp_path / "trial.yaml", "gqa", None, None).eval.scorer_profile == "official"
+    assert eval_spec(tmp_path / "trial.yaml", "gqa", None, None, "lmms_eval").eval.scorer_profile == "lmms_eval"
     result = CliRunner().invoke(app, ["eval", str(tmp_path), "--benchmarks", "gqa", "--profile", "vlmevalkit"])
     assert result.exit_code != 0
     assert "--profile: unknown scorer profile 'vlmevalkit'; known: official, lmms_eval" in result.output
