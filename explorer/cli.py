@@ -146,24 +146,10 @@ def _ui_command(tracking_uri: str, artifact_root: str | None, port: int) -> list
 
 def _print_leaderboard(study, limit: int | None = None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from explorer.report import leaderboard
+    from explorer.terminal import leaderboard_table
 
-    rows = leaderboard(study)
-    # only settings that differ between rows are worth a column (a greedy study fixes them all)
-    varying = [k for k in sorted({k for r in rows for k in r["params"]})
-               if len({str(r["params"].get(k)) for r in rows}) > 1]
-    table = Table(title=f"{study.study_name}: leaderboard ({study.direction.name.lower()})")
-    cols = ["#", "experts", *varying, "value", "±", "n", "trials", "round", "MLflow run"]
-    for col in cols:
-        table.add_column(col, no_wrap=col in ("experts", "MLflow run"))
-    for row in rows[:limit]:
-        table.add_row(str(row["rank"]), row["experts"], *[str(row["params"].get(k, "")) for k in varying],
-                      f"{row['value']:.4g}", f"{row['std']:.2g}" if row["n"] > 1 else "", str(row["n"]),
-                      ",".join(map(str, row["trials"])), "" if row["round"] is None else str(row["round"]),
-                      (row["mlflow_run_id"] or "")[:12])
-    Console().print(table)
+    Console().print(leaderboard_table(study, limit))
 
 
 def _print_path(study) -> None:
@@ -173,7 +159,9 @@ def _print_path(study) -> None:
 
     path = greedy_path(study)
     if path:
-        Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {format_path(path)}")
+        from rich.markup import escape
+
+        Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {escape(format_path(path))}")
 
 
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="optuna | ray (default: the study file's).")]

@@ -17,6 +17,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from explorer.stats import TIE_ATTR
 from explorer.study import StudyError, StudySpec
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def open_study(spec: StudySpec, storage_url: str, *, create: bool = True,
     elif stored != fp:
         raise StorageError(f"{storage_url}: study {spec.name!r} was created from a different strategy, search "
                            "space or objective; use a new study name")
+    storage.set_study_system_attr(study_id, TIE_ATTR, spec.strategy.tie_threshold)  # for reports
     logger.info("study %r at %s: %d trials stored", spec.name, storage_url, len(study.trials))
     if study.direction.name.lower() != spec.objective.direction:
         raise StorageError(f"{storage_url}: study {spec.name!r} is stored as {study.direction.name.lower()}")

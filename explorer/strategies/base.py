@@ -142,6 +142,14 @@ class Strategy(ABC):
         base = int(self.spec.base_trial_data.get("seed", 0))
         return [base + i for i in range(self.opts.repeats)]
 
+    def seed_attrs(self, seed: int) -> dict[str, int]:
+        """A trial's seed and pre-alignment seed (seed_scope "sft": the base trial's, shared by all
+        repeats, so they reuse the stage-1 cache)."""
+        base = self.spec.base_trial_data
+        fixed = base.get("align_seed")
+        fixed = int(base.get("seed", 0)) if fixed is None else int(fixed)
+        return {"seed": seed, "align_seed": fixed if self.opts.seed_scope == "sft" else seed}
+
     def fixed_params(self, letters: list[str]) -> dict[str, Any]:
         params: dict[str, Any] = expert_params(letters, self.space.letters)
         params["fusion"] = self.fusion
