@@ -165,9 +165,10 @@ def _blind_objective(trials: list) -> float | None:
     return _mean([_stat(t, "blind_objective") for t in trials])
 
 
-def _row_stats(c: dict[str, Any]) -> dict[str, Any]:
+def _row_stats(c: dict[str, Any], vs: str = "best") -> dict[str, Any]:
+    """A candidate's statistics; its comparison is with `vs` (the leaderboard's best, a round's leader)."""
     return {"value": c["mean"], "std": c["std"], "n": c["n"], "planned": c["planned"], "partial": c["partial"],
-            "ci": c["ci"], "tied": c["tied"], "p_beats_best": c["p_beats_leader"], "diff_ci": c["diff_ci"]}
+            "ci": c["ci"], "tied": c["tied"], f"p_beats_{vs}": c["p_beats_leader"], "diff_ci": c["diff_ci"]}
 
 
 def leaderboard(study) -> list[dict[str, Any]]:
@@ -228,10 +229,29 @@ def greedy_path(study) -> list[dict[str, Any]]:
         path.append({"round": rnd, "experts": lead["experts"], "value": lead["mean"], "std": lead["std"],
                      "ci": lead["ci"], "n": lead["n"], "planned": lead["planned"], "best": False,
                      "tied": stats.tied_labels(cands), "tie_note": stats.tie_note(cands),
-                     "candidates": [{"experts": c["experts"], **_row_stats(c)} for c in cands]})
+                     "candidates": [{"experts": c["experts"], "trial_numbers": c["trials"], **_row_stats(c, "leader")}
+                                    for c in cands]})
     if path:
         max(path, key=lambda p: sign * p["value"])["best"] = True
     return path
+
+
+def tie_marks(study) -> tuple[dict[str, str], dict[int, tuple[dict[str, float], dict[str, str]]]]:
+    """What MLflow shows of ties: parent tags (tied_with_best, round.<r>.leader, round.<r>.tied) and
+    per trial number its round comparison (compare/p_beats_leader, compare/diff_lo|hi metrics,
+    tied_with_leader tag)."""
+    parent = {"tied_with_best": ",".join(r["experts"] for r in leaderboard(study) if r["tied"])}
+    trials: dict[int, tuple[dict[str, float], dict[str, str]]] = {}
+    for entry in greedy_path(study):
+        parent[f"round.{entry['round']}.leader"] = entry["experts"]
+        parent[f"round.{entry['round']}.tied"] = ",".join(entry["tied"])
+        for c in entry["candidates"]:
+            metrics = {} if c["p_beats_leader"] is None else {"compare/p_beats_leader": c["p_beats_leader"]}
+            if c["diff_ci"]:
+                metrics.update({"compare/diff_lo": c["diff_ci"][0], "compare/diff_hi": c["diff_ci"][1]})
+            for number in c["trial_numbers"]:
+                trials[number] = (metrics, {"tied_with_leader": str(c["tied"]).lower()})
+    return parent, trials
 
 
 def format_path(path: list[dict[str, Any]]) -> str:

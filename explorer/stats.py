@@ -138,3 +138,18 @@ def tie_note(cands: list[dict[str, Any]]) -> str | None:
     by = {_name(c): c for c in cands}
     rest = ", ".join(f"{t} (P={by[t]['p_beats_leader']:.2f})" for t in tied[1:])
     return f"{tied[0]} tied with {rest}"
+
+
+def interval_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """result.json's intervals and blind control as MLflow metrics: ci/objective/lo|hi,
+    ci/score/<bench>/lo|hi, blind/<bench>, blind/objective."""
+    out: dict[str, Any] = {}
+    if result.get("objective_ci"):
+        out["ci/objective/lo"], out["ci/objective/hi"] = result["objective_ci"]
+    for bench, (lo, hi) in (result.get("scores_ci") or {}).items():
+        out[f"ci/score/{bench}/lo"], out[f"ci/score/{bench}/hi"] = lo, hi
+    for bench, value in (result.get("blind_scores") or {}).items():
+        out[f"blind/{bench}"] = value
+    if result.get("blind_objective") is not None:
+        out["blind/objective"] = result["blind_objective"]
+    return out

@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from explorer.stats import interval_metrics
+
 logger = logging.getLogger(__name__)
 
 # Study user attrs (set here) and trial user attrs (set here, read by report/status).
@@ -186,12 +188,24 @@ class MlflowTracker:
 
     def on_study_end(self, study, status: str = "FINISHED") -> None:
         self.sync(study)
+        self._log_ties(study)
         best = self._best(study)
         if best is not None:
             self.client.log_batch(self.parent_run_id, metrics=self._metrics({"best_value": best.value}),
                                   tags=self._tags({"best_trial": best.number,
                                                    "best_experts": expert_letters(best.params, best.user_attrs)}))
         self.client.set_terminated(self.parent_run_id, status=status)
+
+    def _log_ties(self, study) -> None:
+        """Ties and paired comparisons (explorer.report.tie_marks) on the parent and trial runs."""
+        from explorer.report import tie_marks
+
+        parent, per_trial = tie_marks(study)
+        for number, (metrics, tags) in per_trial.items():
+            run_id = self._child(study, number, create=False)
+            if run_id:
+                self.client.log_batch(run_id, metrics=self._metrics(metrics), tags=self._tags(tags))
+        self.client.log_batch(self.parent_run_id, tags=self._tags(parent))
 
     @staticmethod
     def _best(study):
@@ -349,6 +363,7 @@ class MlflowTracker:
             return out
         for bench, score in (result.get("scores") or {}).items():
             out[f"score/{bench}"] = score
+        out.update(interval_metrics(result))
         if result.get("objective") is not None:
             out["objective"] = result["objective"]
         for key in ("heldout_loss", "peak_memory_mb"):

@@ -94,10 +94,11 @@ def expert_params(letters: list[str], catalogue: list[str]) -> dict[str, bool]:
     return {f"expert_{x}": x in letters for x in catalogue}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Seed mean and spread; no spread (None, not 0.0) for a single seed."""
     if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+        return math.nan, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 class Strategy(ABC):

@@ -8,6 +8,9 @@ import time
 import zlib
 from collections import Counter
 
+import json
+from pathlib import Path
+
 import numpy as np
 import optuna
 import pytest
@@ -19,6 +22,7 @@ from explorer.stats import BOOTSTRAP_ATTR
 from explorer.storage import default_storage_url, open_study
 from explorer.study import parse_study
 from explorer.terminal import leaderboard_table
+from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
 from test_study_fixtures import HOLD_MARK, PAPER_AVG, child_command, letters, study_data, tied_runner
 
 GREEDY = {"type": "greedy", "base": ["A", "B"]}
@@ -26,10 +30,11 @@ RACE = {**GREEDY, "resolve_ties": {"extra_seeds": 2, "max_extra_trials": 4}}
 COMMON = np.random.default_rng(0).normal(0.0, 5.0, 400)  # item noise every trial shares (same items)
 
 
-def _run(tmp_path, strategy, runner, **extra):
+def _run(tmp_path, strategy, runner, tracker=None, **extra):
     spec = parse_study(study_data("ties", strategy, **extra), "ties.yaml", tmp_path)
     seen: list[dict] = []
-    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=runner, progress=seen.append)
+    outcome = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=runner, progress=seen.append,
+                        tracker=tracker)
     return outcome, open_study(spec, default_storage_url(tmp_path)), seen
 
 
@@ -38,10 +43,13 @@ def bootstrap_runner(job):
     value = PAPER_AVG[letters(job)]
     own = np.random.default_rng(zlib.crc32(job.user_attrs["key"].encode())).normal(0.0, 2.0, 400)
     reps = (value + COMMON + own).round(4).tolist()
-    return {"objective": value, "objective_name": "avg", "scores": {"gqa": value / 10},
+    result = {"objective": value, "objective_name": "avg", "scores": {"gqa": value / 10},
             "objective_ci": [value - 9.0, value + 9.0], "scores_ci": {"gqa": [value / 10 - 1, value / 10 + 1]},
             "blind_objective": 400.0, "blind_scores": {"gqa": 40.0},
             "bootstrap": {"items": "same", "confidence": 0.95, "objective": reps}}
+    Path(job.trial_dir).mkdir(parents=True, exist_ok=True)
+    (Path(job.trial_dir) / "result.json").write_text(json.dumps(result))
+    return result
 
 
 def test_an_exact_tie_is_marked_in_the_path_progress_and_report(tmp_path):
@@ -59,12 +67,31 @@ def test_an_exact_tie_is_marked_in_the_path_progress_and_report(tmp_path):
 
 @pytest.fixture(scope="module")
 def paired_study(tmp_path_factory):
-    outcome, study, _ = _run(tmp_path_factory.mktemp("paired"), GREEDY, bootstrap_runner)
-    return outcome, study
+    work = tmp_path_factory.mktemp("paired")
+    tracker = MlflowTracker(default_tracking_uri(work), "ties", default_artifact_root(work))
+    outcome, study, _ = _run(work, GREEDY, bootstrap_runner, tracker=tracker)
+    tracker.on_study_end(study)
+    return outcome, study, tracker
+
+
+def test_mlflow_carries_intervals_blind_scores_and_ties(paired_study):
+    outcome, study, tracker = paired_study
+    runs = {r.data.tags.get("experts"): r for r in tracker.client.search_runs([tracker.experiment_id])}
+    m = runs["A+B+F"].data.metrics
+    assert (m["ci/objective/lo"], m["ci/objective/hi"]) == (665.3 - 9.0, 665.3 + 9.0)
+    assert m["ci/score/gqa/hi"] == pytest.approx(67.53) and m["blind/gqa"] == 40.0 and m["blind/objective"] == 400.0
+    c = {x["experts"]: x for x in outcome.path[1]["candidates"]}["A+B+C"]
+    m = runs["A+B+C"].data.metrics
+    assert m["compare/p_beats_leader"] == pytest.approx(c["p_beats_leader"])
+    assert [m["compare/diff_lo"], m["compare/diff_hi"]] == pytest.approx(c["diff_ci"])
+    assert runs["A+B+F+C"].data.tags["tied_with_leader"] == "true" and runs["A+B+D"].data.tags["tied_with_leader"] == "false"
+    parent = tracker.client.get_run(tracker.parent_run_id).data.tags
+    assert parent["round.2.leader"] == "A+B+F+E" and parent["round.2.tied"] == ",".join(outcome.path[2]["tied"])
+    assert parent["tied_with_best"].split(",")[0] == "A+B+F+E+C"
 
 
 def test_paired_replicates_give_intervals_probabilities_and_leaderboard_ties(paired_study):
-    outcome, study = paired_study
+    outcome, study, _ = paired_study
     r1 = {c["experts"]: c for c in outcome.path[1]["candidates"]}
     lead = r1["A+B+F"]
     assert lead["leader"] and outcome.path[1]["best_experts"] == "A+B+F"
