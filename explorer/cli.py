@@ -285,10 +285,12 @@ def status(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt
         from rich.table import Table
 
         table = Table(title=f"{doc['study']}: " + ", ".join(f"{k.lower()} {v}" for k, v in doc["states"].items()))
-        for col in ("#", "state", "experts", "value", "round", "candidate", "MLflow run"):
-            table.add_column(col)
+        from explorer.scales import fmt, fmt_ci
+
+        for col in ("#", "state", "experts", "value", "95% CI", "round", "candidate", "MLflow run"):
+            table.add_column(col, overflow="fold")
         for t in doc["trials"]:
-            table.add_row(str(t["number"]), t["state"], t["experts"], "" if t["value"] is None else f"{t['value']:.4g}",
+            table.add_row(str(t["number"]), t["state"], t["experts"], fmt(t["value"]), fmt_ci(t.get("objective_ci")),
                           "" if t["round"] is None else str(t["round"]), t["candidate"] or "", t["mlflow_run_id"] or "")
         Console().print(table)
 
@@ -372,13 +374,19 @@ def _print_result(result: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{out_dir}: {result.get('objective_name', 'objective')} = {result.get('objective')}")
-    table.add_column("benchmark")
-    table.add_column("score")
+    from explorer.scales import column, fmt, fmt_ci, label, objective_label
+
+    name = objective_label(result.get("objective_name"))
+    ci = f" ({fmt_ci(result['objective_ci'])})" if result.get("objective_ci") else ""
+    table = Table(title=f"{out_dir}: {name} = {fmt(result.get('objective'))}{ci}")
+    cis, blind = result.get("scores_ci") or {}, result.get("blind_scores") or {}
+    for col in ("benchmark", "score", "95% CI", *(["blind"] if blind else [])):
+        table.add_column(col)
     for bench, score in (result.get("scores") or {}).items():
         if "/" in bench:  # sub-figures (pope/random/f1) are in result.json
             continue
-        table.add_row(bench, f"{score:.4g}" if isinstance(score, (int, float)) else str(score))
+        table.add_row(label(column(bench)), fmt(score), fmt_ci(cis.get(bench)),
+                      *([fmt(blind.get(bench))] if blind else []))
     Console().print(table)
 
 

@@ -258,8 +258,11 @@ def format_path(path: list[dict[str, Any]]) -> str:
     """A+B (658.3 [650.0-666.6]) -> A+B+F (665.3 ...) -> ... with the answer starred and ties named."""
     def one(p):
         ci = f" [{fmt_ci(p['ci'])}]" if p.get("ci") else ""
+        sd = f" sd {fmt(p['std'])}" if p.get("std") is not None else ""
+        if p.get("planned", 1) > 1:  # repeats: how many seeds, and say it when some failed
+            sd = f", {p['n']} of {p['planned']} seeds{sd}" if p["n"] < p["planned"] else f", {p['n']} seeds{sd}"
         tie = f" ~ tied with {', '.join(p['tied'][1:])}" if p.get("tied") else ""
-        return f"{p['experts']} ({fmt(p['value'])}{ci}){tie}{' *best*' if p['best'] else ''}"
+        return f"{p['experts']} ({fmt(p['value'])}{ci}{sd}){tie}{' *best*' if p['best'] else ''}"
 
     return " -> ".join(one(p) for p in path)
 
