@@ -287,10 +287,12 @@ def table(study) -> dict[str, Any]:
             if result.get("objective_name"):
                 objective_name = str(result["objective_name"])
             cis, blind = _stat(t, "scores_ci") or {}, _stat(t, "blind_scores") or {}
+            gaps = _stat(t, "blind_gap_ci") or {}
             for bench, score in _scores(t).items():
                 if "/" in bench:  # sub-figures (pope/random/f1) stay in MLflow, not in the table
                     continue
-                cell = cells.setdefault(column(bench), {"v": [], "lo": [], "hi": [], "blind": []})
+                cell = cells.setdefault(column(bench), {"v": [], "lo": [], "hi": [], "blind": [], "gap": []})
+                cell["gap"].append((gaps.get(bench) or [None])[0])
                 cell["v"].append(score)
                 cell["lo"].append((cis.get(bench) or [None])[0])
                 cell["hi"].append((cis.get(bench) or [None, None])[1])
@@ -301,8 +303,9 @@ def table(study) -> dict[str, Any]:
         scores = {}
         for col, cell in cells.items():
             lo, hi = _mean(cell["lo"]), _mean(cell["hi"])
+            gap = _mean(cell["gap"])  # the paired interval of score - blind score lies above 0
             scores[col] = {"value": _mean(cell["v"]), "ci": None if lo is None or hi is None else [lo, hi],
-                           "blind": _mean(cell["blind"])}
+                           "blind": _mean(cell["blind"]), "needs_image": None if gap is None else gap > 0}
         scores["_objective"] = {"value": row["value"], "ci": row["ci"], "blind": row["blind"]}
         rows.append({"enc": len(experts.split("+")) if experts else 0, "experts": experts,
                      "vary": [first.params.get(k) for k in varying], "scores": scores,
@@ -321,7 +324,7 @@ def _cells(t: dict[str, Any], what: str, digits: int) -> list[list[str]]:
         for col in [*t["columns"], "_objective"]:
             s = r["scores"].get(col) or {}
             if what == "blind":
-                cells.append(fmt(s.get("blind"), digits))
+                cells.append(fmt(s.get("blind"), digits) + ("*" if s.get("needs_image") else ""))
             else:
                 ci = f" ({fmt_ci(s['ci'], digits)})" if s.get("ci") else ""
                 cells.append(f"{fmt(s.get('value'), digits)}{ci}")
@@ -349,7 +352,8 @@ def export(study, fmt_name: str = "markdown") -> str:
         more += ([f"~best (P={r['p_beats_best']:.2f})" if r["tied"] else ""] if ties else [])
         lines.append("| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells, *more]) + " |")
     if any(r["scores"]["_objective"]["blind"] is not None for r in t["rows"]):
-        lines += ["", "Blind control (every image replaced by a blank one):", "",
+        lines += ["", "Blind control (every image replaced by a blank one; * the score beats it beyond the "
+                      "paired interval):", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells]) + " |"
                   for r, cells in zip(t["rows"], _cells(t, "blind", 1))]

@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from explorer.stats import DEFAULT_TIE_THRESHOLD
 from search_spaces import SearchSpace, SearchSpaceError, load_search_space
 from trainers.spec import read_yaml_mapping
 
@@ -61,7 +62,7 @@ class _Fixed(_Strict):
     # which stages the repeats' seeds apply to: "sft" (pre-alignment keeps the base trial's
     # align_seed, else its seed, so repeats share the stage-1 cache) or "all"
     seed_scope: Literal["sft", "all"] = "sft"
-    tie_threshold: float = Field(default=0.05, gt=0, lt=0.5)  # tied when P(beats the leader) >= this
+    tie_threshold: float = Field(default=DEFAULT_TIE_THRESHOLD, gt=0, lt=0.5)  # tied when P(beats the leader) >= this
 
 
 class ResolveTies(_Strict):
@@ -179,7 +180,7 @@ class StudySpec(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-_LATER_DEFAULTS: dict[str, Any] = {"seed_scope": "sft", "tie_threshold": 0.05, "resolve_ties": None}
+_LATER_DEFAULTS: dict[str, Any] = {"seed_scope": "sft", "tie_threshold": DEFAULT_TIE_THRESHOLD, "resolve_ties": None}
 
 
 def _fmt(source: str, err: ValidationError) -> str:

@@ -8,6 +8,7 @@ import time
 import zlib
 from collections import Counter
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from optuna.trial import TrialState
 
 from explorer import report
 from explorer.controller import run_study
+from explorer.progress import StudyProgress, render_line
 from explorer.stats import BOOTSTRAP_ATTR
 from explorer.storage import default_storage_url, open_study
 from explorer.study import parse_study
@@ -45,7 +47,7 @@ def bootstrap_runner(job):
     reps = (value + COMMON + own).round(4).tolist()
     result = {"objective": value, "objective_name": "avg", "scores": {"gqa": value / 10},
             "objective_ci": [value - 9.0, value + 9.0], "scores_ci": {"gqa": [value / 10 - 1, value / 10 + 1]},
-            "blind_objective": 400.0, "blind_scores": {"gqa": 40.0},
+            "blind_objective": 400.0, "blind_scores": {"gqa": 40.0}, "blind_gap_ci": {"gqa": [20.0, 30.0]},
             "bootstrap": {"items": "same", "confidence": 0.95, "objective": reps}}
     Path(job.trial_dir).mkdir(parents=True, exist_ok=True)
     (Path(job.trial_dir) / "result.json").write_text(json.dumps(result))
@@ -59,6 +61,9 @@ def test_an_exact_tie_is_marked_in_the_path_progress_and_report(tmp_path):
     assert r1["tie_note"] == "A+B+E tied with A+B+F (P=0.50)"
     assert [e["tied"] for e in outcome.path if e["round"] != 1] == [[], [], [], []]
     assert any(i.get("tie") == "round 1: A+B+E tied with A+B+F (P=0.50)" for i in seen)
+    progress = StudyProgress(study)
+    progress.update(round=2, tie="round 1: A+B+E tied with A+B+F (P=0.50)")
+    assert "best 661.0 A+B+E+F+C (#8)  TIE round 1: A+B+E tied with A+B+F (P=0.50)" in render_line(progress.current())
     path = report.greedy_path(study)
     assert path[1]["tied"] == ["A+B+E", "A+B+F"] and path[1]["std"] is None  # one seed: no spread, not 0.0
     assert "A+B+E (655.0) ~ tied with A+B+F" in report.format_path(path)
@@ -117,7 +122,8 @@ def test_paired_replicates_give_intervals_probabilities_and_leaderboard_ties(pai
     assert first["blind_scores"] == {"gqa": 40.0}
     assert doc["leaderboard"] == rows and doc["greedy_path"][1]["tied"] == outcome.path[1]["tied"]
     text = report.export(study)
-    assert "666.5 (" in text and "Blind control (every image replaced by a blank one)" in text
+    assert "666.5 (" in text and "Blind control (every image replaced by a blank one" in text
+    assert "| 5 | A+B+F+E+C | 40.0* | 400.0 |" in text  # GQA needs the image beyond its interval
     assert "~best (P=" in text
 
 
@@ -195,3 +201,27 @@ def test_a_kill_during_racing_resumes_the_racing_trials(tmp_path):
     trials = optuna.load_study(study_name="racing", storage=url).get_trials()
     done = Counter(t.user_attrs["key"] for t in trials if t.state == TrialState.COMPLETE)
     assert len(done) == 15 and set(done.values()) == {1}
+
+
+def test_new_keys_at_their_defaults_keep_the_fingerprint_and_racing_changes_it(tmp_path):
+    plain = parse_study(study_data("fp", GREEDY), "fp.yaml", tmp_path)
+    explicit = parse_study(study_data("fp", {**GREEDY, "seed_scope": "sft", "tie_threshold": 0.05}), "fp.yaml", tmp_path)
+    racing = parse_study(study_data("fp", RACE), "fp.yaml", tmp_path)
+    assert plain.fingerprint() == explicit.fingerprint() != racing.fingerprint()
+    # studies stored before these keys existed: strategy, space and objective as they dumped then
+    before = {k: v for k, v in plain.strategy.model_dump(mode="json").items()
+              if k not in ("seed_scope", "tie_threshold", "resolve_ties")}
+    blob = json.dumps({"strategy": before, "space": plain.space.model_dump(mode="json"),
+                       "objective": plain.objective.model_dump(mode="json")}, sort_keys=True)
+    assert plain.fingerprint() == hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def test_sft_scope_repeats_share_the_pre_alignment_seed(tmp_path):
+    from explorer.overrides import build_trial_spec
+    from explorer.strategies import build_strategy
+
+    for scope, aligns in (("sft", {0}), ("all", {0, 1, 2})):
+        spec = parse_study(study_data("seeds", {**GREEDY, "repeats": 3, "seed_scope": scope}), "s.yaml", tmp_path)
+        items = build_strategy(spec).plan([]).items
+        specs = [build_trial_spec(spec, p.params, p.user_attrs) for p in items]
+        assert [s.seed for s in specs] == [0, 1, 2] and {s.align_seed for s in specs} == aligns
