@@ -179,24 +179,10 @@ def _ui_command(tracking_uri: str, artifact_root: str | None, port: int, workers
 
 def _print_leaderboard(study, limit: int | None = None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from explorer.report import leaderboard
+    from explorer.terminal import leaderboard_table
 
-    rows = leaderboard(study)
-    # only settings that differ between rows are worth a column (a greedy study fixes them all)
-    varying = [k for k in sorted({k for r in rows for k in r["params"]})
-               if len({str(r["params"].get(k)) for r in rows}) > 1]
-    table = Table(title=f"{study.study_name}: leaderboard ({study.direction.name.lower()})")
-    cols = ["#", "experts", *varying, "value", "±", "n", "trials", "round", "MLflow run"]
-    for col in cols:
-        table.add_column(col, no_wrap=col in ("experts", "MLflow run"))
-    for row in rows[:limit]:
-        table.add_row(str(row["rank"]), row["experts"], *[str(row["params"].get(k, "")) for k in varying],
-                      f"{row['value']:.4g}", f"{row['std']:.2g}" if row["n"] > 1 else "", str(row["n"]),
-                      ",".join(map(str, row["trials"])), "" if row["round"] is None else str(row["round"]),
-                      (row["mlflow_run_id"] or "")[:12])
-    Console().print(table)
+    Console().print(leaderboard_table(study, limit))
 
 
 def _print_path(study) -> None:
@@ -206,7 +192,9 @@ def _print_path(study) -> None:
 
     path = greedy_path(study)
     if path:
-        Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {format_path(path)}")
+        from rich.markup import escape
+
+        Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {escape(format_path(path))}")
 
 
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="optuna | ray | slurm (default: the study file's).")]
@@ -337,10 +325,12 @@ def status(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt
         from rich.table import Table
 
         table = Table(title=f"{doc['study']}: " + ", ".join(f"{k.lower()} {v}" for k, v in doc["states"].items()))
-        for col in ("#", "state", "experts", "value", "round", "candidate", "MLflow run"):
-            table.add_column(col)
+        from explorer.scales import fmt, fmt_ci
+
+        for col in ("#", "state", "experts", "value", "95% CI", "round", "candidate", "MLflow run"):
+            table.add_column(col, overflow="fold")
         for t in doc["trials"]:
-            table.add_row(str(t["number"]), t["state"], t["experts"], "" if t["value"] is None else f"{t['value']:.4g}",
+            table.add_row(str(t["number"]), t["state"], t["experts"], fmt(t["value"]), fmt_ci(t.get("objective_ci")),
                           "" if t["round"] is None else str(t["round"]), t["candidate"] or "", t["mlflow_run_id"] or "")
         Console().print(table)
 
@@ -487,14 +477,20 @@ def _print_result(result: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from explorer.scales import column, fmt, fmt_ci, label, objective_label
+
+    name = objective_label(result.get("objective_name"))
+    ci = f" ({fmt_ci(result['objective_ci'])})" if result.get("objective_ci") else ""
     profile = f" (scorer profile {result['scorer_profile']})" if result.get("scorer_profile") else ""
-    table = Table(title=f"{out_dir}: {result.get('objective_name', 'objective')} = {result.get('objective')}{profile}")
-    table.add_column("benchmark")
-    table.add_column("score")
+    table = Table(title=f"{out_dir}: {name} = {fmt(result.get('objective'))}{ci}{profile}")
+    cis, blind = result.get("scores_ci") or {}, result.get("blind_scores") or {}
+    for col in ("benchmark", "score", "95% CI", *(["blind"] if blind else [])):
+        table.add_column(col)
     for bench, score in (result.get("scores") or {}).items():
         if "/" in bench:  # sub-figures (pope/random/f1) are in result.json
             continue
-        table.add_row(bench, f"{score:.4g}" if isinstance(score, (int, float)) else str(score))
+        table.add_row(label(column(bench)), fmt(score), fmt_ci(cis.get(bench)),
+                      *([fmt(blind.get(bench))] if blind else []))
     Console().print(table)
 
 

@@ -32,6 +32,7 @@ from explorer.storage import (
     owner_token,
     planner_lock,
 )
+from explorer.stats import BOOTSTRAP_ATTR, STAT_ATTRS, bootstrap_record
 from explorer.strategies import Plan, Strategy, build_strategy
 from explorer.strategies.base import FIXED_PREFIX, group_by_key, is_error_fail, trial_params
 from explorer.study import StudySpec
@@ -232,6 +233,7 @@ class Controller:
             if outcome.result and isinstance(outcome.result.get("scores"), dict):
                 for key, score in score_attrs(outcome.result["scores"]).items():
                     trial.set_user_attr(key, score)
+            self._record_statistics(active.trial_id, outcome.result)
             if outcome.state == "complete":
                 self.study.tell(trial, outcome.value)
                 self.durations.append(outcome.duration_s)
@@ -262,6 +264,16 @@ class Controller:
         """After an accepted base-trial change, a trial directory of the old spec starts over."""
         return bool(self.storage.get_study_system_attrs(self.study_id).get(BASE_CHANGES_ATTR))
 
+    def _record_statistics(self, trial_id: int, result: dict[str, Any] | None) -> None:
+        """Intervals and blind scores as user attrs (status, reports); the objective's bootstrap
+        replicates as a system attr, for paired comparisons (explorer/stats.py)."""
+        for key in STAT_ATTRS:
+            if (result or {}).get(key) is not None:
+                self.storage.set_trial_user_attr(trial_id, key, result[key])
+        record = bootstrap_record(result)
+        if record is not None:
+            self.storage.set_trial_system_attr(trial_id, BOOTSTRAP_ATTR, record)
+
     def _interrupt_all(self) -> None:
         """Our running trials become FAIL without an error: re-run on resume, not a retry."""
         self.executor.shutdown(cancel=True)
@@ -289,6 +301,7 @@ class Controller:
                        "running": sum(1 for t in trials if t.state == TrialState.RUNNING),
                        "failed": sum(1 for t in trials if is_error_fail(t)),
                        "best_value": summary["best_value"], "best_experts": summary["best_experts"],
+                       "tie": _last_tie(summary["path"]),
                        "elapsed_s": elapsed, "eta_s": eta})
 
     def outcome(self, finished: bool, reason: str | None) -> StudyOutcome:
@@ -336,6 +349,12 @@ class Controller:
             raise
         finally:
             self.executor.shutdown(cancel=False)
+
+
+def _last_tie(path: list[dict[str, Any]]) -> str | None:
+    """The latest decided round's tie, in words (None when its leader is clear)."""
+    last = path[-1] if path else {}
+    return f"round {last['round']}: {last['tie_note']}" if last.get("tie_note") else None
 
 
 def run_study(spec: StudySpec, storage_url: str, workdir: str | Path, tracker: Any = None,

@@ -80,7 +80,6 @@ class LiveMetrics:
         w.pending_rows = len(rows)
 
     def _ship(self, w: _Watched) -> None:
-        from mlflow.entities import RunTag
 
         with w.lock:
             self._ship_locked(w)

@@ -79,8 +79,9 @@ def build_trial_data(spec: StudySpec, params: dict[str, Any], user_attrs: dict[s
     for name, value in params.items():
         if "." in name:
             set_dotted(data, name, value)
-    if "seed" in user_attrs:
-        data["seed"] = int(user_attrs["seed"])
+    for key in ("seed", "align_seed"):
+        if user_attrs.get(key) is not None:
+            data[key] = int(user_attrs[key])
     if number is not None:
         data["name"] = f"{spec.name}-{number}"
     if cache_dir is not None:

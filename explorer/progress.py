@@ -1,5 +1,6 @@
-"""Live progress of a running study (rich): round, trials done/running/failed, best so far,
-elapsed time and an estimate of the time left.
+"""Live progress of a running study (rich): round, trials done/running/failed, best so far (on the
+objective's scale, e.g. the paper's 1000-point Avg), a statistical tie of the latest round's
+leaders, elapsed time and an estimate of the time left.
 
 The display reads the study database itself (at most once a second), so it shows the truth
 whatever runs the trials: this controller, another worker, or a resumed study. The controller may
@@ -30,6 +31,7 @@ class Snapshot:
     waiting: int = 0
     best_value: float | None = None
     best_label: str = ""
+    tie: str | None = None  # the latest decided round's statistically tied leaders, in words
     elapsed_s: float = 0.0
     eta_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -89,10 +91,11 @@ def _clock(seconds: float | None) -> str:
 def render_line(snap: Snapshot) -> str:
     """One plain line (also used for the log when the terminal is not interactive)."""
     total = f"/{snap.total}" if snap.total is not None else ""
-    best = f"{snap.best_value:.4g} {snap.best_label}" if snap.best_value is not None else "-"
+    best = f"{snap.best_value:.1f} {snap.best_label}" if snap.best_value is not None else "-"
     rnd = f"round {snap.round}  " if snap.round is not None else ""
+    tie = f"  TIE {snap.tie}" if snap.tie else ""
     return (f"{rnd}done {snap.done}{total}  running {snap.running}  failed {snap.failed}  pruned {snap.pruned}  "
-            f"best {best}  elapsed {_clock(snap.elapsed_s)}  eta {_clock(snap.eta_s)}")
+            f"best {best}{tie}  elapsed {_clock(snap.elapsed_s)}  eta {_clock(snap.eta_s)}")
 
 
 class StudyProgress:
@@ -153,6 +156,8 @@ class StudyProgress:
             snap.best_label = str(info.get("best_experts") or "")
         if info.get("eta_s") is not None:
             snap.eta_s = info["eta_s"]
+        if "tie" in info:
+            snap.tie = info["tie"]
         return snap
 
     def renderable(self):

@@ -1,7 +1,9 @@
 """Reports read from the study database: status JSON, leaderboard, paper-style table, greedy path.
 
-Everything here is rebuilt from the stored trials (params, user attrs, and the result.json of the
-trial directory), so it works the same on a running, a finished or a resumed study.
+Everything here is rebuilt from the stored trials (params, user attrs, the bootstrap replicates the
+controller stored, and the result.json of the trial directory), so it works the same on a running,
+a finished or a resumed study. Statistics (seed mean and spread, intervals, paired comparisons,
+ties) come from explorer/stats.py, as the greedy strategy's decisions do.
 """
 from __future__ import annotations
 
@@ -15,18 +17,15 @@ from typing import Any
 
 from explorer.dashboard import trial_scores
 from explorer.strategies.base import trial_params
+from explorer import stats
+from explorer.scales import (AVG_LABEL, CSV_DIGITS, LEGEND, PAPER_ORDER, column, fmt, fmt_ci, label,
+                             objective_label)
 from explorer.tracking import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
 
 logger = logging.getLogger(__name__)
 
-# Benchmark keys (as trainers.eval names them, and common spellings) -> the paper's column header.
-PAPER_COLUMNS: dict[str, str] = {
-    "gqa": "GQA", "mme": "MME", "mmmu": "MMMU", "ocrbench": "OCR", "ocr": "OCR",
-    "sqa": "SQA", "scienceqa": "SQA", "scienceqa_img": "SQA", "pope": "POPE", "textvqa": "TextVQA",
-}
-PAPER_ORDER = ["GQA", "MME", "MMMU", "OCR", "SQA", "POPE", "TextVQA"]
 EXPORT_FORMATS = ("markdown", "csv")
-_USER_ATTR_KEYS = ("round", "candidate", "seed", "attempt", "trial_dir")
+_USER_ATTR_KEYS = ("round", "candidate", "seed", "align_seed", "attempt", "trial_dir")
 
 
 class ReportError(ValueError):
@@ -62,6 +61,23 @@ def _scores(trial) -> dict[str, float]:
     return dict((result or {}).get("scores") or {})
 
 
+def objective_name(study) -> str:
+    """The objective the trials report (result.json's objective_name; "avg" when none says)."""
+    for t in _complete(study):
+        name = (trial_result(t) or {}).get("objective_name")
+        if name:
+            return str(name)
+    return "avg"
+
+
+def _stat(trial, key: str) -> Any:
+    """A statistic of the trial's result (objective_ci, scores_ci, blind_scores, ...): the user attr
+    the controller stored, else result.json."""
+    if trial.user_attrs.get(key) is not None:
+        return trial.user_attrs[key]
+    return (trial_result(trial) or {}).get(key)
+
+
 def trial_record(trial) -> dict[str, Any]:
     """One trial as status JSON shows it."""
     ua = trial.user_attrs
@@ -75,6 +91,9 @@ def trial_record(trial) -> dict[str, Any]:
     }
     for key in _USER_ATTR_KEYS:
         rec[key] = ua.get(key)
+    if trial.state.name == "COMPLETE":
+        for key in stats.STAT_ATTRS:
+            rec[key] = _stat(trial, key)
     rec["datetime_start"] = trial.datetime_start.isoformat() if trial.datetime_start else None
     rec["datetime_complete"] = trial.datetime_complete.isoformat() if trial.datetime_complete else None
     rec["duration_s"] = trial.duration.total_seconds() if trial.duration else None
@@ -84,7 +103,8 @@ def trial_record(trial) -> dict[str, Any]:
 
 
 def status_json(study) -> dict[str, Any]:
-    """The whole study as one JSON-serialisable document (DESIGN.md's `status --json`)."""
+    """The whole study as one JSON-serialisable document (DESIGN.md's `status --json`), with the
+    leaderboard's and the greedy path's statistics exactly as the terminal shows them."""
     trials = study.get_trials(deepcopy=False)
     counts: dict[str, int] = {}
     for t in trials:
@@ -93,10 +113,13 @@ def status_json(study) -> dict[str, Any]:
     return {
         "study": study.study_name,
         "direction": study.direction.name.lower(),
+        "objective_scale": LEGEND,
+        "tie_threshold": stats.tie_threshold(study),
         "n_trials": len(trials),
         "states": counts,
         "best": None if best is None else {"number": best.number, "value": best.value,
                                            "experts": expert_letters(best.params, best.user_attrs)},
+        "leaderboard": leaderboard(study),
         "greedy_path": greedy_path(study),
         "mlflow_experiment_id": study.user_attrs.get(STUDY_EXPERIMENT_ATTR),
         "mlflow_parent_run_id": study.user_attrs.get(STUDY_RUN_ATTR),
@@ -123,123 +146,245 @@ def _config_key(trial) -> tuple:
     return tuple(sorted((k, v) for k, v in trial.params.items() if k != "seed"))
 
 
+def _configs(study, key=_config_key) -> list[tuple[list, set]]:
+    """(complete trials, seeds tried in any state) per configuration with a complete trial, in
+    order of first trial."""
+    done: dict[tuple, list] = {}
+    seeds: dict[tuple, set] = {}
+    for t in study.get_trials(deepcopy=False):
+        k = key(t)
+        seeds.setdefault(k, set()).add(t.user_attrs.get("seed", t.number))
+        if t.state.name == "COMPLETE" and t.value is not None:
+            done.setdefault(k, []).append(t)
+    return [(done[k], seeds[k]) for k in seeds if k in done]
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _blind_objective(trials: list) -> float | None:
+    return _mean([_stat(t, "blind_objective") for t in trials])
+
+
+def _row_stats(c: dict[str, Any], vs: str = "best") -> dict[str, Any]:
+    """A candidate's statistics; its comparison is with `vs` (the leaderboard's best, a round's leader)."""
+    return {"value": c["mean"], "std": c["std"], "n": c["n"], "planned": c["planned"], "partial": c["partial"],
+            "ci": c["ci"], "tied": c["tied"], f"p_beats_{vs}": c["p_beats_leader"], "diff_ci": c["diff_ci"]}
+
+
 def leaderboard(study) -> list[dict[str, Any]]:
-    """One row per configuration (seed repeats merged: mean, spread, n), best first."""
-    groups: dict[tuple, list] = {}
-    for t in _complete(study):
-        groups.setdefault(_config_key(t), []).append(t)
-    rows = []
-    for trials in groups.values():
-        values = [t.value for t in trials]
+    """One row per configuration, best first: seed mean, spread (None for one seed), seeds done of
+    seeds tried, the bootstrap interval, the blind control's objective, and the paired comparison
+    with the best row (`tied` when P(it beats the best) >= the study's tie threshold). A row whose
+    seeds partly failed and that ranks above a complete row says so in `note`."""
+    cands, firsts = [], []
+    for trials, seeds in _configs(study):
         first = min(trials, key=lambda t: t.number)
+        c = stats.candidate(f"config/{'/'.join(f'{k}={v}' for k, v in _config_key(first))}", trials, len(seeds))
+        cands.append(c)
+        firsts.append((first, trials))
+    stats.compare(cands, _maximize(study), stats.tie_threshold(study))
+    rows = []
+    for c, (first, trials) in zip(cands, firsts):
         rows.append({
             "experts": expert_letters(first.params, first.user_attrs),
             "params": {k: v for k, v in trial_params(first).items() if not k.startswith("expert_")},
-            "value": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values),
-            "trials": sorted(t.number for t in trials),
+            **_row_stats(c), "best": c["leader"],
+            "blind": _blind_objective(trials),
+            "trials": c["trials"],
             "round": first.user_attrs.get("round"),
             "mlflow_run_id": first.user_attrs.get(TRIAL_RUN_ATTR),
         })
-    rows.sort(key=lambda r: (-r["value"] if _maximize(study) else r["value"], r["trials"][0]))
+    rows.sort(key=lambda r: (not r["best"], -r["value"] if _maximize(study) else r["value"], r["trials"][0]))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
+        if row["partial"] and any(not r["partial"] for r in rows[rank:]):
+            row["note"] = f"{row['n']} of {row['planned']} seeds (the others failed); ranked on those"
     return rows
 
 
 def greedy_path(study) -> list[dict[str, Any]]:
-    """Best expert set of every greedy round (seed repeats ranked by their mean), in round order;
-    `best` marks the set that is the study's answer. Empty for studies without rounds."""
-    rounds: dict[int, dict[str, list[float]]] = {}
+    """Best expert set of every greedy round (seed repeats ranked by their mean), in round order,
+    with its interval, the round's statistically tied leaders and every candidate's paired
+    comparison with the leader; `best` marks the study's answer. Empty for studies without rounds."""
     trials = study.get_trials(deepcopy=False)
     if not any(t.user_attrs.get("candidate") == "base" or (t.user_attrs.get("round") or 0) > 0 for t in trials):
         return []  # not a greedy study (a grid's trials all sit in round 0)
-    for t in _complete(study):
-        rnd = t.user_attrs.get("round")
+
+    def key(t):
+        return (t.user_attrs.get("round"), expert_letters(t.params, t.user_attrs))
+
+    rounds: dict[int, list[dict[str, Any]]] = {}
+    for done, seeds in _configs(study, key):
+        rnd, experts = key(done[0])
         if rnd is None:
             continue
-        rounds.setdefault(int(rnd), {}).setdefault(expert_letters(t.params, t.user_attrs), []).append(t.value)
+        c = stats.candidate(f"r{int(rnd)}/{experts}", done, len(seeds))
+        c["experts"] = experts
+        rounds.setdefault(int(rnd), []).append(c)
     sign = 1 if _maximize(study) else -1
     path = []
     for rnd in sorted(rounds):
-        means = {exp: statistics.fmean(v) for exp, v in rounds[rnd].items()}
-        experts = max(sorted(means), key=lambda e: sign * means[e])
-        vals = rounds[rnd][experts]
-        path.append({"round": rnd, "experts": experts, "value": means[experts],
-                     "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "best": False})
+        cands = rounds[rnd]
+        lead = stats.compare(cands, sign > 0, stats.tie_threshold(study))
+        path.append({"round": rnd, "experts": lead["experts"], "value": lead["mean"], "std": lead["std"],
+                     "ci": lead["ci"], "n": lead["n"], "planned": lead["planned"], "best": False,
+                     "tied": stats.tied_labels(cands), "tie_note": stats.tie_note(cands),
+                     "candidates": [{"experts": c["experts"], "trial_numbers": c["trials"], **_row_stats(c, "leader")}
+                                    for c in cands]})
     if path:
         max(path, key=lambda p: sign * p["value"])["best"] = True
     return path
 
 
+def tie_marks(study) -> tuple[dict[str, str], dict[int, tuple[dict[str, float], dict[str, str]]]]:
+    """What MLflow shows of ties: parent tags (tied_with_best, round.<r>.leader, round.<r>.tied) and
+    per trial number its round comparison (compare/p_beats_leader, compare/diff_lo|hi metrics,
+    tied_with_leader tag)."""
+    parent = {"tied_with_best": ",".join(r["experts"] for r in leaderboard(study) if r["tied"])}
+    trials: dict[int, tuple[dict[str, float], dict[str, str]]] = {}
+    for entry in greedy_path(study):
+        parent[f"round.{entry['round']}.leader"] = entry["experts"]
+        parent[f"round.{entry['round']}.tied"] = ",".join(entry["tied"])
+        for c in entry["candidates"]:
+            metrics = {} if c["p_beats_leader"] is None else {"compare/p_beats_leader": c["p_beats_leader"]}
+            if c["diff_ci"]:
+                metrics.update({"compare/diff_lo": c["diff_ci"][0], "compare/diff_hi": c["diff_ci"][1]})
+            for number in c["trial_numbers"]:
+                trials[number] = (metrics, {"tied_with_leader": str(c["tied"]).lower()})
+    return parent, trials
+
+
 def format_path(path: list[dict[str, Any]]) -> str:
-    """A+B (658.3) -> A+B+F (665.3) -> ... with the answer starred."""
-    return " -> ".join(f"{p['experts']} ({_fmt(p['value'])}){' *best*' if p['best'] else ''}" for p in path)
+    """A+B (658.3 [650.0-666.6]) -> A+B+F (665.3 ...) -> ... with the answer starred and ties named."""
+    def one(p):
+        ci = f" [{fmt_ci(p['ci'])}]" if p.get("ci") else ""
+        sd = f" sd {fmt(p['std'])}" if p.get("std") is not None else ""
+        if p.get("planned", 1) > 1:  # repeats: how many seeds, and say it when some failed
+            sd = f", {p['n']} of {p['planned']} seeds{sd}" if p["n"] < p["planned"] else f", {p['n']} seeds{sd}"
+        tie = f" ~ tied with {', '.join(p['tied'][1:])}" if p.get("tied") else ""
+        return f"{p['experts']} ({fmt(p['value'])}{ci}{sd}){tie}{' *best*' if p['best'] else ''}"
+
+    return " -> ".join(one(p) for p in path)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (bool, int)) or not isinstance(value, float):
-        return str(value)
-    if float(value).is_integer() and abs(value) >= 100:
-        return str(int(value))
-    text = f"{value:.2f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
-
-
-def table(study) -> tuple[list[str], list[list[Any]]]:
+def table(study) -> dict[str, Any]:
     """The paper-style table: #Enc, Combination, other varying params, one column per benchmark
-    (the paper's names and order first), and the objective (Avg). Repeats are averaged."""
+    (the paper's names and order first) and the objective, each as the seed mean with its interval
+    and the blind control's value. Benchmark intervals are the trials' item bootstrap (averaged
+    over seeds); the objective's is the leaderboard's. Rows are ordered as the paper orders them."""
     done = _complete(study)
-    avg_name = "Avg"
-    groups: dict[tuple, list] = {}
-    for t in done:
-        groups.setdefault(_config_key(t), []).append(t)
+    objective_name = "avg"
     varying = sorted({k for t in done for k in t.params if not k.startswith("expert_") and k != "seed"
                       and len({str(u.params.get(k)) for u in done}) > 1})
-    bench_cols: dict[str, str] = {}
-    rows_raw = []
-    for trials in groups.values():
+    board = {tuple(r["trials"]): r for r in leaderboard(study)}
+    cols: set[str] = set()
+    rows = []
+    for trials, _ in _configs(study):
         first = min(trials, key=lambda t: t.number)
-        per_bench: dict[str, list[float]] = {}
+        cells: dict[str, dict[str, Any]] = {}
         for t in trials:
             result = trial_result(t) or {}
-            if result.get("objective_name") and result["objective_name"] != "avg":
-                avg_name = str(result["objective_name"])
+            if result.get("objective_name"):
+                objective_name = str(result["objective_name"])
+            cis, blind = _stat(t, "scores_ci") or {}, _stat(t, "blind_scores") or {}
+            gaps = _stat(t, "blind_gap_ci") or {}
             for bench, score in _scores(t).items():
                 if "/" in bench:  # sub-figures (pope/random/f1) stay in MLflow, not in the table
                     continue
-                col = PAPER_COLUMNS.get(bench.lower(), bench)
-                bench_cols[col] = col
-                per_bench.setdefault(col, []).append(score)
+                cell = cells.setdefault(column(bench), {"v": [], "lo": [], "hi": [], "blind": [], "gap": []})
+                cell["gap"].append((gaps.get(bench) or [None])[0])
+                cell["v"].append(score)
+                cell["lo"].append((cis.get(bench) or [None])[0])
+                cell["hi"].append((cis.get(bench) or [None, None])[1])
+                cell["blind"].append(blind.get(bench))
+        cols |= set(cells)
+        row = board[tuple(sorted(t.number for t in trials))]
         experts = expert_letters(first.params, first.user_attrs)
-        rows_raw.append((experts, [first.params.get(k) for k in varying],
-                         {c: statistics.fmean(v) for c, v in per_bench.items()},
-                         statistics.fmean(t.value for t in trials)))
-    cols = [c for c in PAPER_ORDER if c in bench_cols] + sorted(c for c in bench_cols if c not in PAPER_ORDER)
-    header = ["#Enc", "Combination", *varying, *cols, avg_name]
-    rows_raw.sort(key=lambda r: (len(r[0].split("+")) if r[0] else 0, r[0], [str(v) for v in r[1]]))
-    rows = [[len(e.split("+")) if e else 0, e, *vary, *[scores.get(c) for c in cols], avg]
-            for e, vary, scores, avg in rows_raw]
-    return header, rows
+        scores = {}
+        for col, cell in cells.items():
+            lo, hi = _mean(cell["lo"]), _mean(cell["hi"])
+            gap = _mean(cell["gap"])  # the paired interval of score - blind score lies above 0
+            scores[col] = {"value": _mean(cell["v"]), "ci": None if lo is None or hi is None else [lo, hi],
+                           "blind": _mean(cell["blind"]), "needs_image": None if gap is None else gap > 0}
+        scores["_objective"] = {"value": row["value"], "ci": row["ci"], "blind": row["blind"]}
+        rows.append({"enc": len(experts.split("+")) if experts else 0, "experts": experts,
+                     "vary": [first.params.get(k) for k in varying], "scores": scores,
+                     "n": row["n"], "std": row["std"], "tied": row["tied"] and not row["best"],
+                     "p_beats_best": row["p_beats_best"]})
+    rows.sort(key=lambda r: (r["enc"], r["experts"], [str(v) for v in r["vary"]]))
+    ordered = [c for c in PAPER_ORDER if c in cols] + sorted(c for c in cols if c not in PAPER_ORDER)
+    return {"columns": ordered, "varying": varying, "objective": objective_name, "rows": rows}
 
 
-def export(study, fmt: str = "markdown") -> str:
-    """The study as a paper-style table (markdown or CSV), with the greedy path under it."""
-    if fmt not in EXPORT_FORMATS:
-        raise ReportError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
-    header, rows = table(study)
+def _cells(t: dict[str, Any], what: str, digits: int) -> list[list[str]]:
+    """Per row: the score (with its interval when `what` is "score", or the blind value) per column."""
+    out = []
+    for r in t["rows"]:
+        cells = []
+        for col in [*t["columns"], "_objective"]:
+            s = r["scores"].get(col) or {}
+            if what == "blind":
+                cells.append(fmt(s.get("blind"), digits) + ("*" if s.get("needs_image") else ""))
+            else:
+                ci = f" ({fmt_ci(s['ci'], digits)})" if s.get("ci") else ""
+                cells.append(f"{fmt(s.get('value'), digits)}{ci}")
+        out.append(cells)
+    return out
+
+
+def export(study, fmt_name: str = "markdown") -> str:
+    """The study as a paper-style table (markdown or CSV) with units, intervals, the blind control
+    and seeds, with the greedy path under it (markdown)."""
+    if fmt_name not in EXPORT_FORMATS:
+        raise ReportError(f"unknown export format {fmt_name!r}; known: {', '.join(EXPORT_FORMATS)}")
+    t = table(study)
+    obj = objective_label(t["objective"])
+    heads = ["#Enc", "Combination", *t["varying"]]
+    seeds = any(r["n"] > 1 for r in t["rows"])
+    ties = any(r["tied"] for r in t["rows"])
+    if fmt_name == "csv":
+        return _csv(t, heads, obj)
+    header = [*heads, *[label(c) for c in t["columns"]], obj]
+    extra = (["Seeds (sd)"] if seeds else []) + (["Tie"] if ties else [])
+    lines = ["| " + " | ".join(header + extra) + " |", "|" + "---|" * len(header + extra)]
+    for r, cells in zip(t["rows"], _cells(t, "score", 1)):
+        more = ([f"{r['n']} ({fmt(r['std'])})" if r["std"] is not None else str(r["n"])] if seeds else [])
+        more += ([f"~best (P={r['p_beats_best']:.2f})" if r["tied"] else ""] if ties else [])
+        lines.append("| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells, *more]) + " |")
+    if any(r["scores"]["_objective"]["blind"] is not None for r in t["rows"]):
+        lines += ["", "Blind control (every image replaced by a blank one; * the score beats it beyond the "
+                      "paired interval):", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells]) + " |"
+                  for r, cells in zip(t["rows"], _cells(t, "blind", 1))]
+    lines += ["", LEGEND if obj == AVG_LABEL else LEGEND.split(". ", 1)[1],
+              "Intervals: 95% bootstrap over benchmark items (and seeds, for the objective)."]
     path = greedy_path(study)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([["" if v is None else v for v in row] for row in rows])
-        return buf.getvalue()
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
     if path:
         lines += ["", "Greedy path: " + format_path(path)]
     return "\n".join(lines) + "\n"
+
+
+def _csv(t: dict[str, Any], heads: list[str], obj: str) -> str:
+    cols = [*t["columns"], "_objective"]
+    names = [label(c) if c != "_objective" else obj for c in cols]
+    header = [*heads]
+    for name in names:
+        header += [name, f"{name} lo", f"{name} hi", f"{name} blind"]
+    header += ["seeds", "seed sd", "tied with best"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for r in t["rows"]:
+        line = [r["enc"], r["experts"], *["" if v is None else v for v in r["vary"]]]
+        for col in cols:
+            s = r["scores"].get(col) or {}
+            ci = s.get("ci") or [None, None]
+            line += [fmt(s.get("value"), CSV_DIGITS), fmt(ci[0], CSV_DIGITS), fmt(ci[1], CSV_DIGITS),
+                     fmt(s.get("blind"), CSV_DIGITS)]
+        line += [r["n"], fmt(r["std"], CSV_DIGITS), "yes" if r["tied"] else ""]
+        writer.writerow(line)
+    return buf.getvalue()

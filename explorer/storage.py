@@ -19,6 +19,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from explorer.redact import mask
+from explorer.stats import TIE_ATTR
 from explorer.study import StudyError, StudySpec
 from trainers.spec import changed_fields
 
@@ -134,6 +135,7 @@ def open_study(spec: StudySpec, storage_url: str, *, create: bool = True,
     if check_stored_study(spec, storage, storage_url) is None:
         storage.set_study_system_attr(study_id, FINGERPRINT_ATTR, spec.fingerprint())
     _check_base_trial(storage, study_id, spec, storage_url, accept_base_change)
+    storage.set_study_system_attr(study_id, TIE_ATTR, spec.strategy.tie_threshold)  # for reports
     logger.info("study %r at %s: %d trials stored", spec.name, mask(storage_url), len(study.trials))
     return study
 

@@ -5,7 +5,8 @@ Schema (every key optional unless marked):
     name: tiny_greedy                      # required; [A-Za-z0-9_.-]
     strategy:                              # required; one of
       {type: greedy, base: [A, B], candidates: [C, D, E, F], max_size: 6,
-       stop_on_no_improvement: false, repeats: 1, seeds: null,
+       stop_on_no_improvement: false, repeats: 1, seeds: null, seed_scope: sft,
+       tie_threshold: 0.05, resolve_ties: null,     # or {extra_seeds: 2, max_extra_trials: 6}
        fusion: null, resolution: preset, freeze: preset}   # fusion null: the base trial's
       {type: grid, experts: [A], axes: {fusion: [...], resolution: [...], freeze: [...],
        experts: ["A", "A+B"], train.stages.sft.lr: [1e-5, 2e-5]}, repeats: 1, ...fixed}
@@ -40,6 +41,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from explorer.stats import DEFAULT_TIE_THRESHOLD
 from search_spaces import SearchSpace, SearchSpaceError, load_search_space
 from trainers.spec import SpecError, parse_trial_spec, read_yaml_mapping
 
@@ -60,6 +62,17 @@ class _Fixed(_Strict):
     freeze: str = "preset"
     repeats: int = Field(default=1, ge=1)  # runs per candidate with different seeds
     seeds: list[int] | None = None  # explicit seeds (length = repeats); default base seed + i
+    # which stages the repeats' seeds apply to: "sft" (pre-alignment keeps the base trial's
+    # align_seed, else its seed, so repeats share the stage-1 cache) or "all"
+    seed_scope: Literal["sft", "all"] = "sft"
+    tie_threshold: float = Field(default=DEFAULT_TIE_THRESHOLD, gt=0, lt=0.5)  # tied when P(beats the leader) >= this
+
+
+class ResolveTies(_Strict):
+    """Racing: more seeds of only the tied leaders of a round before it is decided."""
+
+    extra_seeds: int = Field(default=2, ge=1)  # per tied candidate
+    max_extra_trials: int = Field(default=6, ge=2)  # per round
 
 
 class GreedyStrategy(_Fixed):
@@ -68,6 +81,7 @@ class GreedyStrategy(_Fixed):
     candidates: list[str] | None = None  # default: every catalogue letter not in base
     max_size: int | None = Field(default=None, gt=0)  # default: base + all candidates
     stop_on_no_improvement: bool = False
+    resolve_ties: ResolveTies | None = None
 
 
 class GridStrategy(_Fixed):
@@ -175,12 +189,19 @@ class StudySpec(_Strict):
 
     def fingerprint(self) -> str:
         """What a resumed study must agree on: strategy, search space, objective."""
+        strategy = self.strategy.model_dump(mode="json")
+        for key, default in _LATER_DEFAULTS.items():  # studies created before these keys still resume
+            if strategy.get(key, default) == default:
+                strategy.pop(key, None)
         blob = json.dumps(
-            {"strategy": self.strategy.model_dump(mode="json"), "space": self.space.model_dump(mode="json"),
+            {"strategy": strategy, "space": self.space.model_dump(mode="json"),
              "objective": self.objective.model_dump(mode="json")},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_LATER_DEFAULTS: dict[str, Any] = {"seed_scope": "sft", "tie_threshold": DEFAULT_TIE_THRESHOLD, "resolve_ties": None}
 
 
 def _fmt(source: str, err: ValidationError) -> str:

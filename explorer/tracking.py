@@ -25,6 +25,7 @@ from explorer.artifact_root import default_artifact_root, default_tracking_uri, 
 from explorer.live_metrics import LIVE_ROWS_TAG, LiveMetrics
 from explorer.dashboard import RUN_URL_ATTR, SCORE_PREFIX, run_url, trial_label, trial_scores
 from explorer.redact import mask
+from explorer.stats import interval_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -211,12 +212,24 @@ class MlflowTracker:
 
     def on_study_end(self, study, status: str = "FINISHED") -> None:
         self.sync(study)
+        self._log_ties(study)
         self.update_report(study)
         best = self._best(study)
         if best is not None:
             self.client.log_batch(self.parent_run_id, tags=self._tags(
                 {"best_trial": best.number, "best_experts": expert_letters(best.params, best.user_attrs)}))
         self.client.set_terminated(self.parent_run_id, status=status)
+
+    def _log_ties(self, study) -> None:
+        """Ties and paired comparisons (explorer.report.tie_marks) on the parent and trial runs."""
+        from explorer.report import tie_marks
+
+        parent, per_trial = tie_marks(study)
+        for number, (metrics, tags) in per_trial.items():
+            run_id = self._child(study, number, create=False)
+            if run_id:
+                self.client.log_batch(run_id, metrics=self._metrics(metrics), tags=self._tags(tags))
+        self.client.log_batch(self.parent_run_id, tags=self._tags(parent))
 
     @staticmethod
     def _best(study):
@@ -372,6 +385,7 @@ class MlflowTracker:
         if result and result.get("world_size") is not None:
             params["world_size"] = str(result["world_size"])
         values = rf.result_metrics(result, objective)
+        values.update(interval_metrics(result or {}))  # intervals and the blind control
         if frozen_trial.value is not None:
             values.setdefault(objective, rf.rounded(frozen_trial.value))
         rows = rf.read_steps(trial_dir / "metrics.jsonl") if trial_dir else []

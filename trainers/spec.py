@@ -131,6 +131,16 @@ class TrainSpec(_Strict):
         return self
 
 
+class BootstrapSpec(_Strict):
+    """Per-item bootstrap intervals (trainers/eval/bootstrap.py). The seed is the same for every
+    trial of a study (not the trial's seed), so trials on the same items draw the same resamples and
+    compare paired."""
+
+    resamples: int = Field(default=1000, ge=0)  # 0: no intervals
+    seed: int = 0
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+
+
 class EvalSpec(_Strict):
     benchmarks: list[str] = Field(default_factory=list)  # empty: held-out loss only
     limit: int | None = Field(default=None, gt=0)  # slim subsets: N items per benchmark
@@ -141,11 +151,14 @@ class EvalSpec(_Strict):
     objective: str = "avg"  # "avg" (the paper's Avg column), "weighted", "heldout_loss" or a benchmark score key
     weights: dict[str, float] = Field(default_factory=dict)
     scorer_profile: ScorerProfile = "official"  # the benchmarks' official scripts, or lmms-eval's rules
+    blind: bool = False  # also score every benchmark with blank images (how much needs the image)
+    bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
 
 
 class TrialSpec(_Strict):
     name: str = "trial"
-    seed: int = 0
+    seed: int = 0  # SFT (and everything but pre-alignment)
+    align_seed: int | None = None  # pre-alignment stages (stage-1 cache key included); None: seed
     experts: list[ExpertEntry] = Field(min_length=1)
     fusion: FusionSpec = Field(default_factory=FusionSpec)
     projector: ProjectorSpec = Field(default_factory=ProjectorSpec)
@@ -154,6 +167,14 @@ class TrialSpec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     cache_dir: str | None = None  # shared stage-1 cache and synthetic data; default: <out>/../cache
+
+
+def seed_for(spec: TrialSpec, stage: str) -> int:
+    """The seed of a stage: pre-alignment (pretrain, align_expert, align_projector) takes align_seed,
+    so repeats that vary only the SFT seed share the stage-1 cache."""
+    if stage != "sft" and spec.align_seed is not None:
+        return spec.align_seed
+    return spec.seed
 
 
 class SpecError(ValueError):

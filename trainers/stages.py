@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from trainers.engine import ParamGroup
-from trainers.spec import LLMSpec, StageSpec, TrialSpec
+from trainers.spec import LLMSpec, StageSpec, TrialSpec, seed_for
 
 logger = logging.getLogger(__name__)
 
@@ -161,4 +161,4 @@ def stage1_key_for(cfg, spec: TrialSpec, data: TrialData) -> str:
     # freeze is an SFT setting and checkpointing does not change results: neither splits the cache
     expert = cfg.model_dump(mode="json", exclude={"freeze", "grad_checkpointing"})
     return stage1_key(expert, llm.model_dump(mode="json", exclude={"freeze", "grad_checkpointing"}), data.identity,
-                      hp.model_dump(mode="json"), spec.seed, PRETRAIN_TEMPLATE, spec.projector.type)
+                      hp.model_dump(mode="json"), seed_for(spec, "align_expert"), PRETRAIN_TEMPLATE, spec.projector.type)

@@ -19,7 +19,7 @@ from trainers import stages as S
 from trainers.engine import DistEnv, Engine, StageJob, StageResult, init_distributed
 from trainers.logging_utils import setup_logging
 from trainers.metrics import MetricsWriter, peak_memory_mb
-from trainers.spec import RECIPE_STAGES, TrialSpec, load_trial_spec
+from trainers.spec import RECIPE_STAGES, TrialSpec, load_trial_spec, seed_for
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class TrialRunner:
     def _train(self, job: StageJob) -> StageResult:
         logger.info("stage %s: %d examples, global batch %d, lr %s", job.tag, len(job.dataset),
                     job.hp.global_batch_size, {g.name: g.lr for g in job.groups})
+        self.engine.seed = seed_for(self.spec, job.stage)  # data order: pre-alignment and SFT seeds differ
         res = self.engine.run(job, self.out / "checkpoints" / job.tag.replace("/", "_"))
         if res.resumed_from:
             self.resumed_from[job.tag] = res.resumed_from
@@ -107,7 +108,7 @@ class TrialRunner:
             model = self._stage2_model()
         else:
             model = S.build_model(S.resolve_experts(spec), spec.fusion.name, spec.fusion.options,
-                                  spec.projector.type, spec.llm, self.tokenizer, spec.seed)
+                                  spec.projector.type, spec.llm, self.tokenizer, seed_for(spec, stage))
         S.freeze_for_stage(model, stage, spec)
         hp = spec.train.stages[stage]
         template = spec.llm.template if stage == "sft" else S.PRETRAIN_TEMPLATE
@@ -130,7 +131,7 @@ class TrialRunner:
         for cfg_entry, mod in zip(S.resolve_experts(self.spec), loaded):  # SFT freeze comes from this trial
             mod.config = mod.config.with_overrides(freeze=cfg_entry.freeze)
         return S.build_model(loaded, self.spec.fusion.name, self.spec.fusion.options, self.spec.projector.type,
-                             self.spec.llm, self.tokenizer, self.spec.seed)
+                             self.spec.llm, self.tokenizer, seed_for(self.spec, "align_projector"))
 
     def _claim(self, cache, key: str, name: str, poll_s: float = 2.0) -> int | None:
         """None when `key` is cached; otherwise this trial trains it: rank 0 gets the lock's descriptor,
@@ -185,7 +186,7 @@ class TrialRunner:
                 continue
             try:
                 model = S.build_model([cfg.with_overrides(freeze=False)], "channel_concat", {}, spec.projector.type,
-                                      llm_spec, tok, spec.seed)
+                                      llm_spec, tok, seed_for(spec, "align_expert"))
                 S.freeze_for_stage(model, "align_expert", spec)
                 job = StageJob(tag, "align_expert", model, S.param_groups(model, hp),
                                self._dataset(self.data.pretrain, S.PRETRAIN_TEMPLATE, tok),
@@ -253,12 +254,12 @@ class TrialRunner:
             dist.all_reduce(total)
         return float(total[0] / total[1])
 
-    def _evaluate(self, model, step: int) -> dict[str, Any]:
+    def _evaluate(self, model, step: int, final: bool = True) -> dict[str, Any]:
         """Evaluate on every rank; rank 0 logs an eval line (scores + objective) that pruners read."""
         from trainers.eval import evaluate  # the evaluation package (required when benchmarks are set)
 
         with torch.no_grad():
-            ev = evaluate(model, model.tokenizer, self.spec, self.out, self.env.rank, self.env.world_size)
+            ev = evaluate(model, model.tokenizer, self.spec, self.out, self.env.rank, self.env.world_size, final)
         self.metrics.write({"stage": "eval", "tag": "sft", "step": step, "objective": ev["objective"], **ev["scores"]})
         return ev
 
@@ -273,7 +274,7 @@ class TrialRunner:
                 return
             with self._gathered(model):
                 model.eval()
-                self._evaluate(model, done)
+                self._evaluate(model, done, final=False)
 
         return hook
 
@@ -286,6 +287,7 @@ class TrialRunner:
             self.last_wrapped = None
         heldout = self.heldout_loss()
         scores: dict[str, float] = {}
+        statistics: dict[str, Any] = {}  # intervals and blind scores (trainers/eval/runner._statistics)
         objective, name, direction = heldout, "heldout_loss", "minimize"
         if spec.eval.benchmarks:
             model = self.final_model
@@ -295,6 +297,7 @@ class TrialRunner:
                 model = EagleModel.from_pretrained(self.stage_dir("sft") / "model").to(env.device)
             ev = self._evaluate(model, stage_info.get("sft", {}).get("steps", 0))
             scores = dict(ev["scores"])
+            statistics = {k: v for k, v in ev.items() if k not in ("scores", "objective", "objective_name")}
             if spec.eval.objective != "heldout_loss":
                 objective, name, direction = float(ev["objective"]), spec.eval.objective, "maximize"
         peak = torch.tensor([peak_memory_mb(env.device)], dtype=torch.float64)
@@ -315,6 +318,8 @@ class TrialRunner:
             "stage1_cache": stage_info.get("align_expert", {}).get("experts", {}),
             "world_size": env.world_size, "strategy": spec.train.strategy, "resumed_from": self.resumed_from,
             "precision": "bf16" if self.bf16 else "fp32",
+            "seeds": {"sft": spec.seed, "align": seed_for(spec, "align_expert")},
+            **statistics,
         }
         if env.is_main:
             tmp = self.out / "result.json.tmp"

@@ -108,10 +108,11 @@ def expert_params(letters: list[str], catalogue: list[str]) -> dict[str, bool]:
     return {f"expert_{x}": x in letters for x in catalogue}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Seed mean and spread; no spread (None, not 0.0) for a single seed."""
     if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+        return math.nan, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 class Strategy(ABC):
@@ -155,6 +156,14 @@ class Strategy(ABC):
             return list(self.opts.seeds)
         base = int(self.spec.base_trial_data.get("seed", 0))
         return [base + i for i in range(self.opts.repeats)]
+
+    def seed_attrs(self, seed: int) -> dict[str, int]:
+        """A trial's seed and pre-alignment seed (seed_scope "sft": the base trial's, shared by all
+        repeats, so they reuse the stage-1 cache)."""
+        base = self.spec.base_trial_data
+        fixed = base.get("align_seed")
+        fixed = int(base.get("seed", 0)) if fixed is None else int(fixed)
+        return {"seed": seed, "align_seed": fixed if self.opts.seed_scope == "sft" else seed}
 
     def fixed_params(self, letters: list[str]) -> dict[str, Any]:
         params: dict[str, Any] = expert_params(letters, self.space.letters)

@@ -3,14 +3,17 @@
 Round 0 runs the base set. Each later round runs one trial per remaining candidate (current set +
 candidate), ranks them by the mean objective over their seeds, keeps the best and goes on until
 the maximum size (or, if configured, the first round without improvement). The answer is the
-best set over all rounds."""
+best set over all rounds. Every candidate is compared with its round's leader on paired bootstrap
+replicates (explorer/stats.py); statistically tied leaders are marked, and with
+`resolve_ties` they get extra seeds (racing) before the round is decided."""
 from __future__ import annotations
 
 from typing import Any
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
-from explorer.strategies.base import Plan, Planned, Status, Strategy, group_by_key, mean_std, status_of
+from explorer.stats import candidate, compare, public, tie_note, tied_labels
+from explorer.strategies.base import Plan, Planned, Status, Strategy, group_by_key, status_of
 from explorer.study import GreedyStrategy, StudySpec
 
 
@@ -55,22 +58,36 @@ class Greedy(Strategy):
         while size < self.max_size and rest > 0:
             n += rest
             size, rest = size + 1, rest - 1
-        return n * len(self.seeds)
+        race = self.opts.resolve_ties
+        rounds = len(range(len(self.opts.base), self.max_size + 1)) if self.candidates else 1
+        return n * len(self.seeds) + (race.max_extra_trials * max(rounds - 1, 0) if race else 0)
 
     def _attrs(self, rnd: int, letters: list[str], cand: str | None, seed: int) -> dict[str, Any]:
-        return {"round": rnd, "candidate": cand or "base", "seed": seed, "experts": experts_name(letters),
+        return {"round": rnd, "candidate": cand or "base", **self.seed_attrs(seed), "experts": experts_name(letters),
                 "key": f"r{rnd}/{experts_name(letters)}/s{seed}"}
+
+    def _planned(self, rnd: int, letters: list[str], cand: str | None, seeds: list[int]) -> list[Planned]:
+        return [Planned(a["key"], self.fixed_params(letters), a)
+                for a in (self._attrs(rnd, letters, cand, seed) for seed in seeds)]
 
     def _round_items(self, rnd: int, current: list[str], remaining: list[str]) -> list[tuple[list[str], str | None, list[Planned]]]:
         sets = [(current, None)] if rnd == 0 else [(current + [c], c) for c in remaining]
-        out = []
-        for letters, cand in sets:
-            items = []
-            for seed in self.seeds:
-                attrs = self._attrs(rnd, letters, cand, seed)
-                items.append(Planned(attrs["key"], self.fixed_params(letters), attrs))
-            out.append((letters, cand, items))
-        return out
+        return [(letters, cand, self._planned(rnd, letters, cand, self.seeds)) for letters, cand in sets]
+
+    def _racing(self, rnd: int, cands: list[dict[str, Any]], round_sets) -> list[tuple[int, list[Planned]]]:
+        """Extra seeds for the statistically tied leaders (strategy.resolve_ties), as (index into
+        round_sets, planned trials); none when the leader is clear or the budget cannot race two."""
+        race = self.opts.resolve_ties
+        tied = tied_labels(cands)
+        if race is None or not tied:
+            return []
+        tied = tied[:race.max_extra_trials // race.extra_seeds]
+        if len(tied) < 2:
+            return []
+        extra = [max(self.seeds) + 1 + i for i in range(race.extra_seeds)]
+        index = {experts_name(letters): i for i, (letters, _, _) in enumerate(round_sets)}
+        return [(index[label], self._planned(rnd, round_sets[index[label]][0], round_sets[index[label]][1], extra))
+                for label in tied]
 
     def _walk(self, trials: list[FrozenTrial]) -> tuple[Plan, list[dict[str, Any]]]:
         """Replay the rounds over the stored trials; stop at the first unresolved round."""
@@ -79,50 +96,65 @@ class Greedy(Strategy):
         best: tuple[float, list[str]] | None = None
         path: list[dict[str, Any]] = []
         rnd = 0
+        maximize = self.spec.objective.direction == "maximize"
+        status = lambda p: status_of(groups.get(p.key, []), self.spec.retries)  # noqa: E731
         while True:
             round_sets = self._round_items(rnd, current, remaining)
             items = [p for _, _, ps in round_sets for p in ps]
-            statuses = {p.key: status_of(groups.get(p.key, []), self.spec.retries, self.spec.max_interruptions) for p in items}
+            statuses = {p.key: status(p) for p in items}
             if rnd == 0:
                 last_round = len(current) >= self.max_size or not remaining
             else:
                 last_round = len(current) + 1 >= self.max_size or len(remaining) <= 1
             if not all(s.resolved for s in statuses.values()):
                 return Plan(items, statuses, rnd, done=last_round), path
-            cands = [self._candidate_stats(letters, cand, [statuses[p.key] for p in ps])
+            cands = [self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in ps])
                      for letters, cand, ps in round_sets]
-            scored = [c for c in cands if c["n"] > 0]
+            compare(cands, maximize, self.opts.tie_threshold)
             entry: dict[str, Any] = {"round": rnd, "candidates": cands}
+            racing = self._racing(rnd, cands, round_sets)
+            if racing:  # decide on every seed of the racers once their extra trials are resolved
+                extra = [p for _, ps in racing for p in ps]
+                statuses.update({p.key: status(p) for p in extra})
+                if not all(statuses[p.key].resolved for p in extra):
+                    return Plan(items + extra, statuses, rnd, done=False), path
+                entry["racing"] = {"before": tied_labels(cands), "seeds": [p.user_attrs["seed"] for p in racing[0][1]]}
+                for i, ps in racing:
+                    letters, cand, base = round_sets[i]
+                    cands[i] = self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in base + ps])
+                compare(cands, maximize, self.opts.tie_threshold)
             path.append(entry)
-            if not scored:
+            leader = next((c for c in cands if c.get("leader")), None)
+            if leader is None:
                 entry["best_experts"] = None
                 return Plan(items, statuses, rnd, True, f"round {rnd}: every candidate failed or was pruned"), path
-            top = scored[0]
-            for c in scored[1:]:  # ties keep the earlier candidate: deterministic
-                if self.better(c["mean"], top["mean"]):
-                    top = c
-            entry.update(best_experts=top["experts"], best_value=top["mean"], best_std=top["std"])
-            improved = best is None or self.better(top["mean"], best[0])
+            entry.update(best_experts=leader["experts"], best_value=leader["mean"], best_std=leader["std"],
+                         best_ci=leader["ci"], tied=tied_labels(cands), tie_note=tie_note(cands))
+            complete = [c for c in cands if c["n"] and not c["partial"]]
+            if leader["partial"] and complete:  # said, never silent: it won on fewer seeds than planned
+                entry["partial_note"] = (f"{leader['experts']} leads on {leader['n']} of {leader['planned']} seeds "
+                                         f"(its other seeds failed)")
+            improved = best is None or self.better(leader["mean"], best[0])
             entry["improved"] = improved
             if improved:
-                best = (top["mean"], top["letters"])
-            new_current = top["letters"]
+                best = (leader["mean"], leader["letters"])
+            new_current = leader["letters"]
             if last_round:
                 return Plan(items, statuses, rnd, True, "maximum size reached"), path
             if not improved and self.opts.stop_on_no_improvement:
                 return Plan(items, statuses, rnd, True, f"round {rnd}: no improvement"), path
             if rnd > 0:
-                remaining = [c for c in remaining if c != top["candidate"]]
+                remaining = [c for c in remaining if c != leader["candidate"]]
             current = new_current
             rnd += 1
 
     @staticmethod
-    def _candidate_stats(letters: list[str], cand: str | None, statuses: list[Status]) -> dict[str, Any]:
-        values = [s.value for s in statuses if s.state == "complete" and s.value is not None]
-        mean, std = mean_std(values)
-        states = [s.state for s in statuses]
-        return {"experts": experts_name(letters), "letters": list(letters), "candidate": cand or "base",
-                "values": values, "n": len(values), "mean": mean, "std": std, "states": states}
+    def _candidate_stats(rnd: int, letters: list[str], cand: str | None, statuses: list[Status]) -> dict[str, Any]:
+        done = [next(t for t in s.trials if t.state == TrialState.COMPLETE) for s in statuses if s.state == "complete"]
+        out = candidate(f"r{rnd}/{experts_name(letters)}", done, planned=len(statuses))
+        out.update(experts=experts_name(letters), letters=list(letters), candidate=cand or "base",
+                   states=[s.state for s in statuses])
+        return out
 
     def plan(self, trials: list[FrozenTrial]) -> Plan:
         return self._walk(trials)[0]
@@ -136,5 +168,6 @@ class Greedy(Strategy):
         best_params = None
         if best_experts is not None:
             best_params = self.fixed_params(best_experts.split("+"))
+        path = [{**e, "candidates": [public(c) for c in e["candidates"]]} for e in path]
         return {"best_value": best_value, "best_experts": best_experts, "best_params": best_params,
                 "path": path, "round": plan.round, "stop_reason": plan.stop_reason}

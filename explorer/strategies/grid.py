@@ -62,7 +62,7 @@ class Grid(Strategy):
             label = ",".join(f"{k}={v}" for k, v in point.items())
             items = []
             for seed in self.seeds:
-                attrs = {"round": 0, "candidate": label, "seed": seed, "experts": "+".join(letters),
+                attrs = {"round": 0, "candidate": label, **self.seed_attrs(seed), "experts": "+".join(letters),
                          "key": f"grid/{label}/s{seed}"}
                 items.append(Planned(attrs["key"], params, attrs))
             out.append((point, items))

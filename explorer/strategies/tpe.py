@@ -116,5 +116,5 @@ class TPE(Strategy):
                 "best_params": dict(best.params) if best else None,
                 "path": [{"round": 0, "candidates": [
                     {"candidate": t.user_attrs.get("candidate"), "params": t.params, "values": [t.value],
-                     "n": 1, "mean": t.value, "std": 0.0, "states": ["complete"]} for t in done]}],
+                     "n": 1, "mean": t.value, "std": None, "states": ["complete"]} for t in done]}],
                 "round": 0, "stop_reason": None}

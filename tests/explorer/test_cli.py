@@ -47,13 +47,14 @@ def test_status_json(workdir):
 def test_export_markdown_and_csv(workdir, tmp_path):
     res = runner.invoke(app, ["export", str(workdir / "study.yaml"), "--workdir", str(workdir)])
     assert res.exit_code == 0, res.output
-    assert "| 5 | A+B+F+E+C | 65.7 | 1511 | 37.6 | 548 | 72.7 | 88.6 | 71.6 | 666.5 |" in res.stdout
+    assert "| 5 | A+B+F+E+C | 65.7 | 1511.0 | 37.6 | 548.0 | 72.7 | 88.6 | 71.6 | 666.5 |" in res.stdout
     assert "Greedy path: A+B (658.3) -> A+B+F (665.3)" in res.stdout
     out = tmp_path / "t.csv"
     res = runner.invoke(app, ["export", str(workdir / "study.yaml"), "-w", str(workdir), "--format", "csv", "--out", str(out)])
     assert res.exit_code == 0, res.output
     lines = out.read_text().splitlines()
-    assert lines[0] == "#Enc,Combination,GQA,MME,MMMU,OCR,SQA,POPE,TextVQA,Avg" and len(lines) == 12
+    assert lines[0].startswith("#Enc,Combination,GQA (%),GQA (%) lo,GQA (%) hi,GQA (%) blind,MME (pts),") and len(lines) == 12
+    assert lines[0].endswith(",Avg (1000-pt),Avg (1000-pt) lo,Avg (1000-pt) hi,Avg (1000-pt) blind,seeds,seed sd,tied with best")
 
 
 def test_export_unknown_format(workdir):

@@ -112,7 +112,7 @@ def test_tracker_and_progress_are_called(tmp_path):
     assert sorted(c[1] for c in calls if c[0] == "end") == list(range(5))
     assert all(c[2] == "COMPLETE" and c[3] for c in calls if c[0] == "end")
     last = progress[-1]
-    assert set(last) == {"round", "done", "running", "failed", "best_value", "best_experts", "elapsed_s", "eta_s"}
+    assert set(last) == {"round", "done", "running", "failed", "best_value", "best_experts", "elapsed_s", "eta_s", "tie"}
     assert (last["round"], last["done"], last["running"], last["best_experts"]) == (1, 5, 0, "A+B+F")
 
 

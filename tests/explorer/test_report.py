@@ -44,10 +44,14 @@ def test_leaderboard_sorted_by_objective(paper_study):
 def test_export_markdown_is_the_papers_table(paper_study):
     text = report.export(paper_study, "markdown")
     lines = text.splitlines()
-    assert lines[0] == "| #Enc | Combination | GQA | MME | MMMU | OCR | SQA | POPE | TextVQA | Avg |"
-    assert lines[2] == "| 2 | A+B | 64.0 | 1486 | 36.0 | 533 | 72.7 | 88.6 | 71.9 | 658.3 |"
-    assert lines[-3] == "| 6 | A+B+F+E+C+D | 65.18 | 1504 | 35.3 | 534 | 71.9 | 87.6 | 70.86 | 656.3 |"
+    # units and the Avg's scale in the header, one decimal everywhere (1504 is "1504.0", not "1504")
+    assert lines[0] == ("| #Enc | Combination | GQA (%) | MME (pts) | MMMU (%) | OCR (/1000) | SQA (%) | POPE (F1 %) "
+                        "| TextVQA (%) | Avg (1000-pt) |")
+    assert lines[2] == "| 2 | A+B | 64.0 | 1486.0 | 36.0 | 533.0 | 72.7 | 88.6 | 71.9 | 658.3 |"
+    assert lines[12] == "| 6 | A+B+F+E+C+D | 65.2 | 1504.0 | 35.3 | 534.0 | 71.9 | 87.6 | 70.9 | 656.3 |"
+    assert "Avg (1000-pt): the paper's Avg, every benchmark on a 1000-point scale" in text
     assert "Greedy path: A+B (658.3) -> A+B+F (665.3) -> A+B+F+E (666.1) -> A+B+F+E+C (666.5) *best*" in text
+    assert "Blind control" not in text  # these trials ran none
 
 
 def test_export_csv_round_trips_numbers(paper_study):
@@ -55,8 +59,9 @@ def test_export_csv_round_trips_numbers(paper_study):
     assert len(rows) == 11
     by = {r["Combination"]: r for r in rows}
     for combo, (scores, avg) in PAPER_GREEDY.items():
-        assert float(by[combo]["Avg"]) == pytest.approx(avg)
-        assert float(by[combo]["OCR"]) == pytest.approx(scores[3])
+        assert float(by[combo]["Avg (1000-pt)"]) == pytest.approx(avg)
+        assert float(by[combo]["OCR (/1000)"]) == pytest.approx(scores[3])
+        assert by[combo]["Avg (1000-pt) lo"] == "" and by[combo]["seeds"] == "1" and by[combo]["seed sd"] == ""
         assert int(by[combo]["#Enc"]) == len(combo.split("+"))
 
 

@@ -39,6 +39,19 @@ def paper_runner(job) -> dict[str, Any]:
     return {"objective": PAPER_AVG[letters(job)], "scores": {"avg": PAPER_AVG[letters(job)]}}
 
 
+# A greedy study whose round 1 is an exact tie (A+B+E = A+B+F on seed 0; order keeps E) that extra
+# seeds resolve for F; every other round has a clear leader.
+TIE_WEIGHTS = {"C": 1.0, "D": -3.0, "E": 5.0, "F": 5.0}
+
+
+def tied_runner(job) -> dict[str, Any]:
+    s = letters(job)
+    value = 650.0 + sum(TIE_WEIGHTS[x] for x in s - {"A", "B"})
+    if s == frozenset("ABF") and job.user_attrs["seed"] > 0:
+        value += 3.0
+    return {"objective": value, "scores": {"avg": value}}
+
+
 def study_data(name: str, strategy: dict[str, Any], **extra: Any) -> dict[str, Any]:
     data = {"name": name, "strategy": strategy, "search_space": "eagle_tiny", "base_trial": dict(BASE_TRIAL),
             "heartbeat_interval_s": 1, "grace_period_s": 5, "poll_interval_s": 0.05}
@@ -69,8 +82,9 @@ class SleepyRunner:
     holding trial takes `hold_s` instead, so a test can kill the controller at a known point
     whatever the machine's load."""
 
-    def __init__(self, seconds: float, hold: Hold | None = None, hold_s: float = 600.0) -> None:
+    def __init__(self, seconds: float, hold: Hold | None = None, hold_s: float = 600.0, score=None) -> None:
         self.seconds, self.hold, self.hold_s = seconds, hold, hold_s
+        self.score = score or paper_runner
 
     def __call__(self, job) -> dict[str, Any]:
         if self._holding():
@@ -78,7 +92,7 @@ class SleepyRunner:
             time.sleep(self.hold_s)
         else:
             time.sleep(self.seconds)
-        return paper_runner(job)
+        return self.score(job)
 
     def _holding(self) -> bool:
         if self.hold is None:
@@ -91,7 +105,7 @@ class SleepyRunner:
 
 
 # A controller in its own process (to be SIGKILLed, or to run beside another worker). argv[1]: JSON
-# {root, tests, data, workdir, storage, mode: run|worker, sleep, log, hold_from}. Every trial it runs
+# {root, tests, data, workdir, storage, mode: run|worker, sleep, log, hold_from, tied}. Every trial it runs
 # is appended to `log` as "pid number key". hold_from: a Hold after that many (mark: workdir/HOLD_MARK).
 CHILD_SCRIPT = r'''
 import json, os, sys
@@ -100,7 +114,7 @@ sys.path[:0] = [cfg["root"], cfg["tests"]]
 from pathlib import Path
 from explorer.controller import run_study, run_worker
 from explorer.study import parse_study
-from test_study_fixtures import HOLD_MARK, Hold, SleepyRunner
+from test_study_fixtures import HOLD_MARK, Hold, SleepyRunner, paper_runner, tied_runner
 
 class LoggingRunner(SleepyRunner):
     def __call__(self, job):
@@ -112,13 +126,14 @@ spec = parse_study(cfg["data"], "child.yaml", Path(cfg["workdir"]))
 fn = run_study if cfg["mode"] == "run" else run_worker
 hold = None if cfg["hold_from"] is None else Hold(cfg["storage"], cfg["data"]["name"], cfg["hold_from"],
                                                   str(Path(cfg["workdir"]) / HOLD_MARK))
-out = fn(spec, cfg["storage"], cfg["workdir"], runner=LoggingRunner(cfg["sleep"], hold))
+score = tied_runner if cfg.get("tied") else paper_runner
+out = fn(spec, cfg["storage"], cfg["workdir"], runner=LoggingRunner(cfg["sleep"], hold, score=score))
 print(json.dumps({"path": out.greedy_path, "finished": out.finished}))
 '''
 
 
 def child_command(tmp: Path, data: dict[str, Any], storage: str, mode: str, sleep: float, log: Path,
-                  hold_from: int | None = None) -> list[str]:
+                  hold_from: int | None = None, tied: bool = False) -> list[str]:
     import json
     import sys
 
@@ -126,5 +141,6 @@ def child_command(tmp: Path, data: dict[str, Any], storage: str, mode: str, slee
     script.write_text(CHILD_SCRIPT)
     here = Path(__file__).resolve().parent
     cfg = {"root": str(here.parents[1]), "tests": str(here), "data": data, "workdir": str(tmp),
-           "storage": storage, "mode": mode, "sleep": sleep, "log": str(log), "hold_from": hold_from}
+           "storage": storage, "mode": mode, "sleep": sleep, "log": str(log), "hold_from": hold_from,
+           "tied": tied}
     return [sys.executable, str(script), json.dumps(cfg)]

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from trainers.eval.aggregate import paper_avg
 from trainers.eval.runner import evaluate, to_tensor
 from trainers.eval.synthetic_suite import ensure_suite
 from trainers.spec import parse_trial_spec
@@ -135,3 +136,28 @@ def test_two_processes_share_a_scoring_error_instead_of_hanging(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(tmp_path), str(results), bad), nprocs=2, join=True)
     errors = [json.loads((results / f"rank{r}.json").read_text())["error"] for r in (0, 1)]
     assert errors[0] == errors[1] and "objective 'weighted'" in errors[0] and "mmmu" in errors[0]
+
+
+def test_final_eval_carries_intervals_and_the_blind_control(tmp_path):
+    spec = spec_for(tmp_path, ["gqa", "pope", "mme"], blind=True, bootstrap={"resamples": 200, "seed": 1})
+    model = PixelModel()
+    res = evaluate(model, None, spec, tmp_path / "one")
+    for bench in ("gqa", "pope", "mme"):
+        lo, hi = res["scores_ci"][bench]
+        assert lo <= res["scores"][bench] <= hi or lo == hi
+        assert len(res["blind_gap_ci"][bench]) == 2
+    lo, hi = res["objective_ci"]
+    assert lo <= res["objective"] <= hi and lo < hi
+    assert len(res["bootstrap"]["objective"]) == 200 and res["bootstrap"]["seed"] == 1
+    # blank images: every item got the same pixels, so the pixel model answers every question alike
+    blind = [json.loads(l) for l in (tmp_path / "one/predictions/gqa.blind.jsonl").read_text().splitlines()]
+    assert len({line["answer"] for line in blind}) == 1
+    assert set(res["blind_scores"]) == {"gqa", "pope", "mme"}
+    assert res["blind_objective"] == pytest.approx(paper_avg(res["blind_scores"]))
+    assert sum(n for _, n, _ in model.batches) == 2 * (6 + 18 + 6)  # every item twice: sighted and blind
+    # an interim evaluation (pruners) does neither
+    interim = evaluate(PixelModel(), None, spec, tmp_path / "two", final=False)
+    assert set(interim) == {"scores", "objective", "objective_name"}
+    # the same items and bootstrap seed: a second model's replicates pair with the first's
+    again = evaluate(PixelModel(), None, spec, tmp_path / "three")
+    assert again["bootstrap"] == res["bootstrap"]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.trainers.helpers_eagle import TINY_YAML, tiny_spec_dict, write_spec
 from trainers.launch import prepare_trial, run_trial, torchrun_command
@@ -155,6 +156,22 @@ def test_stage1_cache_is_reused_by_a_trial_sharing_an_expert(tmp_path):
     assert {m["expert"] for m in b_align} == {"tiny-dinov2"}  # no stage-1 step ran for tiny-clip
     assert results["b"]["steps"]["align_expert"] == 2
     assert len(list((cache / "stage1").glob("*/meta.json"))) == 3
+
+
+def test_repeats_that_vary_only_the_sft_seed_reuse_stage1(tmp_path):
+    cache = tmp_path / "cache"
+    results = {}
+    for name, seed in (("s0", 0), ("s1", 1)):
+        path = _cache_trial(tmp_path, name, "tiny-convnext", cache)
+        d = yaml.safe_load(path.read_text())
+        d.update(seed=seed, align_seed=7)
+        results[name] = run_trial(write_spec(d, path), tmp_path / name, nproc=1)
+    assert all(not v["cached"] for v in results["s0"]["stage1_cache"].values())
+    assert all(v["cached"] for v in results["s1"]["stage1_cache"].values())  # no second pre-alignment
+    assert results["s1"]["seeds"] == {"sft": 1, "align": 7} and results["s1"]["steps"]["align_expert"] == 0
+    sft = {n: [m["loss"] for m in read_metrics(tmp_path / n / "metrics.jsonl") if m["stage"] == "sft"]
+           for n in results}
+    assert sft["s0"] != sft["s1"]  # the SFT seed still changes the SFT data order
 
 
 def test_concurrent_trials_train_a_shared_expert_once(tmp_path):

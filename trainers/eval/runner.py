@@ -1,7 +1,9 @@
 """Distributed evaluation: every process generates answers for a strided shard of every benchmark
 (batched greedy decoding through model.generate), rank 0 gathers them with
 torch.distributed.gather_object (gloo or NCCL), writes out_dir/predictions/<bench>.jsonl, scores the
-full set once and shares the result with every rank."""
+full set once and shares the result with every rank. The final evaluation also puts bootstrap
+intervals on every score and the objective (trainers/eval/bootstrap.py) and, with eval.blind, scores
+the same items with blank images (predictions/<bench>.blind.jsonl)."""
 from __future__ import annotations
 
 import inspect
@@ -19,6 +21,7 @@ from PIL import Image
 from trainers.data.templates import IMAGE_TOKEN, build_prompt, encode_prompt, stop_token_ids
 from trainers.eval.aggregate import objective
 from trainers.eval.base import Benchmark, EvalItem, slim_subset
+from trainers.eval.bootstrap import bootstrap_eval
 from trainers.eval.benchmarks import get_benchmark, parse_benchmark_list
 from trainers.eval.synthetic_suite import ensure_suite
 from trainers.spec import TrialSpec
@@ -27,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 SLIM_SEED = 0  # slim subsets must not depend on the trial's seed: every trial sees the same items
 DEFAULT_SIDE = 336
+BLANK_LEVEL = 0.5  # the blind control's image: uniform mid-grey, the same for every item
 
 
 def _distributed(world_size: int) -> bool:
@@ -85,9 +89,10 @@ def _data_root(spec: TrialSpec, out_dir: Path, rank: int, world_size: int) -> Pa
 class _Generator:
     """Batched generation with the trial's chat template, as training formatted the prompts."""
 
-    def __init__(self, model, tokenizer, template: str, max_new_tokens: int, side: int) -> None:
+    def __init__(self, model, tokenizer, template: str, max_new_tokens: int, side: int,
+                 blank: bool = False) -> None:
         self.model, self.tokenizer, self.template = model, tokenizer, template
-        self.max_new_tokens, self.side = max_new_tokens, side
+        self.max_new_tokens, self.side, self.blank = max_new_tokens, side, blank
         params = inspect.signature(model.generate).parameters
         self.kwargs: dict[str, Any] = {}
         if tokenizer is not None and ("stop_token_ids" in params or any(
@@ -98,7 +103,10 @@ class _Generator:
         return build_prompt(f"{IMAGE_TOKEN}\n{item.prompt}", self.template)
 
     def __call__(self, items: Sequence[EvalItem]) -> list[str]:
-        images = to_tensor([it.load_image() for it in items], self.side)
+        if self.blank:  # the blind control: same prompts, no visual information
+            images = torch.full((len(items), 3, self.side, self.side), BLANK_LEVEL)
+        else:
+            images = to_tensor([it.load_image() for it in items], self.side)
         questions = [f"{IMAGE_TOKEN}\n{it.prompt}" for it in items]
         if self.tokenizer is not None:  # token ids with BOS exactly as in training
             prompts: list = [encode_prompt(q, self.tokenizer, self.template) for q in questions]
@@ -152,16 +160,37 @@ def write_predictions(path: Path, bench: Benchmark, items: Sequence[EvalItem], p
     tmp.replace(path)
 
 
+def _statistics(ev, runs: list, blind_runs: list) -> dict[str, Any]:
+    """Intervals (and the blind control's scores) of a final evaluation, as result.json carries them."""
+    out: dict[str, Any] = {}
+    if blind_runs:
+        blind_scores: dict[str, float] = {}
+        for bench, items, preds in blind_runs:
+            blind_scores.update({k: v for k, v in bench.summarize(items, preds).items() if "/" not in k})
+        out["blind_scores"] = blind_scores
+        out["blind_objective"] = None if ev.objective == "heldout_loss" else objective(blind_scores, ev)
+    bs = ev.bootstrap
+    if bs.resamples and runs:
+        obj = None if ev.objective == "heldout_loss" else (lambda scores: objective(scores, ev))
+        blind = {bench.name: preds for bench, _, preds in blind_runs} if blind_runs else None
+        out.update(bootstrap_eval(runs, obj, bs.resamples, bs.seed, bs.confidence, blind))
+    return out
+
+
 def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int = 0,
-             world_size: int = 1) -> dict[str, Any]:
+             world_size: int = 1, final: bool = True) -> dict[str, Any]:
     """Run spec.eval on this process's shard; every rank returns {"scores", "objective",
     "objective_name", "scorer_profile"} (objective None when it is the held-out loss, which the
-    trainer computes)."""
+    trainer computes), and when `final` the intervals and blind scores of `_statistics`."""
     out_dir = Path(out_dir)
     ev = spec.eval
     names = parse_benchmark_list(ev.benchmarks)
     root = _data_root(spec, out_dir, rank, world_size)
     gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, image_side(spec, model))
+    blind_gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, gen.side, blank=True) \
+        if final and ev.blind else None
+    runs: list = []
+    blind_runs: list = []
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
@@ -180,17 +209,31 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
                 try:
                     write_predictions(out_dir / "predictions" / f"{name}.jsonl", bench, items, preds, gen)
                     scores.update(bench.summarize(items, preds))
+                    runs.append((bench, items, preds))
                     logger.info("eval %s: %.2f on %d items", name, scores[name], len(items))
                 except Exception as err:
                     if not shared:
                         raise
                     error = f"{name}: {type(err).__name__}: {err}"
+            if blind_gen is not None:
+                blind = _gather(_generate_shard(blind_gen, items, rank, world_size, ev.batch_size),
+                                len(items), rank, world_size)
+                if rank == 0 and error is None:
+                    try:
+                        write_predictions(out_dir / "predictions" / f"{name}.blind.jsonl", bench, items, blind, gen)
+                        blind_runs.append((bench, items, blind))
+                    except Exception as err:
+                        if not shared:
+                            raise
+                        error = f"{name} (blind): {type(err).__name__}: {err}"
         if rank == 0 and error is None:
             try:
                 value = None if ev.objective == "heldout_loss" and "heldout_loss" not in scores \
                     else objective(scores, ev)
                 result = {"scores": scores, "objective": value, "objective_name": ev.objective,
                           "scorer_profile": ev.scorer_profile}
+                if final:
+                    result.update(_statistics(ev, runs, blind_runs))
             except Exception as err:
                 if not shared:
                     raise
