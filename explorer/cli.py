@@ -252,7 +252,7 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
             tracker.on_study_end(study)
         _print_leaderboard(study)
         _print_path(study)
-        ui = ["eagle-explore", "ui", "--workdir", str(workdir)] + (["--tracking-uri", uri] if artifacts is None else [])
+        ui = ["eagle-explore", "ui", str(study_file), "--workdir", str(workdir)] + (["--tracking-uri", uri] if artifacts is None else [])
         typer.echo(f"Open the MLflow UI: {mask(shlex.join(ui))}")
         if not outcome.finished:
             _err_console().print(f"[yellow]study not finished[/yellow]: {outcome.stopped_reason}")
@@ -386,14 +386,12 @@ def ui(study_file: Annotated[Optional[Path], typer.Argument(help="Study file (fo
             return
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file() and not dry_run:
             raise CliError(f"no MLflow store at {uri[len('sqlite:///'):]} (run a study first, or pass --workdir)")
-        from explorer.tracking import ui_environment
+        from explorer.mlflow_store import reroot, ui_environment
 
         if artifacts is not None and not dry_run:
-            from explorer.artifact_root import reroot
-
             reroot(workdir)  # the work directory's own store: find its artifacts where it is now
         cmd = _ui_command(uri, artifacts, port, workers)
-        typer.echo(f"MLflow UI: http://127.0.0.1:{port}")
+        typer.echo(f"MLflow UI: {_study_url(spec, uri, port) if spec is not None and not dry_run else f'http://127.0.0.1:{port}'}")
         if dry_run:
             typer.echo(shlex.join(cmd))
             return
@@ -422,6 +420,17 @@ def report_cmd(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: T
             files = write_report(study, spec, workdir, report_dir(workdir, spec.name))
         for path in files:
             typer.echo(str(path))
+
+
+def _study_url(spec, uri: str, port: int) -> str:
+    """The study's runs table (model-training mode, objective first), or the UI's home page."""
+    from mlflow.tracking import MlflowClient
+
+    from explorer.mlflow_store import experiment_url
+
+    base = f"http://127.0.0.1:{port}"
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(spec.name)
+    return experiment_url(base, exp.experiment_id) if exp is not None else base
 
 
 @app.command()

@@ -49,7 +49,3 @@ def trial_scores(user_attrs: dict[str, Any]) -> dict[str, float]:
     if isinstance(user_attrs.get(_LEGACY_SCORES), dict):
         return dict(user_attrs[_LEGACY_SCORES])
     return {k[len(SCORE_PREFIX):]: v for k, v in user_attrs.items() if k.startswith(SCORE_PREFIX)}
-
-
-def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +20,22 @@ from typing import Any, Iterable
 import yaml
 
 from explorer import run_fields as rf
-from explorer.artifact_root import default_artifact_root, default_tracking_uri, reroot
 from explorer.live_metrics import LIVE_ROWS_TAG, LiveMetrics
-from explorer.dashboard import RUN_URL_ATTR, SCORE_PREFIX, run_url, trial_label, trial_scores
 from explorer.redact import mask
 from explorer.stats import interval_metrics
+from explorer.dashboard import RUN_URL_ATTR, SCORE_PREFIX, trial_label, trial_scores
+from explorer.mlflow_store import (
+    KIND,
+    KIND_TAG,
+    UI_PORT,
+    VIEW_KEY,
+    VIEW_TAG_PREFIX,
+    default_artifact_root,
+    default_tracking_uri,
+    reroot,
+    run_url,
+    view_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +51,6 @@ TAG_ROLE = "eagle.role"
 TAG_TRIAL = "eagle.trial_number"
 TAG_LOGGED = "eagle.logged"  # set once a trial's results are in: a resumed study never logs twice
 PARENT_TAG = "mlflow.parentRunId"
-# MLflow 3 opens an experiment on its GenAI overview unless its kind says it is model training
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
-UI_PORT = 5000  # `eagle-explore ui`'s default: the run links of a local store point there
 
 # Optuna TrialState name -> MLflow RunStatus name.
 RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
@@ -245,9 +252,14 @@ class MlflowTracker:
         best = self._best(study)
         done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
         if best is not None:
-            values = {self._objective(): rf.rounded(best.value), "n_complete": done,
-                      **{f"{SCORE_PREFIX}{k}": v for k, v in trial_scores(best.user_attrs).items()}}
+            scores = {f"{SCORE_PREFIX}{k}": v for k, v in trial_scores(best.user_attrs).items()}
+            values = {self._objective(): rf.rounded(best.value), "n_complete": done, **scores}
             self.client.log_batch(self.parent_run_id, metrics=self._metrics(values, step=done))
+            lead = ["experts", "n_experts", "round", "candidate", "visual_tokens"]
+            params = lead + [k for k in rf.setting_params(best.params, best.user_attrs) if k not in lead]
+            view = view_state(self._objective(), study.direction.name == "MAXIMIZE",
+                              [k for k in scores if "/" not in k[len(SCORE_PREFIX):]], params)
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG_PREFIX + VIEW_KEY, view)
         if self.spec is None or self.workdir is None:
             return []
         from explorer.study_report import report_dir, write_report
@@ -455,8 +467,3 @@ class MlflowTracker:
                 self.client.log_artifacts(run_id, str(path), artifact_path=folder)
             else:
                 self.client.log_artifact(run_id, str(path), artifact_path=folder)
-
-
-def ui_environment() -> dict[str, str]:
-    """The MLflow UI's environment: no job runners (they serve GenAI features a study never uses)."""
-    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -29,7 +29,8 @@ def test_run_prints_leaderboard_path_and_ui_then_resumes_without_rerunning(tmp_p
     out = res.stdout
     assert "leaderboard" in out and out.index("A+B+F+E+C ") < out.index("A+B+D ")
     assert "Greedy path: A+B (658.3) -> A+B+F (665.3) -> A+B+F+E (666.1) -> A+B+F+E+C (666.5) *best*" in out
-    assert out.strip().splitlines()[-1] == f"Open the MLflow UI: eagle-explore ui --workdir {work.resolve()}"
+    # with the study file, `ui` links straight to the study's runs table
+    assert out.strip().splitlines()[-1] == f"Open the MLflow UI: eagle-explore ui {study} --workdir {work.resolve()}"
     assert calls.calls == 11 and (work / "study.db").is_file() and (work / "mlflow.db").is_file()
 
     res = runner.invoke(app, ["run", str(study), "--workdir", str(work)])  # resume: all done already

@@ -2,6 +2,7 @@
 table, compare views, the parent run's report) and Optuna's (optuna-dashboard); and a work
 directory that moved. The real controller runs scripted trials with the paper's figures."""
 import io
+import json
 import shutil
 
 import optuna
@@ -11,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from explorer.cli import app
+from explorer.cli import _study_url, app
 from explorer.controller import run_study
 from explorer.study import load_study
 from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
@@ -66,6 +67,12 @@ def _children(v):
 def test_experiment_opens_on_runs_named_by_mixture_and_round(views):
     exp, children = _children(views)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the view `eagle-explore ui` links to: objective first and sorted on, scores, the varying settings
+    view = json.loads(exp.tags["mlflow.sharedViewState.eagle"])
+    assert view["orderByKey"] == "metrics.`avg`" and view["orderByAsc"] is False and view["runsHiddenMode"] == "SHOW_ALL"
+    cols = view["selectedColumns"]
+    assert cols[0] == "metrics.`avg`" and "metrics.`score/ocrbench`" in cols
+    assert {"params.`experts`", "params.`round`", "params.`candidate`", "params.`expert.F`"} <= set(cols)
     assert len(children) == 11
     names = {r.info.run_name for r in children}
     assert "A+B · r0 · #0" in names and "A+B+F+E+C · r3 · #8" in names
@@ -131,7 +138,7 @@ def test_optuna_study_as_the_dashboard_reads_it(views):
     assert ua["label"] == f"A+B+F · r1 · #{t.number}"
     assert ua["score/ocrbench"] == 562 and "scores" not in ua
     assert ua["mlflow_run_url"] == f"http://127.0.0.1:5000/#/experiments/{study.user_attrs['mlflow_experiment_id']}" \
-                                   f"/runs/{ua['mlflow_run_id']}"
+                                   f"/runs/{ua['mlflow_run_id']}?workflowType=machine_learning"
     # settings every trial shares are attrs, not search dimensions
     assert set(t.params) == {"expert_C", "expert_D", "expert_E", "expert_F"}
     assert (ua["fixed.fusion"], ua["fixed.resolution"], ua["fixed.expert_A"]) == ("channel_concat", "preset", True)
@@ -146,6 +153,9 @@ def test_moved_workdir_still_finds_its_artifacts_and_report(views, tmp_path):
     try:
         res = CliRunner().invoke(app, ["ui", "--workdir", str(moved), "--dry-run"])
         assert res.exit_code == 0 and "--workers 1" in res.stdout
+        exp_id = MlflowClient(default_tracking_uri(moved)).get_experiment_by_name(NAME).experiment_id
+        assert _study_url(load_study(moved / "study.yaml"), default_tracking_uri(moved), 5000) == \
+            f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=eagle"
         res = CliRunner().invoke(app, ["report", str(moved / "study.yaml"), "--workdir", str(moved)])
         assert res.exit_code == 0, res.output
         assert str(moved / "report" / NAME / "pareto.png") in res.stdout.splitlines()

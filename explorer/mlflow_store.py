@@ -1,4 +1,5 @@
-"""Artifacts that survive a move of the work directory.
+"""The work directory's own MLflow store: its URIs, artifacts that survive a move of the
+directory, and how its UI server starts.
 
 MLflow stores absolute artifact locations (an experiment's, and each run's under it). The embedded
 store of a work directory keeps its artifacts in <workdir>/mlartifacts/<experiment>/, so when the
@@ -6,13 +7,23 @@ directory has moved, every location under an older `.../mlartifacts/` is pointed
 one. Stores a user gave (a server, PostgreSQL) keep their own locations and are left alone."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "mlartifacts"
 DB_NAME = "mlflow.db"
+UI_PORT = 5000  # `eagle-explore ui`'s default: the run links of a local store point there
+# MLflow 3.17's UI opens in its GenAI mode unless the link asks for model training; older 3.x
+# read the experiment's kind tag instead
+WORKFLOW = "workflowType=machine_learning"
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+# A view as the UI's own "share" button stores it (an experiment tag, opened by its key): the
+# objective and the scores as columns, best first, every run in the charts (not the latest 10)
+VIEW_TAG_PREFIX, VIEW_KEY = "mlflow.sharedViewState.", "eagle"
 
 
 def default_tracking_uri(workdir: str | Path) -> str:
@@ -21,6 +32,22 @@ def default_tracking_uri(workdir: str | Path) -> str:
 
 def default_artifact_root(workdir: str | Path) -> str:
     return (Path(workdir).resolve() / ARTIFACT_DIR).as_uri()
+
+
+def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW}"
+
+
+def experiment_url(ui_base: str, experiment_id: str) -> str:
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW}&viewStateShareKey={VIEW_KEY}"
+
+
+def view_state(objective: str, maximize: bool, metrics: list[str], params: list[str]) -> str:
+    """The runs table's view: objective first and sorted on, then `metrics` and `params` columns."""
+    cols = [f"metrics.`{m}`" for m in [objective, *[m for m in metrics if m != objective]]]
+    cols += [f"params.`{p}`" for p in params]
+    return json.dumps({"orderByKey": f"metrics.`{objective}`", "orderByAsc": not maximize, "selectedColumns": cols,
+                       "runsHiddenMode": "SHOW_ALL"})
 
 
 def reroot(workdir: str | Path) -> int:
@@ -70,3 +97,8 @@ def _forget_artifact_repos() -> None:
     cache = getattr(utils, "_artifact_repos_cache", None)
     if cache is not None:
         cache.clear()
+
+
+def ui_environment() -> dict[str, str]:
+    """The MLflow UI's environment: no job runners (they serve GenAI features a study never uses)."""
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
