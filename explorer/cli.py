@@ -203,6 +203,9 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
 
         # everything is validated before anything is written
         spec = _with_backend(load_study(study_file), backend, ray_address)
+        from explorer.plan import check_memory
+
+        check_memory(spec)  # a trial estimated over resources.gpu_memory_gb stops the study here
         workdir = workdir.resolve()
         uri, artifacts = _tracking(spec, tracking_uri, workdir)
         from explorer.tracking import MlflowTracker
@@ -418,6 +421,10 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
             raise CliError(_one_line(err)) from None
         _print_result(result, out_dir or ckpt)
 
+
+from explorer.cli_plan import register as _register_plan  # noqa: E402
+
+_register_plan(app, _guard, CliError)  # `plan` lives in its own file
 
 if __name__ == "__main__":  # pragma: no cover
     app()
