@@ -63,19 +63,23 @@ def peak_tflops(device_name: str, override: float | None = None) -> float:
                      "pass --gpu-peak-tflops")
 
 
-def step_flops(model: torch.nn.Module, batch: dict[str, torch.Tensor], bf16: bool = False) -> dict[str, int]:
+def step_flops(model: torch.nn.Module, batch: dict[str, torch.Tensor], bf16: bool = False) -> dict[str, Any]:
     """FLOPs of one real training step (forward + backward) of an EagleModel on `batch`, as it
     trains: frozen experts run forward only, a frozen LLM back-propagates input gradients only.
-    Returns {"total", "vision", "fusion_projector", "llm"} (the optimizer step is not counted)."""
-    parts: dict[str, int] = {}
+    Returns {"total", "backward", "forward": {"vision", "fusion_projector", "llm"}}; the forward is
+    split by module (the counter's module attribution is reliable only there); the optimizer step
+    is not counted."""
     counter = flop_counter()
     device = batch["input_ids"].device
-    with counter, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        loss = model(**batch).loss
+    with counter:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        table = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+        forward = counter.get_total_flops()
         loss.backward()
-    by_module = counter.get_flop_counts()
-    for name, pattern in _PARTS.items():
-        parts[name] = sum(sum(v.values()) for k, v in by_module.items() if re.fullmatch(pattern, k))
+    parts = {name: sum(v for k, v in table.items() if re.fullmatch(pattern, k)) for name, pattern in _PARTS.items()}
     model.zero_grad(set_to_none=True)
-    return {"total": counter.get_total_flops(), "vision": parts["vision"],
-            "fusion_projector": parts["fusion"] + parts["projector"], "llm": parts["llm"]}
+    total = counter.get_total_flops()
+    return {"total": total, "backward": total - forward,
+            "forward": {"vision": parts["vision"], "fusion_projector": parts["fusion"] + parts["projector"],
+                        "llm": parts["llm"]}}

@@ -38,7 +38,7 @@ class Saved:
     def scaled(self, layers_from: int, layers_to: int, other: "Saved") -> "Saved":
         """Extrapolate from a 1-block (`self`) and 2-block (`other`) model to `layers_to` blocks."""
         per = other.total - self.total
-        blocks = [self.blocks[0]] * layers_to if self.blocks else []
+        blocks = self.blocks[:1] + other.blocks[-1:] * (layers_to - 1) if self.blocks else []
         return Saved(self.total + per * (layers_to - layers_from), max(self.largest, other.largest), blocks)
 
 
@@ -134,19 +134,29 @@ def state_bytes(trainable: int, frozen: int, strategy: str, bf16: bool, world: i
 
 
 def activation_bytes(parts: list[tuple[Saved, bool]], micro_batch: int) -> float:
-    """Saved activations of one micro batch over the model's parts ((saved, checkpointed) each),
-    plus the transient of the largest op (its input and output alive together)."""
-    kept = sum(s.with_checkpointing() if ckpt else s.total for s, ckpt in parts)
-    largest = max((s.largest for s, _ in parts), default=0)
-    return float(micro_batch * (kept + 2 * largest))
+    """Peak activation memory of one micro batch over the model's parts in forward order
+    ((saved, checkpointed) each): while part i runs, what parts up to i saved plus its largest
+    op's input and output; in backward, everything saved plus one gradient of the largest."""
+    kept = [s.with_checkpointing() if ckpt else s.total for s, ckpt in parts]
+    peak = 0
+    for i, (s, _) in enumerate(parts):
+        peak = max(peak, sum(kept[:i + 1]) + 2 * s.largest)
+    if parts:
+        peak = max(peak, sum(kept) + parts[-1][0].largest)
+    return float(micro_batch * peak)
 
 
-def measure_step_peak(step: Callable[[], Any], model: nn.Module) -> int:
-    """Peak bytes of tensors alive during `step()` on CPU, the model's weights included: the
-    profiler's per-op allocations and frees, summed in time order."""
+def measure_step_peak(step: Callable[[], Any], model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Peak bytes of tensors alive during `step()` on CPU: the model's weights, gradients and the
+    optimizer's states that exist before it, plus the profiler's per-op allocations and frees
+    summed in time order."""
     from torch.profiler import ProfilerActivity, profile
 
     before = sum(_nbytes(p) for p in model.parameters()) + sum(_nbytes(b) for b in model.buffers())
+    before += sum(_nbytes(p.grad) for p in model.parameters() if p.grad is not None)
+    if optimizer is not None:
+        before += sum(_nbytes(t) for st in optimizer.state.values() for t in st.values()
+                      if torch.is_tensor(t) and t.dim() > 0)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     cur = peak = 0
