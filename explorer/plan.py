@@ -6,6 +6,7 @@ as if the costliest candidate won each one (an upper bound on the study's GPU-ho
 memory check covers every expert set the greedy search could reach."""
 from __future__ import annotations
 
+import hashlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,19 @@ def reachable_trials(study: StudySpec) -> list[TrialSpec]:
     return specs
 
 
+def _sig(x: float | None) -> float | None:
+    """Four significant digits: tiny CPU trials take microhours, paper-scale ones thousands of hours."""
+    return None if x is None else float(f"{x:.4g}")
+
+
 def _stage_doc(s: StageEstimate) -> dict[str, Any]:
     return {"trainable_params": s.trainable_params, "frozen_params": s.frozen_params,
             "flops_per_sample": s.flops_per_sample, "peak_memory_gb": round(s.peak_memory_gb, 3),
-            "gpu_hours": None if s.gpu_hours is None else round(s.gpu_hours, 3), "samples": s.samples,
-            "tokens_per_sample": s.tokens_per_sample, "memory_gb": {k: round(v, 3) for k, v in s.memory_gb.items()}}
+            "gpu_hours": _sig(s.gpu_hours), "samples": s.samples,
+            "tokens_per_sample": s.tokens_per_sample, "memory_gb": {k: round(v, 3) for k, v in s.memory_gb.items()},
+            **({"stage1": [{"expert": e["expert"], "key": hashlib.sha256(e["key"].encode()).hexdigest()[:16],
+                            "gpu_hours": _sig(e["gpu_hours"])}
+                           for e in s.stage1]} if s.stage1 else {})}
 
 
 def plan_document(rows: list[tuple[str, TrialSpec, dict[str, StageEstimate]]], a: Assumptions,
@@ -96,7 +105,7 @@ def plan_document(rows: list[tuple[str, TrialSpec, dict[str, StageEstimate]]], a
                 if e["key"] not in cached:
                     cached.add(e["key"])
                     with_cache += e["gpu_hours"]
-    totals = {"with_cache": round(with_cache, 2), "without_cache": round(without, 2)} if known \
+    totals = {"with_cache": _sig(with_cache), "without_cache": _sig(without)} if known \
         else {"with_cache": None, "without_cache": None}
     return {"trials": trials, "total_gpu_hours": totals,
             "assumptions": {"gpus_per_trial": a.gpus, "mfu": a.mfu, "peak_tflops": a.peak_tflops,
