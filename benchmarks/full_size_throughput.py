@@ -21,6 +21,7 @@ import torch
 MIXTURE = ("clip-l-448", "convnext-xxl-1024", "eva02-l-1024", "pix2struct-l-1024", "sam-l-1024")  # A+B+F+E+C
 TINY_MIXTURE = ("tiny-clip", "tiny-convnext", "tiny-eva02", "tiny-pix2struct", "tiny-sam")
 TEXT = {"align_expert": 64, "align_projector": 64, "sft": 512}
+ALIGN_EXPERT = 1  # stage 1 is measured on one expert alone: ConvNeXt-XXL, the most expensive
 MEMORY_FRACTION = 0.85  # of the GPU's memory the estimate may fill (allocator slack, CUDA context)
 
 
@@ -55,7 +56,10 @@ def choose(gpu_gb: float, tiny: bool = False) -> tuple[dict[str, Any], dict[str,
                     break
         if len(micro) == len(TEXT):
             spec = parse_trial_spec(bench_spec(preset, micro, tiny))
-            return spec, {k: v.as_dict() for k, v in est.trial(spec, vocab=32000 if not tiny else None).items()}
+            rows = {k: v.as_dict() for k, v in est.trial(spec, vocab=32000 if not tiny else None).items()}
+            alone = spec.model_copy(update={"experts": [spec.experts[ALIGN_EXPERT]]})  # what run_stage trains
+            rows["align_expert"] = est.trial(alone, vocab=32000 if not tiny else None)["align_expert"].as_dict()
+            return spec, rows
     raise RuntimeError(f"no benchmark configuration fits {gpu_gb:.0f} GB")
 
 
@@ -68,8 +72,8 @@ def _model(spec, stage: str, device: torch.device, tok, vocab: int):
     from trainers.model import EagleModel
 
     cfgs = S.resolve_experts(spec)
-    if stage == "align_expert":  # stage 1 trains one expert alone: the most expensive, ConvNeXt-XXL
-        cfgs = [cfgs[1].with_overrides(freeze=False)]
+    if stage == "align_expert":  # stage 1 trains one expert alone
+        cfgs = [cfgs[ALIGN_EXPERT].with_overrides(freeze=False)]
     with torch.device(device):
         mixture = experts.build_mixture(cfgs, "channel_concat")
         llm = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, pad_token_id=tok.pad_token_id,
@@ -149,7 +153,7 @@ def benchmark(tiny: bool = False, steps: int = 5, peak_override: float | None = 
         row["estimated_peak_memory_gb"] = round(estimate[s]["peak_memory_gb"], 2)
     return {"benchmark": "full_size_throughput", "device": name, "peak_tflops": peak,
             "mixture": "+".join(e.preset for e in spec.experts), "llm": spec.llm.preset,
-            "align_expert_expert": spec.experts[1].preset, "stages": stages}
+            "align_expert_expert": spec.experts[ALIGN_EXPERT].preset, "stages": stages}
 
 
 def main(argv: list[str] | None = None) -> int:
