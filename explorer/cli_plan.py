@@ -46,7 +46,7 @@ def plan_cmd(target: Annotated[Path, typer.Argument(help="Study file or trial fi
         a = Assumptions(gpus=n, mfu=mfu, peak_tflops=peak_tflops, caption_tokens=caption_tokens,
                         sft_tokens=sft_tokens, samples=_samples(samples or []))
         cache = default_cache_path()
-        doc = plan_study(study, a, cache) if study is not None else plan_trial(trial, a, trial.name, cache)
+        doc = plan_study(study, a, cache) if study is not None else plan_trial(trial, a, str(target), cache)
         limit = gpu_memory_gb or (study.resources.gpu_memory_gb if study is not None else None)
         doc["gpu_memory_gb"] = limit
         if as_json:

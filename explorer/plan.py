@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from explorer.study import StudyError, StudySpec
 from trainers.estimate import Assumptions, StageEstimate, TrialEstimator, dataset_size
@@ -121,9 +122,21 @@ def data_notes(ts: TrialSpec, a: Assumptions) -> list[str]:
     return notes
 
 
+@contextmanager
+def _named(source: str) -> Iterator[None]:
+    """An architecture that cannot be built offline is a bad input: one line naming the file."""
+    from trainers.arch_profile import ArchError
+
+    try:
+        yield
+    except ArchError as err:
+        raise StudyError(f"{source}: {err}") from None
+
+
 def plan_study(study: StudySpec, a: Assumptions, cache_path: Path | None = None) -> dict[str, Any]:
     est = TrialEstimator(a, cache_path)
-    rows = planned_trials(study, est)
+    with _named(study.source):
+        rows = planned_trials(study, est)
     notes = data_notes(rows[0][1], a) if rows else []
     if study.strategy.type == "greedy":
         notes.append("greedy: rounds planned as if the costliest candidate won each (an upper bound)")
@@ -132,7 +145,8 @@ def plan_study(study: StudySpec, a: Assumptions, cache_path: Path | None = None)
 
 def plan_trial(spec: TrialSpec, a: Assumptions, key: str, cache_path: Path | None = None) -> dict[str, Any]:
     est = TrialEstimator(a, cache_path)
-    return plan_document([(key, spec, est.trial(spec))], a, data_notes(spec, a))
+    with _named(key):
+        return plan_document([(key, spec, est.trial(spec))], a, data_notes(spec, a))
 
 
 def check_memory(study: StudySpec, gpu_memory_gb: float | None = None, cache_path: Path | None = None) -> None:
@@ -145,9 +159,11 @@ def check_memory(study: StudySpec, gpu_memory_gb: float | None = None, cache_pat
 
     a = Assumptions(gpus=study.resources.nproc_per_trial)
     est = TrialEstimator(a, cache_path or default_cache_path())
-    specs = reachable_trials(study) or [ts for _, ts, _ in planned_trials(study, est)]
-    for ts in specs:
-        for stage, s in est.trial(ts).items():
+    with _named(study.source):
+        specs = reachable_trials(study) or [ts for _, ts, _ in planned_trials(study, est)]
+        estimates = [(ts, est.trial(ts)) for ts in specs]
+    for ts, stages in estimates:
+        for stage, s in stages.items():
             if s.peak_memory_gb > limit:
                 raise StudyError(
                     f"{study.source}: trial {'+'.join(e.preset for e in ts.experts)} stage {stage}: estimated "

@@ -73,6 +73,17 @@ def test_plan_bad_option_is_one_line(tmp_path, plan_cache):
     assert "--samples: expected pretrain=N or sft=N" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
+def test_plan_of_an_llm_unknown_offline_is_one_line(tmp_path, plan_cache):
+    trial = yaml.safe_load((ROOT / "studies" / "trials" / "tiny.yaml").read_text())
+    trial["llm"] = {"source": "someone/unknown-7b"}
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(trial))
+    res = runner.invoke(app, ["plan", str(path)])
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "someone/unknown-7b" in err and "not known offline" in err
+
+
 def test_run_refuses_an_oversized_trial_before_anything_starts(tmp_path, plan_cache, monkeypatch):
     started = []
     monkeypatch.setattr(explorer.controller, "run_study", lambda *a, **k: started.append(a))
