@@ -19,6 +19,7 @@ def compared(tmp_path_factory):
     return compare(tmp_path_factory.mktemp("mem"), micro_batch=8)
 
 
+@pytest.mark.slow  # builds and steps the tiny model four times
 @pytest.mark.parametrize("stage", ["align_expert", "align_projector", "sft"])
 def test_estimate_is_close_to_a_measured_step(compared, stage):
     row = compared[stage]
