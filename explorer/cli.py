@@ -226,6 +226,9 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         checked = _checked_study(study_file, storage, tracking_uri, workdir, backend, ray_address)
         spec, workdir, storage_url = checked.spec, checked.workdir, checked.storage_url
         uri, artifacts = checked.tracking_uri, checked.artifact_root
+        from explorer.plan import check_memory
+
+        check_memory(spec)  # a trial estimated over resources.gpu_memory_gb stops the study here
         from explorer.tracking import MlflowTracker
 
         tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
@@ -536,6 +539,10 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
             raise CliError(_one_line(err)) from None
         _print_result(result, out_dir or ckpt)
 
+
+from explorer.cli_plan import register as _register_plan  # noqa: E402
+
+_register_plan(app, _guard, CliError)  # `plan` lives in its own file
 
 if __name__ == "__main__":  # pragma: no cover
     app()

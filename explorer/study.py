@@ -16,7 +16,8 @@ Schema (every key optional unless marked):
                                            # its relative data paths are resolved against its file
     objective: {metric: avg, direction: maximize}   # avg needs eval.benchmarks in the base trial
     budget: {max_trials: null, timeout_s: null}     # planned trials started / this process's run time
-    resources: {nproc_per_trial: 1, max_concurrent_trials: 1, cpus_per_worker: 1, gpus_per_worker: 0}
+    resources: {nproc_per_trial: 1, max_concurrent_trials: 1, cpus_per_worker: 1, gpus_per_worker: 0,
+                gpu_memory_gb: null}        # per GPU: `run` refuses a trial estimated over it (explorer.plan)
     retries: 0                             # failures (with an error) re-run this many times
     max_interruptions: null                # null: pre-empted/orphaned attempts re-run without limit
     storage: null                          # null: sqlite:///<workdir>/study.db
@@ -132,6 +133,7 @@ class Resources(_Strict):
     cpus_per_worker: float = Field(default=1, gt=0)
     gpus_per_worker: float = Field(default=0, ge=0)
     slurm: SlurmOptions = Field(default_factory=SlurmOptions)
+    gpu_memory_gb: float | None = Field(default=None, gt=0)
 
 
 class PrunerSpec(_Strict):

@@ -22,6 +22,9 @@ LLM_PRESETS: dict[str, dict[str, Any]] = {
     # ~1.1B params (TinyLlama-1.1B's shape) for GPU throughput/MFU benchmarks, random init
     "bench-llama": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
                         num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False),
+    # Llama-2-7B / Vicuna-7B shape (6.7B params with a 32k vocabulary) for full-size GPU benchmarks
+    "bench-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=32, max_position_embeddings=4096, tie_word_embeddings=False),
 }
 
 

@@ -1,0 +1,103 @@
+"""A GPU machine check in one command: the tiny trial with NCCL + bf16 under ddp, deepspeed_zero2
+and deepspeed_zero3 on 1 GPU (and on 2 where there are two): every stage's loss falls and
+result.json is complete; then the full-size throughput benchmark (benchmarks.full_size_throughput)
+and the memory estimate against measured peaks (benchmarks.memory_check). Meant to finish in
+under 8 minutes on one H100/H200. Prints ONE JSON line; exits 1 when a check fails, 2 without CUDA.
+`python -m benchmarks.gpu_check [--skip-full-size] [--steps 3]`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "studies" / "trials" / "tiny.yaml"
+STRATEGIES = ("ddp", "deepspeed_zero2", "deepspeed_zero3")
+RESULT_KEYS = {"scores", "objective", "objective_name", "heldout_loss", "stage_time_s", "throughput",
+               "peak_memory_mb", "steps", "world_size", "loss", "precision", "strategy"}
+
+
+def tiny_gpu_spec(strategy: str, work: Path) -> dict[str, Any]:
+    """studies/trials/tiny.yaml in bf16 under `strategy`: one epoch per stage, batches that split
+    over 1 or 2 processes."""
+    d = yaml.safe_load(TINY.read_text())
+    d["train"].update(strategy=strategy, precision="bf16", checkpoint_every=10**6)
+    d["data"]["synthetic"].update(n_pretrain=128, n_sft=128, n_heldout=16)
+    for st in d["train"]["stages"].values():
+        st.update(global_batch_size=8, micro_batch_size=4)
+    d["cache_dir"] = str(work / "cache")
+    return d
+
+
+def check_result(result: dict[str, Any], nproc: int) -> list[str]:
+    """What is wrong with a trial's result.json (nothing: [])."""
+    problems = [f"result.json lacks {k}" for k in sorted(RESULT_KEYS - set(result))]
+    if result.get("world_size") != nproc:
+        problems.append(f"world_size {result.get('world_size')} != {nproc}")
+    if result.get("precision") != "bf16":
+        problems.append(f"precision {result.get('precision')} (bf16 expected)")
+    for stage, loss in (result.get("loss") or {}).items():
+        if not loss["last"] < loss["first"]:
+            problems.append(f"{stage}: loss did not fall ({loss['first']:.4f} -> {loss['last']:.4f})")
+    if not result.get("peak_memory_mb", 0) > 0:
+        problems.append("no GPU peak memory recorded")
+    return problems
+
+
+def run_tiny(strategy: str, nproc: int, work: Path) -> dict[str, Any]:
+    from trainers.launch import TrialFailed, run_trial
+
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "trial.yaml"
+    path.write_text(yaml.safe_dump(tiny_gpu_spec(strategy, work), sort_keys=False))
+    t0 = time.perf_counter()
+    try:
+        result = run_trial(path, work / "trial", nproc=nproc, timeout_s=300)
+    except TrialFailed as err:
+        return {"ok": False, "problems": [str(err).splitlines()[0]], "wall_s": round(time.perf_counter() - t0, 1)}
+    problems = check_result(result, nproc)
+    return {"ok": not problems, "problems": problems, "wall_s": round(time.perf_counter() - t0, 1),
+            "heldout_loss": round(result["heldout_loss"], 4), "peak_memory_mb": round(result["peak_memory_mb"], 1),
+            "loss": result.get("loss"), "sft_tokens_per_s": round(result["throughput"]["sft"]["tokens_per_s"], 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--skip-full-size", action="store_true", help="only the tiny distributed trials")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per stage of the full-size benchmark")
+    ap.add_argument("--gpu-peak-tflops", type=float, default=None, help="bf16 dense peak for GPUs not listed")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.stderr.write("gpu_check: no CUDA device (torch.cuda.is_available() is False); run it on a GPU machine\n")
+        return 2
+    t0 = time.perf_counter()
+    n_gpus = torch.cuda.device_count()
+    doc: dict[str, Any] = {"benchmark": "gpu_check", "device": torch.cuda.get_device_name(0), "gpus": n_gpus,
+                           "torch": torch.__version__, "cuda": torch.version.cuda, "tiny_trials": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for nproc in sorted({1, min(2, n_gpus)}):
+            for strategy in STRATEGIES:
+                key = f"{strategy}/{nproc}gpu"
+                doc["tiny_trials"][key] = run_tiny(strategy, nproc, Path(tmp) / key.replace("/", "_"))
+        from benchmarks.memory_check import compare
+
+        doc["memory_check"] = compare(Path(tmp) / "memory", micro_batch=8, device="cuda:0")
+    if not args.skip_full_size:
+        from benchmarks.full_size_throughput import benchmark
+
+        doc["full_size"] = benchmark(steps=args.steps, peak_override=args.gpu_peak_tflops)
+    doc["ok"] = all(r["ok"] for r in doc["tiny_trials"].values())
+    doc["wall_s"] = round(time.perf_counter() - t0, 1)
+    sys.stdout.write(json.dumps(doc) + "\n")
+    return 0 if doc["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""`eagle-explore plan` (per-stage cost of every planned trial) and `run` refusing a trial that
+the estimate puts over the study's resources.gpu_memory_gb, before anything starts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import explorer.controller
+from explorer.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+STAGE_KEYS = {"trainable_params", "frozen_params", "flops_per_sample", "peak_memory_gb", "gpu_hours"}
+
+SMALL = {  # greedy over two tiny experts: two expert sets, three planned trials
+    "name": "plan-small", "strategy": {"type": "greedy", "base": ["A"], "candidates": ["B", "C"], "max_size": 2},
+    "search_space": "eagle_tiny", "objective": {"metric": "heldout_loss", "direction": "minimize"},
+    "base_trial": {"experts": [{"preset": "tiny-clip"}], "llm": {"preset": "tiny-llama", "max_length": 128},
+                   "data": {"synthetic": {"n_pretrain": 64, "n_sft": 64}},
+                   "train": {"stages": {s: {"global_batch_size": 8, "micro_batch_size": 4}
+                                        for s in ("align_expert", "align_projector", "sft")}}},
+}
+
+
+@pytest.fixture()
+def plan_cache(tmp_path, monkeypatch):
+    path = tmp_path / "profiles.json"
+    monkeypatch.setenv("EAGLE_PLAN_CACHE", str(path))
+    return path
+
+
+def _study(tmp_path: Path, **resources) -> Path:
+    data = {**SMALL, "resources": {"nproc_per_trial": 1, **resources}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_plan_json_of_a_small_study(tmp_path, plan_cache):
+    res = runner.invoke(app, ["plan", str(_study(tmp_path)), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [t["key"] for t in doc["trials"]] == ["r0/A/s0", "r1/A+B/s0", "r1/A+C/s0"]
+    for t in doc["trials"]:
+        assert list(t["stages"]) == ["align_expert", "align_projector", "sft"]
+        for s in t["stages"].values():
+            assert STAGE_KEYS <= set(s) and s["flops_per_sample"] > 0 and s["peak_memory_gb"] > 0
+    a_alone, a_b = doc["trials"][0]["stages"], doc["trials"][1]["stages"]
+    assert a_b["align_projector"]["frozen_params"] > a_alone["align_projector"]["frozen_params"]  # + expert B
+    assert a_b["align_expert"]["flops_per_sample"] > a_alone["align_expert"]["flops_per_sample"]
+    tot = doc["total_gpu_hours"]
+    # stage 1 of A is trained once with the cache (3 trials hold it), three times without
+    assert 0 < tot["with_cache"] < tot["without_cache"]
+    assert plan_cache.is_file()  # counts persist: a second plan counts nothing again
+    again = runner.invoke(app, ["plan", str(_study(tmp_path)), "--json"])
+    assert json.loads(again.stdout)["trials"] == doc["trials"]
+
+
+def test_plan_of_a_trial_file_prints_a_table(plan_cache):
+    res = runner.invoke(app, ["plan", str(ROOT / "studies" / "trials" / "tiny.yaml"), "--gpus", "2"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "align_projector" in res.stdout and "Total GPU-hours" in res.stdout and "2 GPU(s)" in res.stdout
+
+
+def test_plan_bad_option_is_one_line(tmp_path, plan_cache):
+    res = runner.invoke(app, ["plan", str(_study(tmp_path)), "--samples", "captions=10"])
+    assert res.exit_code == 2
+    assert "--samples: expected pretrain=N or sft=N" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_plan_of_an_llm_unknown_offline_is_one_line(tmp_path, plan_cache):
+    trial = yaml.safe_load((ROOT / "studies" / "trials" / "tiny.yaml").read_text())
+    trial["llm"] = {"source": "someone/unknown-7b"}
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(trial))
+    res = runner.invoke(app, ["plan", str(path)])
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "someone/unknown-7b" in err and "not known offline" in err
+
+
+def test_run_refuses_an_oversized_trial_before_anything_starts(tmp_path, plan_cache, monkeypatch):
+    started = []
+    monkeypatch.setattr(explorer.controller, "run_study", lambda *a, **k: started.append(a))
+    work = tmp_path / "work"
+    res = runner.invoke(app, ["run", str(_study(tmp_path, gpu_memory_gb=0.01)), "--workdir", str(work)])
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1
+    assert "exceeds resources.gpu_memory_gb=0.01" in err and "stage sft" in err
+    assert not started and not work.exists()  # no controller, no database, no trial process
+
+
+def test_gpu_memory_gb_is_validated(tmp_path):
+    from explorer.study import StudyError, load_study
+
+    with pytest.raises(StudyError, match="resources.gpu_memory_gb"):
+        load_study(_study(tmp_path, gpu_memory_gb=-1))
+
+
+@pytest.mark.slow
+def test_plan_of_the_paper_greedy_study(tmp_path, plan_cache):
+    """The full-size study (11 trials, six experts at paper resolutions, Vicuna-7B) on fake tensors."""
+    res = runner.invoke(app, ["plan", str(ROOT / "studies" / "eagle_greedy.yaml"), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert len(doc["trials"]) == 11 and doc["trials"][0]["key"] == "r0/A+B/s0"
+    sft = doc["trials"][0]["stages"]["sft"]
+    assert 6.7e9 < sft["trainable_params"] < 6.9e9  # Vicuna-7B + projector (experts frozen by preset)
+    assert sft["frozen_params"] > 1.1e9  # CLIP-L + ConvNeXt-XXL
+    six = doc["trials"][-1]["stages"]
+    assert six["align_projector"]["flops_per_sample"] > sft["flops_per_sample"] / 2
+    assert [e["expert"] for e in six["align_expert"]["stage1"]][:2] == ["clip-l-448", "convnext-xxl-1024"]
+    tot = doc["total_gpu_hours"]
+    hours = [s["gpu_hours"] for t in doc["trials"] for s in t["stages"].values()]
+    assert tot["without_cache"] == pytest.approx(sum(hours), rel=2e-3)
+    once = {e["key"]: e["gpu_hours"] for t in doc["trials"] for e in t["stages"]["align_expert"]["stage1"]}
+    assert len(once) == 6  # the cache trains each expert's stage 1 once in the study
+    stage1 = sum(t["stages"]["align_expert"]["gpu_hours"] for t in doc["trials"])
+    assert tot["with_cache"] == pytest.approx(tot["without_cache"] - stage1 + sum(once.values()), rel=2e-3)
