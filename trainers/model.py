@@ -144,7 +144,9 @@ class EagleModel(nn.Module):
         (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
 
     @classmethod
-    def from_pretrained(cls, src: str | Path, llm_grad_checkpointing: bool = False) -> "EagleModel":
+    def from_pretrained(cls, src: str | Path, llm_grad_checkpointing: bool = False,
+                        dtype: torch.dtype = torch.float32) -> "EagleModel":
+        """The saved model with every weight in `dtype` (the LLM read straight into it)."""
         import experts
 
         src = Path(src)
@@ -152,15 +154,15 @@ class EagleModel(nn.Module):
             raise FileNotFoundError(f"{src}: no {CONFIG_NAME} (not a saved EagleModel)")
         cfg = json.loads((src / CONFIG_NAME).read_text())
         loaded = [experts.load_expert(src / "experts" / str(i)) for i in range(cfg["num_experts"])]
-        mixture = experts.VisionMixture(loaded, cfg["fusion"]["name"], cfg["fusion"]["options"])
+        mixture = experts.VisionMixture(loaded, cfg["fusion"]["name"], cfg["fusion"]["options"]).to(dtype)
         if (src / "fusion.safetensors").is_file():
             mixture.fusion.load_state_dict(load_file(str(src / "fusion.safetensors")))
         tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
-        llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=torch.float32)
+        llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=dtype)
         if llm_grad_checkpointing:
             from trainers.llm import enable_checkpointing
 
             enable_checkpointing(llm)
         model = cls(mixture, cfg["projector"], llm, tokenizer, cfg["fusion"]["name"], cfg["fusion"]["options"])
         model.projector.load_state_dict(load_file(str(src / "projector.safetensors")))
-        return model
+        return model.to(dtype)

@@ -1,0 +1,77 @@
+"""DeepSpeed ZeRO-2/3: DeepSpeed's engine owns bf16, accumulation, clipping and the optimizer;
+checkpoints are DeepSpeed's own (trainable parameters only) plus each rank's RNG state."""
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainers.checkpoint import finish, load_rng, newest, save_rng, step_dir
+from trainers.dsconfig import deepspeed_config
+from trainers.engine import Engine, StageJob, optimizer_groups, warmup_cosine
+
+logger = logging.getLogger(__name__)
+
+
+class DeepSpeedEngine(Engine):
+    name = "deepspeed_zero2"
+
+    @property
+    def zero3(self) -> bool:
+        return self.strategy == "deepspeed_zero3"
+
+    def setup(self, job: StageJob, accum: int, steps: int) -> nn.Module:
+        import deepspeed
+
+        cfg = deepspeed_config(self.strategy, job.hp, self.env.world_size, accum, self.bf16,
+                               self.env.device.type == "cuda")
+        self.ds, self.opt, _, self.sched = deepspeed.initialize(
+            model=job.model, model_parameters=optimizer_groups(job, job.hp.weight_decay), config=cfg,
+            lr_scheduler=lambda o: warmup_cosine(o, steps, job.hp.warmup_ratio))
+        self.last_module = self.ds.module
+        return self.ds
+
+    def backward(self, wrapped: nn.Module, batch: dict, last_micro: bool, accum: int) -> torch.Tensor:
+        loss = self.ds(**batch).loss
+        self.ds.backward(loss)
+        self.ds.step()  # DeepSpeed steps the optimizer itself at the accumulation boundary
+        return loss.detach()
+
+    def step(self, job: StageJob) -> None:
+        pass
+
+    def save(self, ckpt_dir: Path, step: int, job: StageJob) -> None:
+        final = step_dir(ckpt_dir, step)
+        # frozen parameters are not in the checkpoint: they come from the stage's inputs again
+        self.ds.save_checkpoint(str(ckpt_dir), tag=final.name, client_state={"step": step},
+                                exclude_frozen_parameters=True)
+        save_rng(final, self.env.rank)
+        if self.env.is_main:
+            (final / "state.json").write_text(json.dumps({"step": step}))
+        finish(ckpt_dir, final, self.env.rank)
+
+    def load(self, ckpt_dir: Path, job: StageJob) -> int:
+        path, state = newest(ckpt_dir)
+        load_path, _ = self.ds.load_checkpoint(str(ckpt_dir), tag=path.name, load_module_strict=False)
+        if load_path is None:
+            raise FileNotFoundError(f"{path}: DeepSpeed found no checkpoint there")
+        load_rng(path, self.env.rank, state["step"])
+        logger.info("resumed from %s (step %d)", path, state["step"])
+        return int(state["step"])
+
+    def gathered(self, model: nn.Module) -> AbstractContextManager:
+        import deepspeed
+        from contextlib import nullcontext
+
+        if not self.zero3:
+            return nullcontext()
+        return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+
+    def release(self) -> None:
+        if getattr(self, "ds", None) is not None:
+            self.ds.destroy()
+        self.ds = self.opt = self.sched = None
