@@ -173,7 +173,7 @@ class Engine(ABC):
         return out
 
     def build_context(self) -> AbstractContextManager:
-        """Where a stage's model is built (ZeRO-3 could build it partitioned); nothing by default."""
+        """Where a stage's model is loaded from disk (ZeRO-3: built partitioned); nothing by default."""
         return nullcontext()
 
     def release(self) -> None:

@@ -47,9 +47,8 @@ def claim(cache: Stage1Cache, key: str, name: str, is_main: bool, poll_s: float 
 def _train_one(runner: "TrialRunner", cache: Stage1Cache, i: int, cfg, key: str, llm_spec, tok) -> Any:
     spec, env = runner.spec, runner.env
     hp = spec.train.stages["align_expert"]
-    with runner.engine.build_context():
-        model = S.build_model([cfg.with_overrides(freeze=False)], "channel_concat", {}, spec.projector.type,
-                              llm_spec, tok, spec.seed, dtype=runner.dtype)
+    model = S.build_model([cfg.with_overrides(freeze=False)], "channel_concat", {}, spec.projector.type,
+                          llm_spec, tok, spec.seed, dtype=runner.dtype)
     S.freeze_for_stage(model, "align_expert", spec)
     job = StageJob(f"align_expert/{i}", "align_expert", model, S.param_groups(model, hp),
                    runner.dataset(runner.data.pretrain, S.PRETRAIN_TEMPLATE, tok),

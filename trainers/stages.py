@@ -86,7 +86,7 @@ def make_collate(tokenizer):
 
 # ----- freezing and lr groups -----
 def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())  # ZeRO-3: the whole size
 
 
 def set_trainable(model, stage: str, vision: list[bool], projector: bool, llm: bool) -> None:
@@ -103,7 +103,7 @@ def set_trainable(model, stage: str, vision: list[bool], projector: bool, llm: b
     logger.info("[%s] projector %s: %s (%.3fM params)", stage, model.projector_type,
                 "trainable" if projector else "frozen", _count(model.projector) / 1e6)
     logger.info("[%s] llm: %s (%.2fM params)", stage, "trainable" if llm else "frozen", _count(model.llm) / 1e6)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_train = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     logger.info("[%s] trainable %.3fM of %.3fM params", stage, n_train / 1e6, _count(model) / 1e6)
 
 

@@ -96,14 +96,14 @@ class TrialRunner:
         from trainers.model import EagleModel
 
         spec = self.spec
-        with self.engine.build_context():
-            if prev is not None:
+        if prev is not None:  # every weight comes from disk: ZeRO-3 builds it partitioned
+            with self.engine.build_context():
                 return EagleModel.from_pretrained(self.stage_dir(prev) / "model", spec.llm.checkpointing,
                                                   dtype=self.dtype)
-            if stage == "align_projector":
-                return self._stage2_model()
-            return S.build_model(S.resolve_experts(spec), spec.fusion.name, spec.fusion.options,
-                                 spec.projector.type, spec.llm, self.tokenizer, spec.seed, dtype=self.dtype)
+        if stage == "align_projector":
+            return self._stage2_model()
+        return S.build_model(S.resolve_experts(spec), spec.fusion.name, spec.fusion.options,
+                             spec.projector.type, spec.llm, self.tokenizer, spec.seed, dtype=self.dtype)
 
     def _stage2_model(self):
         import experts

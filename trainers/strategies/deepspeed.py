@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -65,11 +66,33 @@ class DeepSpeedEngine(Engine):
 
     def gathered(self, model: nn.Module) -> AbstractContextManager:
         import deepspeed
-        from contextlib import nullcontext
 
         if not self.zero3:
             return nullcontext()
         return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+
+    @contextmanager
+    def build_context(self) -> Iterator[None]:
+        """ZeRO-3: modules are partitioned as they are constructed (deepspeed.zero.Init) and
+        transformers' from_pretrained loads into the partitions (HfDeepSpeedConfig alive meanwhile),
+        so no rank holds the whole model. Weights must then come from disk (load_state), since an
+        init a parent module runs after construction would not reach the partitions."""
+        if not self.zero3:
+            yield
+            return
+        import deepspeed
+        import torch._dynamo  # noqa: F401  imported inside zero.Init (which patches Tensor.__new__) it fails
+        from transformers.integrations import HfDeepSpeedConfig
+
+        import experts  # noqa: F401  the families' transformers modules, for the same reason
+
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
+        cfg = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
+               "bf16": {"enabled": bool(self.bf16)}}
+        hf = HfDeepSpeedConfig(cfg)  # transformers checks for it through a weak reference
+        with deepspeed.zero.Init(config_dict_or_path=cfg, dtype=dtype):
+            yield
+        del hf
 
     def release(self) -> None:
         if getattr(self, "ds", None) is not None:
