@@ -122,8 +122,10 @@ def gather_objects(obj: Any, dst: int = 0) -> list[Any] | None:
     return parts
 
 
-def shutdown() -> None:
-    """Barrier, then destroy the group (every rank)."""
+def shutdown(wait: bool = True) -> None:
+    """Destroy the group (every rank), after a barrier unless `wait` is False (an error path, where
+    another rank may never arrive)."""
     if dist.is_available() and dist.is_initialized():
-        barrier()
+        if wait:
+            barrier()
         dist.destroy_process_group()

@@ -85,7 +85,7 @@ def _worker(rank: int, nproc: int, init_file: str, model_dir: str, spec_json: st
         if rank == 0:
             (Path(out_dir) / RESULT_FILE).write_text(json.dumps(result, indent=2))
     finally:
-        D.shutdown()
+        D.shutdown(wait=False)
 
 
 def run_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: int | None = None,
