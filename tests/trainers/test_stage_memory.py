@@ -5,11 +5,14 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from tests.trainers.helpers_eagle import tiny_spec_dict
 from trainers.distributed import DistEnv
 from trainers.spec import parse_trial_spec
 
 
+@pytest.mark.slow
 def test_a_finished_stage_frees_its_model_and_optimizer(tmp_path):
     from trainers.worker import TrialRunner
 
