@@ -19,7 +19,9 @@ class HFExpert(VisionExpert):
 
     @classmethod
     def build_backbone(cls, config: ExpertConfig) -> nn.Module:
-        return cls.model_cls(hf_config(cls.config_cls, config))
+        hf = hf_config(cls.config_cls, config)
+        hf._attn_implementation = config.attention  # before construction: SAM picks its attention class then
+        return cls.model_cls(hf)
 
     @classmethod
     def load_backbone(cls, config: ExpertConfig) -> nn.Module:

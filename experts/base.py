@@ -165,7 +165,8 @@ class VisionExpert(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.check_images(images)
-        pixels = self.preprocess(images.to(next(self.backbone.parameters()).dtype))
+        # resize + normalise in fp32 (antialiased resize has no bf16 kernel on CPU), then the weights' dtype
+        pixels = self.preprocess(images.float()).to(next(self.backbone.parameters()).dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._trainable):
             if self.config.highres == "tiled" and self.tiles_per_side > 1:
                 tiles, k = split_tiles(pixels, self.config.native_size)

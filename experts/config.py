@@ -10,6 +10,7 @@ from experts.errors import ExpertConfigError
 Family = Literal["clip", "convnext", "sam", "dinov2", "pix2struct", "eva02"]
 Align = Literal["none", "resize", "unshuffle"]
 HighRes = Literal["interpolate", "tiled"]
+Attention = Literal["sdpa", "eager"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -41,6 +42,7 @@ class ExpertConfig(BaseModel):
     std: tuple[float, float, float] = CLIP_STD
     freeze: bool = True
     grad_checkpointing: bool = False
+    attention: Attention = "sdpa"  # transformers backbones: fused SDPA kernels (eager: the reference maths)
     feature_layer: int = -1  # index into the hidden states (-2: penultimate, as LLaVA uses)
 
     @model_validator(mode="after")

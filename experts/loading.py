@@ -74,7 +74,7 @@ def load_hf(model_cls, cfg: ExpertConfig, submodule: str | None = None) -> nn.Mo
         raise ExpertLoadError(f"expert {cfg.name!r}: weight directory {src!r} does not exist")
     try:
         model, info = model_cls.from_pretrained(str(Path(src).expanduser()) if looks_like_path(src) else src,
-                                                output_loading_info=True)
+                                                output_loading_info=True, attn_implementation=cfg.attention)
     except Exception as exc:  # hub unreachable, no weight file, bad config: one clear error
         raise ExpertLoadError(f"expert {cfg.name!r}: cannot load {model_cls.__name__} weights from {src!r} ({_first_line(exc)})") from exc
     missing = list(info.get("missing_keys") or [])
@@ -157,7 +157,7 @@ def load_saved_backbone(expert_cls, cfg: ExpertConfig) -> nn.Module:
     saved = read_saved_config(cfg.source)
     if saved.family != cfg.family:
         raise ExpertLoadError(f"expert {cfg.name!r}: {cfg.source!r} holds a {saved.family!r} expert, not {cfg.family!r}")
-    backbone = expert_cls.build_backbone(saved)
+    backbone = expert_cls.build_backbone(saved.with_overrides(attention=cfg.attention))
     try:
         backbone.load_state_dict(read_saved_weights(cfg.source, "backbone."), strict=True)
     except RuntimeError as exc:

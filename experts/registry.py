@@ -41,11 +41,16 @@ def build_expert(cfg: ExpertConfig | str) -> VisionExpert:
     return cls(cfg, backbone)
 
 
-def load_expert(directory) -> VisionExpert:
-    """Read back what VisionExpert.save_pretrained wrote (strict: every weight must fit)."""
+def load_expert(directory, load_state=None) -> VisionExpert:
+    """Read back what VisionExpert.save_pretrained wrote (strict: every weight must fit).
+    `load_state(module, state)` replaces load_state_dict (a trainer's partitioned-weight loader)."""
     cfg = read_saved_config(directory)
     expert = get_family(cfg.family)(cfg)
-    expert.load_state_dict(read_saved_weights(directory), strict=True)
+    state = read_saved_weights(directory)
+    if load_state is None:
+        expert.load_state_dict(state, strict=True)
+    else:
+        load_state(expert, state)
     return expert
 
 

@@ -17,8 +17,25 @@ from trainers.claims import FileClaim
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: the word tokenizer keeps case (other vocabulary, other stage-1 results)
 META = "meta.json"
+ROOT = Path(__file__).resolve().parents[1]
+# the code a stage-1 result depends on: the experts, the model, the data pipeline, the training loop
+STAGE1_CODE = ("experts", "trainers/data", "trainers/strategies", "trainers/engine.py", "trainers/stages.py",
+               "trainers/stage1.py", "trainers/model.py", "trainers/projector.py", "trainers/llm.py",
+               "trainers/checkpoint.py", "trainers/dsconfig.py", "trainers/distributed.py")
+
+
+def code_version() -> str:
+    """sha256 over the stage-1 source files (path + content, sorted): a change to that code is a new
+    cache version, with no constant to remember to bump."""
+    h, root = hashlib.sha256(), ROOT
+    for part in STAGE1_CODE:
+        p = root / part
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def file_identity(path: str | Path) -> dict[str, Any]:
@@ -32,10 +49,12 @@ def file_identity(path: str | Path) -> dict[str, Any]:
 
 
 def stage1_key(expert_config: dict[str, Any], align_llm: dict[str, Any], data_identity: dict[str, Any],
-               hyper_params: dict[str, Any], seed: int, template: str, projector: str) -> str:
+               hyper_params: dict[str, Any], seed: int, template: str, projector: str, precision: str,
+               code: str) -> str:
     """sha256 over a canonical JSON of what determines the stage-1 result."""
-    blob = {"v": CACHE_VERSION, "expert": expert_config, "llm": align_llm, "data": data_identity,
-            "hp": hyper_params, "seed": seed, "template": template, "projector": projector}
+    blob = {"code": code, "expert": expert_config, "llm": align_llm, "data": data_identity,
+            "hp": hyper_params, "seed": seed, "template": template, "projector": projector,
+            "precision": precision}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

@@ -1,22 +1,25 @@
-"""One training loop for DDP and DeepSpeed ZeRO-2/3: deterministic global batches, gradient
-accumulation, cosine schedule with warmup, grad clipping, metrics, checkpoints and resume."""
+"""The training loop, once, for every distributed strategy: deterministic global batches, gradient
+accumulation, warmup + cosine schedule, metrics, checkpoints and exact resume. A strategy
+(trainers/strategies/: DDP, DeepSpeed ZeRO) supplies only setup/backward/step/save/load/gathered."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-import os
 import time
-from contextlib import nullcontext
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from trainers import distributed as D
 from trainers import preempt
-from trainers.checkpoint import latest_step, load_checkpoint, save_checkpoint
+from trainers.checkpoint import latest_step
+from trainers.distributed import DistEnv
 from trainers.metrics import MetricsWriter
 from trainers.spec import StageSpec
 
@@ -44,47 +47,18 @@ def total_steps(hp: StageSpec, n_items: int, stage: str = "stage") -> int:
     return min(steps, hp.max_steps) if hp.max_steps else steps
 
 
-def cosine_with_warmup(total: int, warmup_ratio: float) -> Callable[[int], float]:
-    warm = math.ceil(warmup_ratio * total)
+def warmup_cosine(optimizer, total: int, warmup_ratio: float):
+    """transformers' cosine schedule with ceil(ratio * total) linear warmup steps: the schedule the
+    HF Trainer (so LLaVA's and the paper's recipe) uses with warmup_ratio."""
+    from transformers import get_cosine_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        progress = (step - warm) / max(1, total - warm)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+    return get_cosine_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * total), total)
 
 
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(strategy: str) -> DistEnv:
-    """Process group from torchrun's env (gloo on CPU, NCCL on GPU); single process without torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    on_gpu = torch.cuda.is_available()
-    device = torch.device("cuda", local) if on_gpu else torch.device("cpu")
-    if on_gpu:
-        torch.cuda.set_device(device)
-    if "MASTER_ADDR" in os.environ and not dist.is_initialized():
-        backend = "nccl" if on_gpu else "gloo"
-        if strategy.startswith("deepspeed"):
-            import deepspeed
-
-            deepspeed.init_distributed(dist_backend=backend)
-        else:
-            dist.init_process_group(backend=backend)
-    return DistEnv(rank, world, local, device)
+def rank_seed(seed: int, rank: int, tag: str) -> int:
+    """Seed of this rank's dropout/drop-path stream in stage `tag`: differs per rank (so ranks do not
+    drop the same units) and per stage, and does not depend on what ran before."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{rank}:{tag}".encode()).digest()[:8], "little") >> 1
 
 
 @dataclass
@@ -92,6 +66,7 @@ class ParamGroup:
     name: str  # "llm", "projector", "vision"
     params: list[nn.Parameter]
     lr: float
+    no_decay: list[nn.Parameter] = field(default_factory=list)  # norms, biases, embeddings of the group
 
 
 @dataclass
@@ -131,17 +106,20 @@ def rank_micro_batches(n_items: int, step: int, hp: StageSpec, env: DistEnv, acc
     return [mine[i * hp.micro_batch_size:(i + 1) * hp.micro_batch_size] for i in range(accum)]
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _allreduce_sum(values: list[float], env: DistEnv) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if env.world_size > 1 and dist.is_initialized():
-        if env.device.type == "cuda":
-            t = t.to(env.device)
-        dist.all_reduce(t)
-    return t.cpu().tolist()
+def optimizer_groups(job: StageJob, weight_decay: float) -> list[dict]:
+    """Named groups with the stage's lr; norms, biases and embeddings get no weight decay."""
+    groups = []
+    for g in job.groups:
+        skip = {id(p) for p in g.no_decay}
+        decay = [p for p in g.params if id(p) not in skip]
+        plain = [p for p in g.params if id(p) in skip]
+        if decay:
+            groups.append({"params": decay, "lr": g.lr, "name": g.name, "weight_decay": weight_decay})
+        if plain:
+            groups.append({"params": plain, "lr": g.lr, "name": f"{g.name}/no_decay", "weight_decay": 0.0})
+    if not groups:
+        raise ValueError(f"stage {job.tag}: nothing to train (every parameter is frozen)")
+    return groups
 
 
 def _llm_tokens(batch: dict, num_image_tokens: int, image_token_id: int) -> int:
@@ -149,62 +127,73 @@ def _llm_tokens(batch: dict, num_image_tokens: int, image_token_id: int) -> int:
     return int(batch["attention_mask"].sum()) + n_img * (num_image_tokens - 1)
 
 
-class Engine:
-    """Runs StageJobs for one trial: `run(job, ckpt_dir)` trains and returns a StageResult."""
+class Engine(ABC):
+    """Runs StageJobs for one trial: `run(job, ckpt_dir)` trains and returns a StageResult.
+    Subclasses implement the strategy hooks; `make_engine` picks one by the spec's strategy name."""
 
-    def __init__(self, strategy: str, env: DistEnv, metrics: MetricsWriter, seed: int,
-                 checkpoint_every: int, bf16: bool) -> None:
-        self.strategy, self.env, self.metrics = strategy, env, metrics
+    name = ""
+
+    def __init__(self, env: DistEnv, metrics: MetricsWriter, seed: int, checkpoint_every: int,
+                 bf16: bool, strategy: str = "") -> None:
+        self.strategy = strategy or self.name
+        self.env, self.metrics = env, metrics
         self.seed, self.checkpoint_every, self.bf16 = seed, checkpoint_every, bf16
         self.stop_after: int | None = None  # tests: simulate a crash after this many steps
         self.preempt_dir: Path | None = None  # the trial directory whose request file means "stop"
-        self.last_module: nn.Module | None = None  # what evaluation calls forward on (DeepSpeed: engine.module)
+        self.last_module: nn.Module | None = None  # the trained module, on the device (evaluation uses it)
 
-    def _optimizer_groups(self, job: StageJob) -> list[dict]:
-        groups = [{"params": g.params, "lr": g.lr, "name": g.name} for g in job.groups if g.params]
-        if not groups:
-            raise ValueError(f"stage {job.tag}: nothing to train (every parameter is frozen)")
-        return groups
+    # ----- strategy hooks -----
+    @abstractmethod
+    def setup(self, job: StageJob, accum: int, steps: int) -> nn.Module:
+        """Move/wrap the model, build optimizer and schedule; returns the module to call."""
 
-    def _wrap(self, job: StageJob, accum: int, steps: int):
-        model = job.model.to(self.env.device)
-        groups = self._optimizer_groups(job)
-        factor = cosine_with_warmup(steps, job.hp.warmup_ratio)
-        if self.strategy.startswith("deepspeed"):
-            import deepspeed
+    @abstractmethod
+    def backward(self, wrapped: nn.Module, batch: dict, last_micro: bool, accum: int) -> torch.Tensor:
+        """Forward + backward of one micro batch; returns the (unscaled, detached) loss."""
 
-            from trainers.dsconfig import deepspeed_config
+    @abstractmethod
+    def step(self, job: StageJob) -> None:
+        """End of an optimizer step: clip, update, schedule, zero grads (where the strategy does not)."""
 
-            cfg = deepspeed_config(self.strategy, job.hp, self.env.world_size, accum, self.bf16,
-                                   self.env.device.type == "cuda")
-            engine, opt, _, sched = deepspeed.initialize(
-                model=model, model_parameters=groups, config=cfg,
-                lr_scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, factor))
-            return engine, engine, opt, sched
-        opt = torch.optim.AdamW(groups, lr=job.hp.lr, weight_decay=job.hp.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        wrapped = model
-        if self.env.world_size > 1:
-            ids = [self.env.device.index] if self.env.device.type == "cuda" else None
-            # vision experts can hold parameters their selected feature layer never reaches
-            unused = any(g.name == "vision" for g in job.groups)
-            wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
-        return wrapped, None, opt, sched
+    @abstractmethod
+    def save(self, ckpt_dir: Path, step: int, job: StageJob) -> None:
+        """A complete checkpoint of the stage at `step` (every rank calls it)."""
 
+    @abstractmethod
+    def load(self, ckpt_dir: Path, job: StageJob) -> int:
+        """Restore the newest complete checkpoint; returns its step."""
+
+    @abstractmethod
+    def gathered(self, model: nn.Module) -> AbstractContextManager:
+        """Whole parameters readable inside the context (ZeRO-3 gathers; others: nothing to do)."""
+
+    def lr_groups(self) -> dict[str, float]:
+        """The current lr per named group (its no-decay half has the same lr). Subclasses set self.opt."""
+        out: dict[str, float] = {}
+        for g in self.opt.param_groups:
+            out.setdefault(g["name"].split("/")[0], g["lr"])
+        return out
+
+    def build_context(self) -> AbstractContextManager:
+        """Where a stage's model is loaded from disk (ZeRO-3: built partitioned); nothing by default."""
+        return nullcontext()
+
+    def release(self) -> None:
+        """Drop references to this stage's optimizer/engine so the next stage starts from free memory."""
+
+    # ----- the loop -----
     def run(self, job: StageJob, ckpt_dir: str | Path) -> StageResult:
         env, hp = self.env, job.hp
         accum = accumulation_steps(hp, env.world_size, job.stage)
         steps = total_steps(hp, len(job.dataset), job.stage)
-        wrapped, ds, opt, sched = self._wrap(job, accum, steps)
-        self.last_module = ds.module if ds is not None else job.model
-        core = job.model
+        torch.manual_seed(rank_seed(self.seed, env.rank, job.tag))  # dropout differs per rank; data order is global
+        wrapped = self.setup(job, accum, steps)
         ckpt_dir = Path(ckpt_dir)
         start = 0
         if latest_step(ckpt_dir) is not None:
-            start = int(load_checkpoint(ckpt_dir, core, opt, sched, ds_engine=ds)["step"])
+            start = self.load(ckpt_dir, job)
             self.metrics.truncate_after(job.tag, start)
-        params = [p for g in job.groups for p in g.params]
-        autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.bf16 and ds is None)
+        core = job.model
         n_img, img_id = core.num_image_tokens, core.image_token_id
         losses: list[float] = []
         samples = tokens = 0.0
@@ -215,29 +204,15 @@ class Engine:
             micro = rank_micro_batches(len(job.dataset), step, hp, env, accum, self.seed)
             loss_sum, tok = 0.0, 0
             for i, idx in enumerate(micro):
-                batch = _to(job.collate_fn([job.dataset[j] for j in idx]), env.device)
+                batch = D.to_device(job.collate_fn([job.dataset[j] for j in idx]), env.device)
                 tok += _llm_tokens(batch, n_img, img_id)
-                last = i == accum - 1
-                if ds is not None:
-                    loss = ds(**batch).loss
-                    ds.backward(loss)
-                    ds.step()
-                else:
-                    sync = wrapped.no_sync() if (env.world_size > 1 and not last) else nullcontext()
-                    with sync, autocast:
-                        loss = wrapped(**batch).loss
-                    (loss / accum).backward()
-                loss_sum += float(loss.detach())
-            if ds is None:
-                torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
-            lr_groups = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
+                loss_sum += float(self.backward(wrapped, batch, i == accum - 1, accum))
+            self.step(job)
+            lr_groups = self.lr_groups()
             lr = lr_groups.get("projector", next(iter(lr_groups.values())))
             # the pre-emption vote rides on the step's one reduction: every rank stops at the same step
-            total_loss, total_tok, stop_votes = _allreduce_sum(
-                [loss_sum / accum, float(tok), float(preempt.requested(self.preempt_dir))], env)
+            total_loss, total_tok, stop_votes = D.all_reduce_values(
+                [loss_sum / accum, float(tok), float(preempt.requested(self.preempt_dir))])
             dt = time.perf_counter() - t0
             mean_loss = total_loss / env.world_size
             losses.append(mean_loss)
@@ -249,7 +224,7 @@ class Engine:
             done = step + 1
             stop = stop_votes > 0 and done < steps
             if (done % self.checkpoint_every == 0 or stop) and done < steps:
-                save_checkpoint(ckpt_dir, done, core, opt, sched, env.rank, ds_engine=ds)
+                self.save(ckpt_dir, done, job)
             if stop:
                 raise preempt.Preempted(job.tag, done)
             if job.on_step is not None:
@@ -265,3 +240,9 @@ class Engine:
                            last_loss=losses[-1] if losses else float("nan"),
                            resumed_from=start or None)
 
+
+def make_engine(strategy: str, env: DistEnv, metrics: MetricsWriter, seed: int, checkpoint_every: int,
+                bf16: bool) -> Engine:
+    from trainers.strategies import get_strategy
+
+    return get_strategy(strategy)(env, metrics, seed, checkpoint_every, bf16, strategy)

@@ -55,8 +55,9 @@ def build_tokenizer(spec: LLMSpec, texts: Iterable[str] | None, out_dir: str | P
     return load_tokenizer(spec.source, spec.template)
 
 
-def build_llm(spec: LLMSpec, tokenizer, seed: int = 0) -> PreTrainedModel:
-    """A causal LM whose embeddings cover the tokenizer (resized when tokens were added)."""
+def build_llm(spec: LLMSpec, tokenizer, seed: int = 0, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A causal LM in `dtype` whose embeddings cover the tokenizer (resized when tokens were added);
+    a source checkpoint is read straight into `dtype` (never a whole fp32 copy first)."""
     check_llm_spec(spec)
     if spec.preset is not None:
         cfg = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -65,19 +66,19 @@ def build_llm(spec: LLMSpec, tokenizer, seed: int = 0) -> PreTrainedModel:
         gen = torch.random.fork_rng()
         with gen:  # random init that depends only on the seed, not on what ran before
             torch.manual_seed(seed)
-            model = LlamaForCausalLM(cfg)
+            model = LlamaForCausalLM(cfg).to(dtype)
         logger.info("llm preset %s: %.2fM params (random init, seed %d)", spec.preset,
                     sum(p.numel() for p in model.parameters()) / 1e6, seed)
     else:
         try:
-            model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype)
         except OSError as err:
             raise FileNotFoundError(f"cannot load llm.source {spec.source!r}: {str(err).splitlines()[0]}") from None
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             model.resize_token_embeddings(len(tokenizer))
     if model.generation_config is not None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if spec.grad_checkpointing:
+    if spec.checkpointing:
         enable_checkpointing(model)
     return model
 

@@ -20,6 +20,19 @@ IMAGE_TOKEN = "<image>"  # same string as trainers.data.templates.IMAGE_TOKEN
 CONFIG_NAME = "eagle.json"
 
 
+def load_state(module: nn.Module, state: dict[str, Tensor]) -> None:
+    """Strict load_state_dict that also fills ZeRO-3-partitioned parameters (gathered for the copy,
+    rank 0's values kept, partitioned again after)."""
+    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        module.load_state_dict(state, strict=True)
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+        module.load_state_dict(state, strict=True)
+
+
 class EagleModel(nn.Module):
     """`forward(input_ids, attention_mask, images, labels)` -> the LLM's output (loss when labels given).
 
@@ -144,23 +157,25 @@ class EagleModel(nn.Module):
         (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
 
     @classmethod
-    def from_pretrained(cls, src: str | Path, llm_grad_checkpointing: bool = False) -> "EagleModel":
+    def from_pretrained(cls, src: str | Path, llm_grad_checkpointing: bool = False,
+                        dtype: torch.dtype = torch.float32) -> "EagleModel":
+        """The saved model with every weight in `dtype` (the LLM read straight into it)."""
         import experts
 
         src = Path(src)
         if not (src / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{src}: no {CONFIG_NAME} (not a saved EagleModel)")
         cfg = json.loads((src / CONFIG_NAME).read_text())
-        loaded = [experts.load_expert(src / "experts" / str(i)) for i in range(cfg["num_experts"])]
-        mixture = experts.VisionMixture(loaded, cfg["fusion"]["name"], cfg["fusion"]["options"])
+        loaded = [experts.load_expert(src / "experts" / str(i), load_state) for i in range(cfg["num_experts"])]
+        mixture = experts.VisionMixture(loaded, cfg["fusion"]["name"], cfg["fusion"]["options"]).to(dtype)
         if (src / "fusion.safetensors").is_file():
-            mixture.fusion.load_state_dict(load_file(str(src / "fusion.safetensors")))
+            load_state(mixture.fusion, load_file(str(src / "fusion.safetensors")))
         tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
-        llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=torch.float32)
+        llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=dtype)
         if llm_grad_checkpointing:
             from trainers.llm import enable_checkpointing
 
             enable_checkpointing(llm)
         model = cls(mixture, cfg["projector"], llm, tokenizer, cfg["fusion"]["name"], cfg["fusion"]["options"])
-        model.projector.load_state_dict(load_file(str(src / "projector.safetensors")))
-        return model
+        load_state(model.projector, load_file(str(src / "projector.safetensors")))
+        return model.to(dtype)

@@ -52,8 +52,12 @@ class LLMSpec(_Strict):
     source: str | None = None  # hub id or local directory of a causal LM
     template: Template = "vicuna_v1"
     freeze: bool = False  # during SFT
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool | None = None  # None: on for a source (full-size) LLM, off for tiny presets
     max_length: int = Field(default=512, gt=0)
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.grad_checkpointing if self.grad_checkpointing is not None else self.source is not None
 
     @model_validator(mode="after")
     def _one_of(self) -> "LLMSpec":

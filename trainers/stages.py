@@ -86,7 +86,7 @@ def make_collate(tokenizer):
 
 # ----- freezing and lr groups -----
 def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())  # ZeRO-3: the whole size
 
 
 def set_trainable(model, stage: str, vision: list[bool], projector: bool, llm: bool) -> None:
@@ -103,19 +103,46 @@ def set_trainable(model, stage: str, vision: list[bool], projector: bool, llm: b
     logger.info("[%s] projector %s: %s (%.3fM params)", stage, model.projector_type,
                 "trainable" if projector else "frozen", _count(model.projector) / 1e6)
     logger.info("[%s] llm: %s (%.2fM params)", stage, "trainable" if llm else "frozen", _count(model.llm) / 1e6)
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_train = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
     logger.info("[%s] trainable %.3fM of %.3fM params", stage, n_train / 1e6, _count(model) / 1e6)
 
 
+_NO_DECAY_TYPES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def no_decay_params(module: nn.Module) -> list[nn.Parameter]:
+    """Biases, norm weights and embeddings (no weight decay, as the HF Trainer LLaVA used): every
+    1-D parameter (biases, norms of any class, e.g. RMSNorm), every embedding table's weight, and
+    position/class tables (nn.Parameter named *embed*, *pos*, *token*)."""
+    out, seen = [], set()
+    for mod in module.modules():
+        for name, p in mod.named_parameters(recurse=False):
+            lowered = name.lower()
+            if id(p) in seen:
+                continue
+            if (p.ndim <= 1 or isinstance(mod, _NO_DECAY_TYPES) or "norm" in type(mod).__name__.lower()
+                    or any(k in lowered for k in ("embed", "pos", "token"))):
+                out.append(p)
+                seen.add(id(p))
+    return out
+
+
 def param_groups(model, hp: StageSpec) -> list[ParamGroup]:
-    """llm / projector (+fusion) / vision groups with their own lr; frozen groups are left out."""
-    def trainable(mod: nn.Module) -> list[nn.Parameter]:
-        return [p for p in mod.parameters() if p.requires_grad]
+    """llm / projector (+fusion) / vision groups with their own lr; frozen groups are left out;
+    each group says which of its parameters take no weight decay."""
+    def trainable(*mods: nn.Module) -> list[nn.Parameter]:
+        return [p for m in mods for p in m.parameters() if p.requires_grad]
+
+    def group(name: str, lr: float, *mods: nn.Module) -> ParamGroup:
+        params = trainable(*mods)
+        ids = {id(p) for p in params}
+        skip = [p for m in mods for p in no_decay_params(m) if id(p) in ids]
+        return ParamGroup(name, params, lr, skip)
 
     groups = [
-        ParamGroup("llm", trainable(model.llm), hp.lr_llm or hp.lr),
-        ParamGroup("projector", trainable(model.projector) + trainable(model.mixture.fusion), hp.lr_projector or hp.lr),
-        ParamGroup("vision", [p for e in model.mixture.experts for p in trainable(e)], hp.lr_vision or hp.lr),
+        group("llm", hp.lr_llm or hp.lr, model.llm),
+        group("projector", hp.lr_projector or hp.lr, model.projector, model.mixture.fusion),
+        group("vision", hp.lr_vision or hp.lr, *model.mixture.experts),
     ]
     return [g for g in groups if g.params]
 
@@ -136,8 +163,9 @@ def freeze_for_stage(model, stage: str, spec: TrialSpec) -> None:
 
 # ----- models per stage -----
 def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: dict, projector: str,
-                llm_spec: LLMSpec, tokenizer, seed: int):
-    """A fresh EagleModel (experts given as configs are built, given as modules are used as they are)."""
+                llm_spec: LLMSpec, tokenizer, seed: int, dtype=None):
+    """A fresh EagleModel (experts given as configs are built, given as modules are used as they are),
+    every weight in `dtype` (default fp32) before it reaches a device; the LLM is loaded in it."""
     import torch
 
     import experts
@@ -146,19 +174,35 @@ def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: 
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
+        dtype = dtype or torch.float32
         mods = [e if isinstance(e, nn.Module) else experts.build_expert(e) for e in expert_cfgs_or_modules]
-        mixture = experts.VisionMixture(mods, fusion_name, fusion_options)
-        llm = build_llm(llm_spec, tokenizer, seed)
+        mixture = experts.VisionMixture(mods, fusion_name, fusion_options).to(dtype)
+        llm = build_llm(llm_spec, tokenizer, seed, dtype=dtype)
         torch.manual_seed(seed + 1)
-        return EagleModel(mixture, projector, llm, tokenizer, fusion_name, fusion_options)
+        return EagleModel(mixture, projector, llm, tokenizer, fusion_name, fusion_options).to(dtype)
 
 
-def stage1_key_for(cfg, spec: TrialSpec, data: TrialData) -> str:
-    from trainers.cache import stage1_key
+def vocabulary_identity(tokenizer) -> str:
+    """sha256 of a tokenizer's vocabulary (a preset LLM's is built from the data's texts)."""
+    import hashlib
+    import json
+
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
+
+
+def stage1_key_for(cfg, spec: TrialSpec, data: TrialData, bf16: bool, tokenizer) -> str:
+    """The cache key of expert `cfg`'s stage-1 result in this trial: everything that changes it.
+    `tokenizer` is the stage-1 LLM's (its vocabulary counts when the LLM is a preset built on it)."""
+    from trainers.cache import code_version, stage1_key
 
     llm = spec.train.align_llm or spec.llm
     hp = spec.train.stages["align_expert"]
-    # freeze is an SFT setting and checkpointing does not change results: neither splits the cache
-    expert = cfg.model_dump(mode="json", exclude={"freeze", "grad_checkpointing"})
-    return stage1_key(expert, llm.model_dump(mode="json", exclude={"freeze", "grad_checkpointing"}), data.identity,
-                      hp.model_dump(mode="json"), seed_for(spec, "align_expert"), PRETRAIN_TEMPLATE, spec.projector.type)
+    expert = cfg.model_dump(mode="json", exclude={"freeze"})  # freeze is an SFT setting
+    llm_id = llm.model_dump(mode="json", exclude={"freeze"})
+    if llm.preset is not None:
+        llm_id["vocabulary"] = vocabulary_identity(tokenizer)
+    data_id = {**data.identity, "image_size": data.image_size,
+               "image_folder": str(data.image_folder.resolve()) if data.image_folder else None}
+    return stage1_key(expert, llm_id, data_id, hp.model_dump(mode="json"), seed_for(spec, "align_expert"), PRETRAIN_TEMPLATE,
+                      spec.projector.type, precision="bf16" if bf16 else "fp32", code=code_version())

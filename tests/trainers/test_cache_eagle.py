@@ -11,7 +11,7 @@ from trainers.cache import Stage1Cache, file_identity, stage1_key
 
 BASE = dict(expert_config={"name": "tiny-clip", "input_size": 64}, align_llm={"preset": "tiny-llama"},
             data_identity={"synthetic": "abc"}, hyper_params={"lr": 1e-3}, seed=0, template="plain",
-            projector="mlp2x_gelu")
+            projector="mlp2x_gelu", precision="fp32", code="c0")
 
 
 def test_key_is_stable_and_changes_with_every_input():
@@ -19,7 +19,7 @@ def test_key_is_stable_and_changes_with_every_input():
     assert k == stage1_key(**dict(BASE)) and len(k) == 24
     changes = dict(expert_config={"name": "tiny-clip", "input_size": 96}, align_llm={"preset": "small-llama"},
                    data_identity={"synthetic": "abd"}, hyper_params={"lr": 2e-3}, seed=1, template="vicuna_v1",
-                   projector="linear")
+                   projector="linear", precision="bf16", code="c1")
     keys = {stage1_key(**{**BASE, field: value}) for field, value in changes.items()}
     assert len(keys) == len(changes) and k not in keys
 

@@ -14,7 +14,8 @@ from trainers.data.llava import LlavaDataset, load_image
 from trainers.data.synthetic import ANSWER_SETS, make_item
 from trainers.data.templates import IMAGE_TOKEN, encode_prompt, stop_token_ids
 from trainers.data.tokenizer import build_word_tokenizer
-from trainers.engine import DistEnv, Engine, StageJob
+from trainers.distributed import DistEnv
+from trainers.engine import StageJob, make_engine
 from trainers.metrics import MetricsWriter
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
 from trainers.stages import build_model, freeze_for_stage, param_groups
@@ -59,7 +60,7 @@ def test_tiny_model_learns_to_answer_from_the_image(tmp_path):
     freeze_for_stage(model, "sft", spec)  # the presets' default: experts frozen, LLM and projector train
     hp = StageSpec(lr=1e-3, epochs=8, global_batch_size=16, micro_batch_size=16, warmup_ratio=0.05)
     ds = LlavaDataset(train, tmp_path / "images", SIZE, tok, TEMPLATE, 128)
-    engine = Engine("ddp", DistEnv(), MetricsWriter(tmp_path / "metrics.jsonl"), seed=0, checkpoint_every=10_000,
+    engine = make_engine("ddp", DistEnv(), MetricsWriter(tmp_path / "metrics.jsonl"), seed=0, checkpoint_every=10_000,
                     bf16=False)
     result = engine.run(StageJob("sft", "sft", model, param_groups(model, hp), ds, make_collate(tok.pad_token_id),
                                  hp), tmp_path / "ckpt")

@@ -121,15 +121,3 @@ def test_llm_gradient_checkpointing_gives_the_same_loss_and_gradients(tmp_path):
         grads.append((loss.detach(), m.model.layers[0].mlp.up_proj.weight.grad.clone()))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
-
-
-def test_stage1_key_ignores_sft_only_settings(tmp_path):
-    from experts import get_preset
-    from trainers.spec import TrialSpec
-    from trainers.stages import TrialData, stage1_key_for
-
-    spec = TrialSpec(experts=[{"preset": "tiny-clip"}], llm={"preset": "tiny-llama"}, data={"synthetic": {}})
-    data = TrialData(tmp_path, tmp_path, tmp_path, None, 64, {"synthetic": "x"})
-    cfg = get_preset("tiny-clip")
-    assert stage1_key_for(cfg, spec, data) == stage1_key_for(cfg.with_overrides(freeze=False), spec, data)
-    assert stage1_key_for(cfg, spec, data) != stage1_key_for(cfg.with_overrides(input_size=96), spec, data)

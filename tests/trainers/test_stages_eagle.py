@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.trainers.helpers_eagle import tiny_model
-from trainers.engine import (BatchSplitError, DistEnv, accumulation_steps, cosine_with_warmup,
-                             rank_micro_batches, total_steps)
+from trainers.distributed import DistEnv
+from trainers.engine import BatchSplitError, accumulation_steps, rank_micro_batches, total_steps, warmup_cosine
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
 from trainers.stages import freeze_for_stage, param_groups
 
@@ -111,9 +111,17 @@ def test_global_batch_is_the_same_for_any_process_count():
 
 
 def test_cosine_schedule_with_warmup():
-    f = cosine_with_warmup(100, 0.1)
-    assert f(0) == pytest.approx(1 / 11) and f(9) == pytest.approx(10 / 11)
-    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    """ceil(0.1 * 100) = 10 linear warmup steps from 0, then a half cosine to 0 at step 100."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = warmup_cosine(opt, 100, 0.1)
+    lrs = []
+    for _ in range(101):
+        lrs.append(opt.param_groups[0]["lr"] / 2.0)
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5) and lrs[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
 
 
 def test_deepspeed_configs_from_the_spec():

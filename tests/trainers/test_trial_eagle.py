@@ -94,6 +94,12 @@ def test_deepspeed_trial(tmp_path, strategy):
     assert sft[0]["lr_groups"]["projector"] > sft[0]["lr_groups"]["llm"] > 0  # the spec's groups reached DeepSpeed's optimizer
     ckpt = out / "checkpoints" / "sft" / "step_0000004"  # DeepSpeed's own checkpoint format, marked complete
     assert (ckpt / "COMPLETE").is_file() and any(ckpt.glob("*optim_states.pt"))
+    assert (ckpt / "rng_rank0.pt").is_file() and (ckpt / "rng_rank1.pt").is_file()
+    import torch
+
+    saved = torch.load(next(ckpt.glob("*model_states.pt")), map_location="cpu", weights_only=False)["module"]
+    assert any(k.startswith("llm.") for k in saved)  # SFT trains the LLM ...
+    assert not any(k.startswith("mixture.experts.") for k in saved)  # ... the frozen experts are left out
     # saved weights are whole (ZeRO-3 partitions them; saving gathers first): they load back
     from experts import load_expert
     from trainers.model import EagleModel

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from trainers import distributed as D
 from trainers.eval.base import check_profile
 from trainers.eval.benchmarks import parse_benchmark_list
 from trainers.eval.runner import evaluate
@@ -81,8 +81,7 @@ def _worker(rank: int, nproc: int, init_file: str, model_dir: str, spec_json: st
     device = _device(rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{init_file}",
-                            rank=rank, world_size=nproc)
+    D.init_group(device, init_method=f"file://{init_file}", rank=rank, world_size=nproc)
     try:
         model = _load_model(Path(model_dir), device)
         spec = TrialSpec.model_validate_json(spec_json)
@@ -90,7 +89,7 @@ def _worker(rank: int, nproc: int, init_file: str, model_dir: str, spec_json: st
         if rank == 0:
             (Path(out_dir) / RESULT_FILE).write_text(json.dumps(result, indent=2))
     finally:
-        dist.destroy_process_group()
+        D.shutdown(wait=False)
 
 
 def run_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: int | None = None,

@@ -1,6 +1,6 @@
 """Distributed evaluation: every process generates answers for a strided shard of every benchmark
 (batched greedy decoding through model.generate), rank 0 gathers them with
-torch.distributed.gather_object (gloo or NCCL), writes out_dir/predictions/<bench>.jsonl, scores the
+trainers.distributed.gather_objects, writes out_dir/predictions/<bench>.jsonl, scores the
 full set once and shares the result with every rank. The final evaluation also puts bootstrap
 intervals on every score and the objective (trainers/eval/bootstrap.py) and, with eval.blind, scores
 the same items with blank images (predictions/<bench>.blind.jsonl)."""
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from PIL import Image
 
+from trainers import distributed as D
 from trainers.data.templates import IMAGE_TOKEN, build_prompt, encode_prompt, stop_token_ids
 from trainers.eval.aggregate import objective
 from trainers.eval.base import Benchmark, EvalItem, slim_subset
@@ -34,16 +34,12 @@ BLANK_LEVEL = 0.5  # the blind control's image: uniform mid-grey, the same for e
 
 
 def _distributed(world_size: int) -> bool:
-    return world_size > 1 and dist.is_available() and dist.is_initialized()
+    return world_size > 1 and D.active()
 
 
 def _share(obj: Any, world_size: int) -> Any:
     """Rank 0's object on every rank."""
-    if not _distributed(world_size):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return D.broadcast_object(obj) if _distributed(world_size) else obj
 
 
 def image_side(spec: TrialSpec, model) -> int:
@@ -132,9 +128,8 @@ def _generate_shard(gen: _Generator, items: Sequence[EvalItem], rank: int, world
 def _gather(local: list[tuple[int, str]], n: int, rank: int, world_size: int) -> list[str] | None:
     """All predictions in item order on rank 0 (None elsewhere)."""
     if _distributed(world_size):
-        parts: list | None = [None] * world_size if rank == 0 else None
-        dist.gather_object(local, parts, dst=0)
-        if rank != 0:
+        parts = D.gather_objects(local)
+        if rank != 0 or parts is None:
             return None
         merged = [p for part in parts for p in part]
     else:

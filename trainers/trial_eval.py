@@ -1,0 +1,74 @@
+"""Evaluation of a trial's model: the held-out loss and the benchmarks, on the trained weights as
+they live in the engine (ZeRO-3: gathered in place, no reload), under the trial's precision
+(bf16 autocast when training bf16, whatever the strategy)."""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+
+from trainers import distributed as D
+
+if TYPE_CHECKING:
+    from trainers.worker import TrialRunner
+
+
+@contextmanager
+def eval_mode(runner: "TrialRunner", model) -> Iterator[None]:
+    """No grad, eval mode, bf16 autocast when the trial trains bf16; training mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(runner.env.device.type, dtype=torch.bfloat16, enabled=runner.bf16):
+            yield
+    finally:
+        model.train(was_training)
+
+
+def heldout_loss(runner: "TrialRunner", model) -> float:
+    """Token-weighted loss on the held-out set; every rank runs the same number of forwards
+    (ZeRO-3 gathers parameters collectively), the last ones weighted 0 when the split is uneven."""
+    ds = runner.dataset(runner.data.heldout, runner.spec.llm.template)
+    mb, env = runner.spec.train.stages["sft"].micro_batch_size, runner.env
+    n_batches = math.ceil(len(ds) / (mb * env.world_size))
+    total = torch.zeros(2, dtype=torch.float64, device=env.device)
+    with eval_mode(runner, model):
+        for b in range(n_batches):
+            start = (b * env.world_size + env.rank) * mb
+            idx = [i for i in range(start, start + mb) if i < len(ds)]
+            weight = 1.0 if idx else 0.0
+            batch = D.to_device(runner.collate([ds[i] for i in (idx or [0])]), env.device)
+            loss = model(**batch).loss
+            n = (batch["labels"][:, 1:] != -100).sum()
+            total += torch.stack([loss.double() * n * weight, n.double() * weight])  # stays on the device
+    total = D.all_reduce(total)
+    return float(total[0] / total[1])
+
+
+def benchmarks(runner: "TrialRunner", model, step: int, final: bool = True) -> dict[str, Any]:
+    """Evaluate on every rank; rank 0 logs an eval line (scores + objective) that pruners read.
+    The final evaluation also has intervals and the blind control (trainers/eval/runner.py)."""
+    from trainers.eval import evaluate  # the evaluation package (required when benchmarks are set)
+
+    with eval_mode(runner, model):
+        ev = evaluate(model, model.tokenizer, runner.spec, runner.out, runner.env.rank, runner.env.world_size,
+                      final)
+    runner.metrics.write({"stage": "eval", "tag": "sft", "step": step, "objective": ev["objective"], **ev["scores"]})
+    return ev
+
+
+def interim_hook(runner: "TrialRunner", model):
+    """SFT step hook: evaluate every eval.interval_steps steps (not at the end: the trial's end does)."""
+    every = runner.spec.eval.interval_steps
+    if not (every and runner.spec.eval.benchmarks):
+        return None
+
+    def hook(done: int, total: int) -> None:
+        if done % every or done >= total:
+            return
+        with runner.engine.gathered(model):
+            benchmarks(runner, model, done, final=False)
+
+    return hook
