@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from trainers.checkpoint import latest_step, load_checkpoint, save_checkpoint
+from trainers.loader import LoaderOptions, StepBatchSampler, stage_batches
 from trainers.metrics import MetricsWriter
 from trainers.spec import StageSpec
 
@@ -104,6 +105,7 @@ class StageJob:
     hp: StageSpec
     extra_metrics: dict[str, Any] = field(default_factory=dict)
     on_step: Callable[[int, int], None] | None = None  # (done, total) after each optimizer step, every rank
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
 
 
 @dataclass
@@ -117,23 +119,6 @@ class StageResult:
     resumed_from: int | None = None
 
 
-def rank_micro_batches(n_items: int, step: int, hp: StageSpec, env: DistEnv, accum: int,
-                       seed: int) -> list[list[int]]:
-    """This rank's micro batches for optimizer step `step`: a permutation per epoch (seeded), so the
-    data position is a function of the step alone and resume needs only the step count."""
-    per_epoch = n_items // hp.global_batch_size
-    epoch, k = divmod(step, per_epoch)
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n_items, generator=gen)
-    batch = perm[k * hp.global_batch_size:(k + 1) * hp.global_batch_size].tolist()
-    mine = batch[env.rank * accum * hp.micro_batch_size:(env.rank + 1) * accum * hp.micro_batch_size]
-    return [mine[i * hp.micro_batch_size:(i + 1) * hp.micro_batch_size] for i in range(accum)]
-
-
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def _allreduce_sum(values: list[float], env: DistEnv) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     if env.world_size > 1 and dist.is_initialized():
@@ -141,11 +126,6 @@ def _allreduce_sum(values: list[float], env: DistEnv) -> list[float]:
             t = t.to(env.device)
         dist.all_reduce(t)
     return t.cpu().tolist()
-
-
-def _llm_tokens(batch: dict, num_image_tokens: int, image_token_id: int) -> int:
-    n_img = int(((batch["input_ids"] == image_token_id) & batch["attention_mask"].bool()).sum())
-    return int(batch["attention_mask"].sum()) + n_img * (num_image_tokens - 1)
 
 
 class Engine:
@@ -203,18 +183,19 @@ class Engine:
             self.metrics.truncate_after(job.tag, start)
         params = [p for g in job.groups for p in g.params]
         autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=self.bf16 and ds is None)
-        n_img, img_id = core.num_image_tokens, core.image_token_id
+        lengths = job.dataset.lengths if job.loader.group_by_length else None
+        sampler = StepBatchSampler(len(job.dataset), hp, env, accum, self.seed, start, steps, lengths)
+        batches = stage_batches(job.dataset, job.collate_fn, sampler, job.loader, self.seed, env.device)
         losses: list[float] = []
         samples = tokens = 0.0
         t_stage = time.perf_counter()
         wrapped.train()
         for step in range(start, steps):
             t0 = time.perf_counter()
-            micro = rank_micro_batches(len(job.dataset), step, hp, env, accum, self.seed)
             loss_sum, tok = 0.0, 0
-            for i, idx in enumerate(micro):
-                batch = _to(job.collate_fn([job.dataset[j] for j in idx]), env.device)
-                tok += _llm_tokens(batch, n_img, img_id)
+            for i in range(accum):
+                batch = next(batches)
+                tok += batch["num_tokens"]  # counted on the host by the collate: no device sync
                 last = i == accum - 1
                 if ds is not None:
                     loss = ds(**batch).loss
@@ -225,7 +206,7 @@ class Engine:
                     with sync, autocast:
                         loss = wrapped(**batch).loss
                     (loss / accum).backward()
-                loss_sum += float(loss.detach())
+                loss_sum = loss_sum + loss.detach()  # read once per step, at logging
             if ds is None:
                 torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
                 opt.step()
@@ -233,7 +214,7 @@ class Engine:
                 opt.zero_grad(set_to_none=True)
             lr_groups = {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)}
             lr = lr_groups.get("projector", next(iter(lr_groups.values())))
-            total_loss, total_tok = _allreduce_sum([loss_sum / accum, float(tok)], env)
+            total_loss, total_tok = _allreduce_sum([float(loss_sum) / accum, float(tok)], env)
             dt = time.perf_counter() - t0
             mean_loss = total_loss / env.world_size
             losses.append(mean_loss)

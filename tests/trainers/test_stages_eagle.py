@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.trainers.helpers_eagle import tiny_model
-from trainers.engine import (BatchSplitError, DistEnv, accumulation_steps, cosine_with_warmup,
-                             rank_micro_batches, total_steps)
+from trainers.engine import BatchSplitError, DistEnv, accumulation_steps, cosine_with_warmup, total_steps
+from trainers.loader import rank_micro_batches
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
 from trainers.stages import freeze_for_stage, param_groups
 
