@@ -41,7 +41,10 @@ class EagleModel(nn.Module):
         if len(ids) != 1:
             raise ValueError(f"the tokenizer encodes {IMAGE_TOKEN} as {len(ids)} tokens; it must be one")
         self.image_token_id = int(ids[0])
-        self.max_length = int(getattr(llm.config, "max_position_embeddings", 4096))
+        positions = getattr(llm.config, "max_position_embeddings", None) or getattr(llm.config, "n_positions", None)
+        if positions is None:  # no guessed default: sequence limits are checked against it
+            raise ValueError(f"{type(llm).__name__}: its config gives no max_position_embeddings")
+        self.max_length = int(positions)  # the LLM's positions: image tokens included
 
     @property
     def num_image_tokens(self) -> int:
@@ -61,7 +64,7 @@ class EagleModel(nn.Module):
         """inputs_embeds: the text embeddings with the image slots (IMAGE_TOKEN positions, expanded
         to num_image_tokens per image by trainers.data.collate.expand_image_tokens) filled, in
         row-major order, with the image tokens of `images` (one image per sequence that has slots).
-        Gather + where, no device-to-host read."""
+        No device-to-host read."""
         text = self.llm.get_input_embeddings()(input_ids.clamp_min(0))
         if images is None:
             return text
@@ -72,9 +75,8 @@ class EagleModel(nn.Module):
                     int(per_row.sum()) != images.shape[0] * self.num_image_tokens:  # packed rows hold several
                 raise ValueError(f"image slots per sequence {per_row.tolist()} do not match {images.shape[0]} images "
                                  f"of {self.num_image_tokens} tokens (expand each {IMAGE_TOKEN} first)")
-        feats = self.encode_images(images).to(text.dtype).flatten(0, 1)
-        index = (slots.flatten().cumsum(0) - 1).clamp_min(0).clamp_max(feats.shape[0] - 1)
-        return torch.where(slots.unsqueeze(-1), feats[index].view_as(text), text)
+        feats = self.encode_images(images).to(text.dtype)
+        return text.masked_scatter(slots.unsqueeze(-1), feats)  # in order, no count read back (CUDA too)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, images: Tensor | None = None,
                 labels: Tensor | None = None, position_ids: Tensor | None = None, **_: Any):

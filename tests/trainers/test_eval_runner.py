@@ -64,7 +64,7 @@ def _worker(rank, world, init_file, tmp, result_dir, eval_over):
 def test_to_tensor_matches_the_training_loader(tmp_path):
     from PIL import Image
 
-    from trainers.data.llava import load_image
+    from trainers.data.images import load_image
     wide = Image.effect_noise((20, 10), 40).convert("RGB")
     wide.save(tmp_path / "w.png")
     t = to_tensor([wide, Image.new("RGB", (7, 7), (0, 0, 0))], 16)

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from trainers.data.collate import make_collate
-from trainers.data.llava import LlavaDataset, load_image
+from trainers.data.images import load_image
+from trainers.data.llava import LlavaDataset
 from trainers.data.synthetic import ANSWER_SETS, make_item
 from trainers.data.templates import IMAGE_TOKEN, encode_prompt, stop_token_ids
 from trainers.data.tokenizer import build_word_tokenizer

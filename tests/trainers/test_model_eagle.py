@@ -118,6 +118,18 @@ def test_save_and_reload_give_identical_logits(tmp_path):
     torch.testing.assert_close(after, before, rtol=0, atol=0)
 
 
+def test_attention_implementation_survives_save_and_reload(tmp_path):
+    from experts import get_preset
+    from tests.trainers.helpers_eagle import tiny_tokenizer
+    from trainers.spec import LLMSpec
+    from trainers.stages import build_model
+
+    model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "linear",
+                        LLMSpec(preset="tiny-llama", attn_implementation="eager"), tiny_tokenizer(tmp_path), 0)
+    model.save_pretrained(tmp_path / "m")
+    assert EagleModel.from_pretrained(tmp_path / "m").llm.config._attn_implementation == "eager"
+
+
 def test_from_pretrained_on_a_non_model_dir_names_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="eagle.json"):
         EagleModel.from_pretrained(tmp_path)
