@@ -97,6 +97,9 @@ def make_collate(model, stage: str, spec: TrialSpec):
     from trainers.data.collate import make_collate as _mk
 
     pack = spec.data.packing == "all" or (spec.data.packing == "sft" and stage == "sft")
+    if pack and spec.llm.attn_implementation != "flash_attention_2":
+        logger.info("[%s] packed micro batches under %s attention: one block-diagonal mask over the packed row "
+                    "(flash_attention_2 runs them varlen, without it)", stage, spec.llm.attn_implementation)
     return _mk(model.tokenizer.pad_token_id, model.image_token_id, model.num_image_tokens, pack)
 
 
