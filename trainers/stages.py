@@ -79,8 +79,9 @@ def build_trial_tokenizer(llm: LLMSpec, data: TrialData, out_dir: Path):
 
 
 def make_dataset(path: Path, data: TrialData, tokenizer, template: str, max_length: int, spec: TrialSpec,
-                 checks: dict[str, Any]):
-    """The LLaVA dataset at `path`, its images as verified at launch (`checks`: verify.read_checks)."""
+                 checks: dict[str, Any], skip_dir: Path | None = None):
+    """The LLaVA dataset at `path`, its images as verified at launch (`checks`: verify.read_checks);
+    skips of every process are recorded under skip_dir/<file stem>/."""
     from trainers.data.errors import DataError
     from trainers.data.llava import LlavaDataset
 
@@ -89,7 +90,8 @@ def make_dataset(path: Path, data: TrialData, tokenizer, template: str, max_leng
         raise DataError(f"{path}: not among the datasets verified at launch ({', '.join(checks) or 'none'})")
     return LlavaDataset(path, data.image_folder, data.image_size, tokenizer, template, max_length,
                         on_bad_image=spec.data.on_bad_image, bad_images=checked["bad"],
-                        on_too_long=spec.data.on_too_long)
+                        on_too_long=spec.data.on_too_long,
+                        skip_dir=skip_dir / Path(path).stem if skip_dir is not None else None)
 
 
 def make_collate(model, stage: str, spec: TrialSpec):

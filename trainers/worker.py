@@ -56,7 +56,8 @@ class TrialRunner:
 
     def _dataset(self, path: Path, template: str, tokenizer=None):
         tok = tokenizer or self.tokenizer
-        return S.make_dataset(path, self.data, tok, template, self.spec.llm.max_length, self.spec, self.checks)
+        return S.make_dataset(path, self.data, tok, template, self.spec.llm.max_length, self.spec, self.checks,
+                              self.out / "logs" / "skipped")
 
     def _gathered(self, model):
         if self.spec.train.strategy == "deepspeed_zero3":

@@ -218,3 +218,16 @@ def test_decode_failure_after_open(tmp_path, folder, tok):
     item = ds[0]  # r0 is broken: r1 comes instead
     assert item["has_image"] and (item["image"] == 128).all()
     assert [rid for rid, _ in ds.skipped] == ["r0"]
+
+
+def test_skips_in_loader_workers_are_counted_in_the_main_process(tmp_path, folder, tok):
+    from torch.utils.data import DataLoader
+
+    (folder / "red.png").write_bytes(b"garbage")  # passes no check: bad_images={} (launch saw it fine)
+    path = _write(tmp_path / "d.json", RECORDS, False)
+    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, on_bad_image="skip", bad_images={},
+                      skip_dir=tmp_path / "skips")
+    assert ds.skipped == []
+    items = list(DataLoader(ds, batch_size=None, num_workers=1))
+    assert len(items) == 3 and ds._skipped == []  # the skip happened in the worker process
+    assert [rid for rid, _ in ds.skipped] == ["r0"] and "cannot decode" in ds.skipped[0][1]

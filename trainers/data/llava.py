@@ -3,7 +3,9 @@ launch, see trainers.data.verify), so a bad file fails a trial first; a broken i
 naming record and path, or a counted skip; a conversation over max_length is an error or a counted cut."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -24,8 +26,9 @@ class LlavaDataset(Dataset):
     Text-only records get an all-zero image with has_image=False (the collate leaves it out).
 
     bad_images: the launch-time verification ({image: reason}); None opens and verifies every image
-    here. `lengths[i]`: record i's token count (negative for text-only records: modality grouping);
-    `truncated`: how many records were cut to max_length."""
+    here. skip_dir: where each process appends its skips (<pid>.jsonl), so skips in DataLoader
+    worker processes (and other ranks) count too. `lengths[i]`: record i's token count (negative
+    for text-only records: modality grouping); `truncated`: how many records were cut to max_length."""
 
     def __init__(
         self,
@@ -38,6 +41,7 @@ class LlavaDataset(Dataset):
         on_bad_image: Literal["error", "skip"] = "error",
         bad_images: Mapping[str, str] | None = None,
         on_too_long: Literal["truncate", "error"] = "truncate",
+        skip_dir: str | Path | None = None,
     ):
         if on_bad_image not in ("error", "skip"):
             raise DataError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
@@ -52,7 +56,8 @@ class LlavaDataset(Dataset):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.on_bad_image = on_bad_image
-        self.skipped: list[tuple[str, str]] = []
+        self._skipped: list[tuple[str, str]] = []
+        self.skip_dir = Path(skip_dir) if skip_dir is not None else None
         image_ids = tokenizer(IMAGE_TOKEN, add_special_tokens=False)["input_ids"]
         if len(image_ids) != 1:
             raise DataError(f"{IMAGE_TOKEN} is {len(image_ids)} tokens for this tokenizer; use load_tokenizer()")
@@ -86,8 +91,23 @@ class LlavaDataset(Dataset):
         msg = f"record {rec.id} ({rec.where}): image {self._image_path(rec)}: {reason}"
         if self.on_bad_image == "error":
             raise DataError(msg)
-        self.skipped.append((rec.id, reason))
+        self._skipped.append((rec.id, reason))
+        if self.skip_dir is not None:
+            self.skip_dir.mkdir(parents=True, exist_ok=True)
+            with (self.skip_dir / f"{os.getpid()}.jsonl").open("a") as f:
+                f.write(json.dumps([rec.id, reason]) + "\n")
         logger.warning("skipping %s", msg)
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(record id, reason) of every record skipped so far, each once, in any process."""
+        seen = dict(self._skipped)
+        if self.skip_dir is not None:
+            for log in sorted(self.skip_dir.glob("*.jsonl")):
+                for line in log.read_text().splitlines():
+                    rid, reason = json.loads(line)
+                    seen.setdefault(rid, reason)
+        return list(seen.items())
 
     def _usable(self, rec: LlavaRecord, bad_images: Mapping[str, str] | None) -> bool:
         if rec.image is None:
