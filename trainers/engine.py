@@ -20,6 +20,7 @@ from trainers import distributed as D
 from trainers import preempt
 from trainers.checkpoint import latest_step
 from trainers.distributed import DistEnv
+from trainers.loader import LoaderOptions, StepBatchSampler, stage_batches
 from trainers.metrics import MetricsWriter
 from trainers.spec import StageSpec
 
@@ -80,6 +81,7 @@ class StageJob:
     hp: StageSpec
     extra_metrics: dict[str, Any] = field(default_factory=dict)
     on_step: Callable[[int, int], None] | None = None  # (done, total) after each optimizer step, every rank
+    loader: LoaderOptions = field(default_factory=LoaderOptions)
 
 
 @dataclass
@@ -91,19 +93,6 @@ class StageResult:
     first_loss: float
     last_loss: float
     resumed_from: int | None = None
-
-
-def rank_micro_batches(n_items: int, step: int, hp: StageSpec, env: DistEnv, accum: int,
-                       seed: int) -> list[list[int]]:
-    """This rank's micro batches for optimizer step `step`: a permutation per epoch (seeded), so the
-    data position is a function of the step alone and resume needs only the step count."""
-    per_epoch = n_items // hp.global_batch_size
-    epoch, k = divmod(step, per_epoch)
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n_items, generator=gen)
-    batch = perm[k * hp.global_batch_size:(k + 1) * hp.global_batch_size].tolist()
-    mine = batch[env.rank * accum * hp.micro_batch_size:(env.rank + 1) * accum * hp.micro_batch_size]
-    return [mine[i * hp.micro_batch_size:(i + 1) * hp.micro_batch_size] for i in range(accum)]
 
 
 def optimizer_groups(job: StageJob, weight_decay: float) -> list[dict]:
@@ -120,11 +109,6 @@ def optimizer_groups(job: StageJob, weight_decay: float) -> list[dict]:
     if not groups:
         raise ValueError(f"stage {job.tag}: nothing to train (every parameter is frozen)")
     return groups
-
-
-def _llm_tokens(batch: dict, num_image_tokens: int, image_token_id: int) -> int:
-    n_img = int(((batch["input_ids"] == image_token_id) & batch["attention_mask"].bool()).sum())
-    return int(batch["attention_mask"].sum()) + n_img * (num_image_tokens - 1)
 
 
 class Engine(ABC):
@@ -193,26 +177,26 @@ class Engine(ABC):
         if latest_step(ckpt_dir) is not None:
             start = self.load(ckpt_dir, job)
             self.metrics.truncate_after(job.tag, start)
-        core = job.model
-        n_img, img_id = core.num_image_tokens, core.image_token_id
+        lengths = job.dataset.lengths if job.loader.group_by_length else None
+        sampler = StepBatchSampler(len(job.dataset), hp, env, accum, self.seed, start, steps, lengths)
+        batches = stage_batches(job.dataset, job.collate_fn, sampler, job.loader, self.seed, env.device)
         losses: list[float] = []
         samples = tokens = 0.0
         t_stage = time.perf_counter()
         wrapped.train()
         for step in range(start, steps):
             t0 = time.perf_counter()
-            micro = rank_micro_batches(len(job.dataset), step, hp, env, accum, self.seed)
             loss_sum, tok = 0.0, 0
-            for i, idx in enumerate(micro):
-                batch = D.to_device(job.collate_fn([job.dataset[j] for j in idx]), env.device)
-                tok += _llm_tokens(batch, n_img, img_id)
-                loss_sum += float(self.backward(wrapped, batch, i == accum - 1, accum))
+            for i in range(accum):
+                batch = next(batches)
+                tok += batch["num_tokens"]  # counted on the host by the collate: no device sync
+                loss_sum = loss_sum + self.backward(wrapped, batch, i == accum - 1, accum)  # read once per step
             self.step(job)
             lr_groups = self.lr_groups()
             lr = lr_groups.get("projector", next(iter(lr_groups.values())))
             # the pre-emption vote rides on the step's one reduction: every rank stops at the same step
             total_loss, total_tok, stop_votes = D.all_reduce_values(
-                [loss_sum / accum, float(tok), float(preempt.requested(self.preempt_dir))])
+                [float(loss_sum) / accum, float(tok), float(preempt.requested(self.preempt_dir))])
             dt = time.perf_counter() - t0
             mean_loss = total_loss / env.world_size
             losses.append(mean_loss)

@@ -103,7 +103,7 @@ def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
 def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> None:
     """Everything that can be checked before a process starts; SpecError with one line otherwise."""
     from trainers.engine import BatchSplitError, accumulation_steps
-    from trainers.llm import check_llm_spec
+    from trainers.llm import LLMSetupError, check_llm_spec, check_positions, llm_positions
     from trainers.projector import PROJECTORS
     from trainers.stages import resolve_expert
 
@@ -131,6 +131,11 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> 
             continue
         try:
             check_llm_spec(llm)
+            positions = llm_positions(llm)
+            if positions is not None:  # stage 1 runs one expert (channel_concat: grid x grid tokens)
+                check_positions(llm.max_length, fusion.out_tokens if field == "llm" else cfgs[0].grid ** 2, positions)
+        except LLMSetupError as err:
+            raise SpecError(f"{source}: {str(err).replace('llm.', field + '.', 1)}") from None
         except (KeyError, FileNotFoundError) as err:
             fail(field, str(err.args[0]) if isinstance(err, KeyError) else str(err))
     if spec.eval.interval_steps and spec.train.strategy == "deepspeed_zero3":
@@ -196,9 +201,23 @@ def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
         from trainers.data.synthetic import ensure_synthetic
 
         ensure_synthetic(spec.data.synthetic, cache)  # once, here, before any worker starts
+    _verify_images(resolved, str(spec_path), cache, out)
     trial_yaml = out / "trial.yaml"
     dump_trial_spec(resolved, trial_yaml)
     return resolved, trial_yaml, cache
+
+
+def _verify_images(spec: TrialSpec, source: str, cache: Path, out: Path) -> None:
+    """Every dataset's images opened once here (remembered in the cache), not by each rank and stage."""
+    from trainers.data.errors import DataError
+    from trainers.data.verify import write_checks
+    from trainers.stages import resolve_data
+
+    data = resolve_data(spec, cache)
+    try:
+        write_checks([data.pretrain, data.sft, data.heldout], data.image_folder, cache, out, spec.data.on_bad_image)
+    except DataError as err:
+        raise SpecError(f"{source}: data: {err}") from None
 
 
 def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchrun_args: Sequence[str] = (),

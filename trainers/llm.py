@@ -1,6 +1,8 @@
 """The language model: any Hugging Face causal LM (hub id / local path) or a tiny random-init preset."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,15 +35,49 @@ class UnknownLLMPresetError(KeyError):
         return str(self.args[0])
 
 
+class LLMSetupError(ValueError):
+    """An LLM setting this machine or model cannot honour (one line naming the field)."""
+
+
+def check_attn_implementation(name: str) -> None:
+    """flash_attention_2 needs the flash-attn package and a CUDA GPU; an error naming what is missing."""
+    if name != "flash_attention_2":
+        return
+    if importlib.util.find_spec("flash_attn") is None:
+        raise LLMSetupError("llm.attn_implementation: flash_attention_2 needs the flash-attn package, which is not "
+                            "installed (pip install flash-attn), or use sdpa")
+    if not torch.cuda.is_available():
+        raise LLMSetupError("llm.attn_implementation: flash_attention_2 needs a CUDA GPU; use sdpa on CPU")
+
+
+def check_positions(max_length: int, num_image_tokens: int, positions: int) -> None:
+    """A sequence of max_length text tokens, its image token expanded, must fit the LLM's positions."""
+    need = max_length - 1 + num_image_tokens
+    if need > positions:
+        raise LLMSetupError(f"llm.max_length: {max_length} text tokens + {num_image_tokens - 1} more for the image "
+                            f"= {need}, over the LLM's {positions} positions; lower llm.max_length")
+
+
 def check_llm_spec(spec: LLMSpec) -> None:
     """Cheap checks done before any process starts."""
     if spec.preset is not None and spec.preset not in LLM_PRESETS:
         raise UnknownLLMPresetError(f"unknown llm preset {spec.preset!r}; known: {', '.join(sorted(LLM_PRESETS))}")
+    check_attn_implementation(spec.attn_implementation)
     if spec.source is not None:
         src = spec.source
         looks_local = src.startswith((".", "/", "~")) or Path(src).exists()
         if looks_local and not (Path(src).expanduser() / "config.json").is_file():
             raise FileNotFoundError(f"llm.source {src!r}: no config.json there")
+
+
+def llm_positions(spec: LLMSpec) -> int | None:
+    """max_position_embeddings when known before loading (a preset, a local config.json)."""
+    if spec.preset is not None:
+        return LLM_PRESETS[spec.preset]["max_position_embeddings"]
+    cfg = Path(spec.source).expanduser() / "config.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text()).get("max_position_embeddings")
+    return None
 
 
 def build_tokenizer(spec: LLMSpec, texts: Iterable[str] | None, out_dir: str | Path):
@@ -62,7 +98,7 @@ def build_llm(spec: LLMSpec, tokenizer, seed: int = 0, dtype: torch.dtype = torc
     if spec.preset is not None:
         cfg = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          **LLM_PRESETS[spec.preset])
+                          attn_implementation=spec.attn_implementation, **LLM_PRESETS[spec.preset])
         gen = torch.random.fork_rng()
         with gen:  # random init that depends only on the seed, not on what ran before
             torch.manual_seed(seed)
@@ -71,7 +107,8 @@ def build_llm(spec: LLMSpec, tokenizer, seed: int = 0, dtype: torch.dtype = torc
                     sum(p.numel() for p in model.parameters()) / 1e6, seed)
     else:
         try:
-            model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype,
+                                                         attn_implementation=spec.attn_implementation)
         except OSError as err:
             raise FileNotFoundError(f"cannot load llm.source {spec.source!r}: {str(err).splitlines()[0]}") from None
         if model.get_input_embeddings().num_embeddings < len(tokenizer):

@@ -54,66 +54,50 @@ class EagleModel(nn.Module):
         if len(ids) != 1:
             raise ValueError(f"the tokenizer encodes {IMAGE_TOKEN} as {len(ids)} tokens; it must be one")
         self.image_token_id = int(ids[0])
-        self.max_length = int(getattr(llm.config, "max_position_embeddings", 4096))
+        positions = getattr(llm.config, "max_position_embeddings", None) or getattr(llm.config, "n_positions", None)
+        if positions is None:  # no guessed default: sequence limits are checked against it
+            raise ValueError(f"{type(llm).__name__}: its config gives no max_position_embeddings")
+        self.max_length = int(positions)  # the LLM's positions: image tokens included
 
     @property
     def num_image_tokens(self) -> int:
         return int(self.mixture.num_tokens)
 
     def encode_images(self, images: Tensor) -> Tensor:
+        """uint8 images (or floats in [0, 1]) -> projected tokens; the float conversion happens here,
+        on the device, and each expert applies its own resize and mean/std."""
         # DeepSpeed bf16 casts the weights: images follow the experts' dtype
-        images = images.to(next(self.mixture.parameters()).dtype)
+        dtype = next(self.mixture.parameters()).dtype
+        images = images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
         feats = self.mixture(images)
         dtype = next(self.projector.parameters()).dtype
         return self.projector(feats.to(dtype))
 
-    def splice(self, input_ids: Tensor, attention_mask: Tensor, images: Tensor | None,
-               labels: Tensor | None = None, padding_side: str = "right") -> dict[str, Tensor]:
-        """inputs_embeds/attention_mask/labels with each IMAGE_TOKEN replaced by the image embeddings."""
-        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
-            raise ValueError(f"input_ids and attention_mask must be [B, L] alike, got {tuple(input_ids.shape)} "
-                             f"and {tuple(attention_mask.shape)}")
-        embed = self.llm.get_input_embeddings()
-        has_token = (input_ids == self.image_token_id) & attention_mask.bool()
-        counts = has_token.sum(1)
-        if (counts > 1).any():
-            raise ValueError(f"a sequence holds {int(counts.max())} {IMAGE_TOKEN} tokens; at most one is supported")
-        img = None
-        if bool(counts.any()):
-            if images is None:
-                raise ValueError(f"input_ids contain {IMAGE_TOKEN} but no images were given")
-            img = self.encode_images(images)
-        text = embed(input_ids.clamp_min(0))
-        seqs, labs = [], []
-        for i in range(input_ids.shape[0]):
-            keep = attention_mask[i].bool()
-            e, ids = text[i][keep], input_ids[i][keep]
-            lab = labels[i][keep] if labels is not None else torch.full_like(ids, IGNORE_INDEX)
-            if counts[i] == 1:
-                p = int((ids == self.image_token_id).nonzero()[0, 0])
-                e = torch.cat([e[:p], img[i].to(e.dtype), e[p + 1:]])
-                fill = torch.full((img.shape[1],), IGNORE_INDEX, dtype=lab.dtype, device=lab.device)
-                lab = torch.cat([lab[:p], fill, lab[p + 1:]])
-            if e.shape[0] > self.max_length:
-                e, lab = e[: self.max_length], lab[: self.max_length]
-            seqs.append(e)
-            labs.append(lab)
-        longest = max(s.shape[0] for s in seqs)
-        b, hidden = len(seqs), text.shape[-1]
-        out_e = text.new_zeros(b, longest, hidden)
-        out_m = attention_mask.new_zeros(b, longest)
-        out_l = torch.full((b, longest), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
-        for i, (e, lab) in enumerate(zip(seqs, labs)):
-            n = e.shape[0]
-            sl = slice(longest - n, longest) if padding_side == "left" else slice(0, n)
-            out_e[i, sl], out_m[i, sl], out_l[i, sl] = e, 1, lab
-        return {"inputs_embeds": out_e, "attention_mask": out_m, "labels": out_l}
+    def splice(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
+        """inputs_embeds: the text embeddings with the image slots (IMAGE_TOKEN positions, expanded
+        to num_image_tokens per image by trainers.data.collate.expand_image_tokens) filled, in
+        row-major order, with the image tokens of `images` (one image per sequence that has slots).
+        No device-to-host read."""
+        text = self.llm.get_input_embeddings()(input_ids.clamp_min(0))
+        if images is None:
+            return text
+        slots = input_ids == self.image_token_id
+        if input_ids.device.type == "cpu":  # checking costs a device sync elsewhere; the collate checked
+            per_row = slots.sum(1)
+            if bool((per_row % self.num_image_tokens).any()) or \
+                    int(per_row.sum()) != images.shape[0] * self.num_image_tokens:  # packed rows hold several
+                raise ValueError(f"image slots per sequence {per_row.tolist()} do not match {images.shape[0]} images "
+                                 f"of {self.num_image_tokens} tokens (expand each {IMAGE_TOKEN} first)")
+        feats = self.encode_images(images).to(text.dtype)
+        return text.masked_scatter(slots.unsqueeze(-1), feats)  # in order, no count read back (CUDA too)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, images: Tensor | None = None,
-                labels: Tensor | None = None, **_: Any):
-        x = self.splice(input_ids, attention_mask, images, labels)
-        return self.llm(inputs_embeds=x["inputs_embeds"], attention_mask=x["attention_mask"],
-                        labels=x["labels"] if labels is not None else None, use_cache=False)
+                labels: Tensor | None = None, position_ids: Tensor | None = None, **_: Any):
+        """A collated batch (trainers.data.collate): padded, or packed with position_ids (varlen
+        attention: the LLM builds the per-sequence causal mask from them)."""
+        embeds = self.splice(input_ids, images)
+        return self.llm(inputs_embeds=embeds, attention_mask=None if position_ids is not None else attention_mask,
+                        position_ids=position_ids, labels=labels, use_cache=False)
 
     @torch.no_grad()
     def generate(self, images: Tensor, prompts: list[str] | list[list[int]], max_new_tokens: int = 16,
@@ -123,18 +107,26 @@ class EagleModel(nn.Module):
         if len(prompts) != images.shape[0]:
             raise ValueError(f"{len(prompts)} prompts for {images.shape[0]} images")
         tok = self.tokenizer
-        seqs = [p if isinstance(p, list) else tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        from trainers.data.collate import expand_image_tokens
+
+        seqs = [torch.tensor(p if isinstance(p, list) else tok(p, add_special_tokens=False)["input_ids"],
+                             dtype=torch.long) for p in prompts]
+        seqs = [expand_image_tokens(s, s, self.image_token_id, self.num_image_tokens)[0] for s in seqs]
+        with_image = [i for i, s in enumerate(seqs) if bool((s == self.image_token_id).any())]
         dev = next(self.projector.parameters()).device
-        longest = max(len(s) for s in seqs)
+        longest = max(s.numel() for s in seqs)
+        if longest + max_new_tokens > self.max_length:
+            raise ValueError(f"a prompt of {longest} tokens (image tokens included) + {max_new_tokens} new tokens "
+                             f"exceeds the LLM's {self.max_length} positions")
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.full((len(seqs), longest), pad, dtype=torch.long, device=dev)
+        ids = torch.full((len(seqs), longest), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, s in enumerate(seqs):
-            ids[i, longest - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, longest - len(s):] = 1
-        x = self.splice(ids, mask, images.to(dev), padding_side="left")
+            ids[i, longest - s.numel():] = s
+            mask[i, longest - s.numel():] = 1
+        embeds = self.splice(ids.to(dev), images[with_image].to(dev) if with_image else None)
         eos = stop_token_ids or ([tok.eos_token_id] if tok.eos_token_id is not None else None)
-        out = self.llm.generate(inputs_embeds=x["inputs_embeds"], attention_mask=x["attention_mask"],
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask.to(dev),
                                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
                                 pad_token_id=pad, eos_token_id=eos)
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
@@ -153,7 +145,8 @@ class EagleModel(nn.Module):
         self.llm.save_pretrained(str(out / "llm"), safe_serialization=True)
         self.tokenizer.save_pretrained(str(out / "tokenizer"))
         cfg = {"num_experts": len(self.mixture.experts), "fusion": {"name": self.fusion_name,
-               "options": self.fusion_options}, "projector": self.projector_type, "image_token": IMAGE_TOKEN}
+               "options": self.fusion_options}, "projector": self.projector_type, "image_token": IMAGE_TOKEN,
+               "attn_implementation": self.llm.config._attn_implementation}
         (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
 
     @classmethod
@@ -171,7 +164,8 @@ class EagleModel(nn.Module):
         if (src / "fusion.safetensors").is_file():
             load_state(mixture.fusion, load_file(str(src / "fusion.safetensors")))
         tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
-        llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=dtype)
+        llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=dtype,
+                                                   attn_implementation=cfg.get("attn_implementation", "sdpa"))
         if llm_grad_checkpointing:
             from trainers.llm import enable_checkpointing
 

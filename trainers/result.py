@@ -25,6 +25,7 @@ def build_result(stage_info: dict[str, dict[str, Any]], scores: dict[str, float]
         "loss": {s: {"first": i.get("first_loss"), "last": i.get("last_loss")} for s, i in stage_info.items()
                  if "first_loss" in i},
         "skipped_records": {s: i["skipped_records"] for s, i in stage_info.items() if "skipped_records" in i},
+        "truncated_records": {s: i["truncated_records"] for s, i in stage_info.items() if "truncated_records" in i},
         "stage1_cache": stage_info.get("align_expert", {}).get("experts", {}),
         "world_size": world_size, "strategy": strategy, "precision": precision,
     }

@@ -53,7 +53,8 @@ class LLMSpec(_Strict):
     template: Template = "vicuna_v1"
     freeze: bool = False  # during SFT
     grad_checkpointing: bool | None = None  # None: on for a source (full-size) LLM, off for tiny presets
-    max_length: int = Field(default=512, gt=0)
+    max_length: int = Field(default=512, gt=0)  # text tokens; + image tokens must fit the LLM's positions
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"  # flash: needs flash-attn
 
     @property
     def checkpointing(self) -> bool:
@@ -85,7 +86,10 @@ class DataSpec(_Strict):
     heldout: str | None = None  # LLaVA-format json/jsonl used for the held-out loss
     image_folder: str | None = None
     on_bad_image: Literal["error", "skip"] = "error"
-    num_workers: int = Field(default=0, ge=0)
+    on_too_long: Literal["truncate", "error"] = "truncate"  # over llm.max_length: counted cut, or an error
+    num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes per rank
+    group_by_length: bool = False  # modality-length grouping of micro batches within each global batch
+    packing: Literal["off", "sft", "all"] = "off"  # padding-free packed micro batches (varlen attention)
 
     @model_validator(mode="after")
     def _some_data(self) -> "DataSpec":

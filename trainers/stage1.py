@@ -53,7 +53,8 @@ def _train_one(runner: "TrialRunner", cache: Stage1Cache, i: int, cfg, key: str,
     S.freeze_for_stage(model, "align_expert", spec)
     job = StageJob(f"align_expert/{i}", "align_expert", model, S.param_groups(model, hp),
                    runner.dataset(runner.data.pretrain, S.PRETRAIN_TEMPLATE, tok),
-                   S.make_collate(tok), hp, extra_metrics={"expert": cfg.name, "cache_key": key})
+                   S.make_collate(model, "align_expert", spec), hp, loader=S.loader_options(spec),
+                   extra_metrics={"expert": cfg.name, "cache_key": key})
     res = runner.train(job)
     with runner.engine.gathered(model):
         if env.is_main:

@@ -52,13 +52,20 @@ def resolve_data(spec: TrialSpec, cache_dir: str | Path) -> TrialData:
         paths = ensure_synthetic(d.synthetic, cache_dir)
         ident = {"synthetic": spec_key(d.synthetic)}
         return TrialData(paths["pretrain"], paths["sft"], paths["heldout"], paths["image_folder"],
-                         d.synthetic.image_size, ident)
+                         data_image_size(spec), ident)
     heldout = Path(d.heldout or d.sft)  # no held-out file: the loss over the SFT file (said in the log)
     if d.heldout is None:
         logger.warning("data.heldout not set: the held-out loss is measured on the SFT data")
-    size = max(c.input_size for c in resolve_experts(spec))
     return TrialData(Path(d.pretrain), Path(d.sft), heldout, Path(d.image_folder) if d.image_folder else None,
-                     size, {"pretrain": file_identity(d.pretrain)})
+                     data_image_size(spec), {"pretrain": file_identity(d.pretrain)})
+
+
+def data_image_size(spec: TrialSpec) -> int:
+    """The side every image is resized to before the experts, in training and evaluation alike: the
+    synthetic image size, else the largest expert input size (no default: an unknown preset fails)."""
+    if spec.data.synthetic is not None:
+        return spec.data.synthetic.image_size
+    return max(c.input_size for c in resolve_experts(spec))
 
 
 def build_trial_tokenizer(llm: LLMSpec, data: TrialData, out_dir: Path):
@@ -71,17 +78,37 @@ def build_trial_tokenizer(llm: LLMSpec, data: TrialData, out_dir: Path):
     return build_tokenizer(llm, texts, out_dir)
 
 
-def make_dataset(path: Path, data: TrialData, tokenizer, template: str, max_length: int, spec: TrialSpec):
+def make_dataset(path: Path, data: TrialData, tokenizer, template: str, max_length: int, spec: TrialSpec,
+                 checks: dict[str, Any], skip_dir: Path | None = None):
+    """The LLaVA dataset at `path`, its images as verified at launch (`checks`: verify.read_checks);
+    skips of every process are recorded under skip_dir/<file stem>/."""
+    from trainers.data.errors import DataError
     from trainers.data.llava import LlavaDataset
 
+    checked = checks.get(str(Path(path).resolve()))
+    if checked is None:
+        raise DataError(f"{path}: not among the datasets verified at launch ({', '.join(checks) or 'none'})")
     return LlavaDataset(path, data.image_folder, data.image_size, tokenizer, template, max_length,
-                        on_bad_image=spec.data.on_bad_image)
+                        on_bad_image=spec.data.on_bad_image, bad_images=checked["bad"],
+                        on_too_long=spec.data.on_too_long,
+                        skip_dir=skip_dir / Path(path).stem if skip_dir is not None else None)
 
 
-def make_collate(tokenizer):
+def make_collate(model, stage: str, spec: TrialSpec):
+    """The collate for `model` (its image token count and pad id), packed when data.packing says so."""
     from trainers.data.collate import make_collate as _mk
 
-    return _mk(tokenizer.pad_token_id)
+    pack = spec.data.packing == "all" or (spec.data.packing == "sft" and stage == "sft")
+    if pack and spec.llm.attn_implementation != "flash_attention_2":
+        logger.info("[%s] packed micro batches under %s attention: one block-diagonal mask over the packed row "
+                    "(flash_attention_2 runs them varlen, without it)", stage, spec.llm.attn_implementation)
+    return _mk(model.tokenizer.pad_token_id, model.image_token_id, model.num_image_tokens, pack)
+
+
+def loader_options(spec: TrialSpec):
+    from trainers.loader import LoaderOptions
+
+    return LoaderOptions(num_workers=spec.data.num_workers, group_by_length=spec.data.group_by_length)
 
 
 # ----- freezing and lr groups -----
@@ -169,7 +196,7 @@ def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: 
     import torch
 
     import experts
-    from trainers.llm import build_llm
+    from trainers.llm import build_llm, check_positions
     from trainers.model import EagleModel
 
     with torch.random.fork_rng():
@@ -179,7 +206,9 @@ def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: 
         mixture = experts.VisionMixture(mods, fusion_name, fusion_options).to(dtype)
         llm = build_llm(llm_spec, tokenizer, seed, dtype=dtype)
         torch.manual_seed(seed + 1)
-        return EagleModel(mixture, projector, llm, tokenizer, fusion_name, fusion_options).to(dtype)
+        model = EagleModel(mixture, projector, llm, tokenizer, fusion_name, fusion_options).to(dtype)
+    check_positions(llm_spec.max_length, model.num_image_tokens, model.max_length)
+    return model
 
 
 def vocabulary_identity(tokenizer) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 
 from trainers import distributed as D
+from trainers import stages as S
 
 if TYPE_CHECKING:
     from trainers.worker import TrialRunner
@@ -33,16 +34,17 @@ def heldout_loss(runner: "TrialRunner", model) -> float:
     ds = runner.dataset(runner.data.heldout, runner.spec.llm.template)
     mb, env = runner.spec.train.stages["sft"].micro_batch_size, runner.env
     n_batches = math.ceil(len(ds) / (mb * env.world_size))
+    collate = S.make_collate(model, "sft", runner.spec)  # image tokens expanded as in training
     total = torch.zeros(2, dtype=torch.float64, device=env.device)
     with eval_mode(runner, model):
         for b in range(n_batches):
             start = (b * env.world_size + env.rank) * mb
             idx = [i for i in range(start, start + mb) if i < len(ds)]
             weight = 1.0 if idx else 0.0
-            batch = D.to_device(runner.collate([ds[i] for i in (idx or [0])]), env.device)
+            batch = D.to_device(collate([ds[i] for i in (idx or [0])]), env.device)
             loss = model(**batch).loss
-            n = (batch["labels"][:, 1:] != -100).sum()
-            total += torch.stack([loss.double() * n * weight, n.double() * weight])  # stays on the device
+            n = batch["num_targets"] * weight  # a host int from the collate: no device sync
+            total += torch.stack([loss.detach().double() * n, loss.new_tensor(n, dtype=torch.float64)])
     total = D.all_reduce(total)
     return float(total[0] / total[1])
 

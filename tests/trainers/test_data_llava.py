@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainers.data.collate import collate, count_supervised_tokens, count_text_tokens, make_collate
+from trainers.data.collate import collate, make_collate
 from trainers.data.errors import DataError
 from trainers.data.llava import LlavaDataset, read_texts
 from trainers.data.templates import IGNORE_INDEX, IMAGE_TOKEN
@@ -51,11 +51,11 @@ def test_reads_json_and_jsonl(tmp_path, folder, tok, jsonl):
     ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128)
     assert len(ds) == 3 and ds.skipped == []
     item = ds[0]
-    assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
-    assert torch.allclose(item["image"][0], torch.ones(32, 32)) and item["image"][1:].abs().max() == 0
+    assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.uint8  # floats on the device
+    assert (item["image"][0] == 255).all() and item["image"][1:].max() == 0
     assert item["has_image"] is True
     grey = ds[1]["image"]
-    assert torch.allclose(grey, torch.full_like(grey, 128 / 255))
+    assert (grey == 128).all()
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     assert (ds[1]["input_ids"] == image_id).sum() == 1  # prepended
     text = ds[2]
@@ -82,7 +82,7 @@ def test_skip_mode_counts_and_reports(tmp_path, folder, tok, caplog):
     assert [rid for rid, _ in ds.skipped] == ["r1", "r3"]
     assert "unreadable image" in ds.skipped[0][1] and ds.skipped[1][1] == "file not found"
     assert "skipped 2 of 4 records" in caplog.text
-    assert all(ds[i]["image"].abs().sum() > 0 or not ds[i]["has_image"] for i in range(len(ds)))
+    assert all(ds[i]["image"].sum() > 0 or not ds[i]["has_image"] for i in range(len(ds)))
 
 
 def test_truncated_image_is_an_error_at_open(tmp_path, folder, tok):
@@ -128,32 +128,106 @@ def test_invalid_json_and_bad_args(tmp_path, folder, tok):
         LlavaDataset(tmp_path / "none.json", folder, 32, tok, "vicuna_v1", 128)
 
 
-def test_collate_pads_right(tmp_path, folder, tok):
+def test_collate_expands_the_image_token_and_pads_right(tmp_path, folder, tok):
     ds = LlavaDataset(_write(tmp_path / "d.json", RECORDS, False), folder, 16, tok, "chatml", 128)
     items = [ds[i] for i in range(3)]
-    batch = make_collate(tok.pad_token_id)(items)
-    lengths = [it["input_ids"].numel() for it in items]
-    assert batch["input_ids"].shape == (3, max(lengths)) and batch["images"].shape == (3, 3, 16, 16)
-    assert batch["attention_mask"].sum(1).tolist() == lengths
-    assert batch["has_image"].tolist() == [True, True, False]
+    image_id, t = tok.convert_tokens_to_ids(IMAGE_TOKEN), 5
+    batch = make_collate(tok.pad_token_id, image_id, t)(items)
+    lengths = [it["input_ids"].numel() + (t - 1) * bool(it["has_image"]) for it in items]
+    assert batch["input_ids"].shape == (3, max(lengths)) and batch["attention_mask"].sum(1).tolist() == lengths
+    assert batch["images"].shape == (2, 3, 16, 16) and batch["images"].dtype == torch.uint8  # text-only row: none
+    assert (batch["input_ids"] == image_id).sum(1).tolist() == [t, t, 0]
+    ids0 = items[0]["input_ids"].tolist()
+    p = ids0.index(image_id)
+    row = batch["input_ids"][0].tolist()
+    assert row[:p] == ids0[:p] and row[p:p + t] == [image_id] * t and row[p + t:lengths[0]] == ids0[p + 1:]
+    assert (batch["labels"][0, p:p + t] == IGNORE_INDEX).all()
+    assert batch["labels"][0, p + t:lengths[0]].tolist() == items[0]["labels"][p + 1:].tolist()
     for i, n in enumerate(lengths):
-        assert torch.equal(batch["input_ids"][i, :n], items[i]["input_ids"])
-        assert (batch["input_ids"][i, n:] == tok.pad_token_id).all()
-        assert (batch["labels"][i, n:] == IGNORE_INDEX).all()
-    assert count_text_tokens(batch) == sum(lengths)
-    assert count_supervised_tokens(batch) == sum(int((it["labels"] != IGNORE_INDEX).sum()) for it in items)
+        assert (batch["input_ids"][i, n:] == tok.pad_token_id).all() and (batch["labels"][i, n:] == IGNORE_INDEX).all()
+    assert batch["num_tokens"] == sum(lengths)
+    assert batch["num_targets"] == sum(int((it["labels"][1:] != IGNORE_INDEX).sum()) for it in items)
     with pytest.raises(DataError, match="empty batch"):
-        collate([], 0)
+        collate([], 0, image_id, t)
+    bad = dict(items[2], has_image=True)
+    with pytest.raises(DataError, match="item 0 has 0 image tokens but has_image=True"):
+        collate([bad], 0, image_id, t)
+
+
+def test_packed_batch_is_one_row_with_restarting_positions(tmp_path, folder, tok):
+    ds = LlavaDataset(_write(tmp_path / "d.json", RECORDS, False), folder, 16, tok, "chatml", 128)
+    items = [ds[i] for i in range(3)]
+    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    padded = collate(items, tok.pad_token_id, image_id, 4)
+    packed = collate(items, tok.pad_token_id, image_id, 4, pack=True)
+    lengths = padded["attention_mask"].sum(1).tolist()
+    assert packed["input_ids"].shape == (1, sum(lengths)) and packed["num_tokens"] == padded["num_tokens"]
+    assert packed["position_ids"][0].tolist() == [j for n in lengths for j in range(n)]
+    assert packed["input_ids"][0].tolist() == [x for r, n in zip(padded["input_ids"].tolist(), lengths) for x in r[:n]]
+    starts = [sum(lengths[:i]) for i in range(3)]
+    assert all(packed["labels"][0, s] == IGNORE_INDEX for s in starts)  # no loss across a boundary
+    assert packed["num_targets"] == padded["num_targets"] and torch.equal(packed["images"], padded["images"])
+    from trainers.data.collate import padding_fraction
+
+    assert padding_fraction(packed) == 0.0 < padding_fraction(padded)
+
+
+def test_long_conversations_are_counted_or_an_error(tmp_path, folder, tok):
+    path = _write(tmp_path / "d.json", RECORDS, False)
+    full = LlavaDataset(path, folder, 16, tok, "vicuna_v1", 128)
+    assert full.truncated == 0
+    cut = max(abs(n) for n in full.lengths) - 1
+    ds = LlavaDataset(path, folder, 16, tok, "vicuna_v1", cut)
+    longest = [i for i, n in enumerate(full.lengths) if abs(n) > cut]
+    assert ds.truncated == len(longest) >= 1 and all(ds[i]["input_ids"].numel() == cut for i in longest)
+    assert [n < 0 for n in ds.lengths] == [False, False, True]  # text-only records are negative (modality)
+    with pytest.raises(DataError, match=rf"record r\d .*tokens exceed llm.max_length={cut}"):
+        LlavaDataset(path, folder, 16, tok, "vicuna_v1", cut, on_too_long="error")
+
+
+def test_images_are_verified_once_and_remembered(tmp_path, folder, monkeypatch):
+    from trainers.data import verify
+
+    (folder / "sub" / "blue.png").write_bytes(b"not a png")
+    path = _write(tmp_path / "d.json", RECORDS, False)
+    cache, out = tmp_path / "cache", tmp_path / "trial"
+    out.mkdir()
+    with pytest.raises(DataError, match=r"image .*sub/blue\.png: unreadable image .*1 bad images"):
+        verify.write_checks([path], folder, cache, out, "error")
+    opened = []
+    monkeypatch.setattr(verify, "check_image", lambda p: opened.append(p))
+    checks = verify.write_checks([path, path], folder, cache, out, "skip")  # remembered: nothing opened
+    assert opened == [] and checks == verify.read_checks(out)
+    assert list(checks.values())[0]["bad"].keys() == {"sub/blue.png"}
+    Image.new("RGB", (8, 8)).save(folder / "sub" / "blue.png")  # changed file: new key, checked again
+    checks = verify.write_checks([path], folder, cache, out, "skip")
+    assert len(opened) == 2 and list(checks.values())[0]["bad"] == {}
+    with pytest.raises(DataError, match="no image checks"):
+        verify.read_checks(tmp_path)
 
 
 def test_decode_failure_after_open(tmp_path, folder, tok):
-    """verify_images=False defers checks to loading: error names the record, skip moves on."""
+    """Images checked at launch (bad_images given) are not reopened: a decode error names the record,
+    skip moves on."""
     (folder / "red.png").write_bytes(b"garbage")
     path = _write(tmp_path / "d.json", RECORDS, False)
-    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, verify_images=False)
+    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, bad_images={})
     with pytest.raises(DataError, match=r"record r0 .*red\.png: cannot decode"):
         ds[0]
-    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, on_bad_image="skip", verify_images=False)
+    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, on_bad_image="skip", bad_images={})
     item = ds[0]  # r0 is broken: r1 comes instead
-    assert item["has_image"] and torch.allclose(item["image"], torch.full_like(item["image"], 128 / 255))
+    assert item["has_image"] and (item["image"] == 128).all()
     assert [rid for rid, _ in ds.skipped] == ["r0"]
+
+
+def test_skips_in_loader_workers_are_counted_in_the_main_process(tmp_path, folder, tok):
+    from torch.utils.data import DataLoader
+
+    (folder / "red.png").write_bytes(b"garbage")  # passes no check: bad_images={} (launch saw it fine)
+    path = _write(tmp_path / "d.json", RECORDS, False)
+    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, on_bad_image="skip", bad_images={},
+                      skip_dir=tmp_path / "skips")
+    assert ds.skipped == []
+    items = list(DataLoader(ds, batch_size=None, num_workers=1))
+    assert len(items) == 3 and ds._skipped == []  # the skip happened in the worker process
+    assert [rid for rid, _ in ds.skipped] == ["r0"] and "cannot decode" in ds.skipped[0][1]

@@ -27,11 +27,11 @@ class PixelModel:
         self.batches = []
 
     def generate(self, images, prompts, max_new_tokens):
-        assert images.dim() == 4 and images.shape[1] == 3 and 0.0 <= float(images.min()) <= float(images.max()) <= 1.0
+        assert images.dim() == 4 and images.shape[1] == 3 and images.dtype == torch.uint8  # floats come on the device
         self.batches.append((tuple(images.shape), len(prompts), max_new_tokens))
         out = []
         for img, p in zip(images, prompts):
-            v = int((img * 255).round().long().sum()) % 7
+            v = int(img.long().sum()) % 7
             if "yes or no" in p:
                 out.append("Yes, there is." if v % 2 else "No, there is not.")
             elif "option's letter" in p:
@@ -65,11 +65,11 @@ def _worker(rank, world, init_file, tmp, result_dir, eval_over):
 def test_to_tensor_matches_the_training_loader(tmp_path):
     from PIL import Image
 
-    from trainers.data.llava import load_image
+    from trainers.data.images import load_image
     wide = Image.effect_noise((20, 10), 40).convert("RGB")
     wide.save(tmp_path / "w.png")
     t = to_tensor([wide, Image.new("RGB", (7, 7), (0, 0, 0))], 16)
-    assert t.shape == (2, 3, 16, 16) and t.dtype == torch.float32
+    assert t.shape == (2, 3, 16, 16) and t.dtype == torch.uint8
     assert torch.equal(t[0], load_image(tmp_path / "w.png", 16))  # what the model saw in training
     assert float(t[1].max()) == 0.0
 
@@ -161,3 +161,20 @@ def test_final_eval_carries_intervals_and_the_blind_control(tmp_path):
     # the same items and bootstrap seed: a second model's replicates pair with the first's
     again = evaluate(PixelModel(), None, spec, tmp_path / "three")
     assert again["bootstrap"] == res["bootstrap"]
+
+
+def test_image_side_is_the_training_side_never_a_default(tmp_path):
+    """Real data: images reach the model at the largest expert input size, as in training (no 336)."""
+    spec = parse_trial_spec({
+        "experts": [{"preset": "tiny-clip", "input_size": 192}, {"preset": "tiny-convnext"}],
+        "llm": {"preset": "tiny-llama"}, "data": {"pretrain": "p.json", "sft": "s.json", "image_folder": "i"},
+        "eval": {"benchmarks": ["gqa"], "limit": 2, "batch_size": 2}, "cache_dir": str(tmp_path / "cache")})
+    from trainers.stages import data_image_size
+
+    assert data_image_size(spec) == 192  # tiny-convnext: 128
+    model = PixelModel()
+    evaluate(model, None, spec, tmp_path / "out")
+    assert {shape[2:] for shape, _, _ in model.batches} == {(192, 192)}
+    bad = spec.model_copy(update={"experts": [spec.experts[0].model_copy(update={"preset": "tiny-clop"})]})
+    with pytest.raises(KeyError, match="tiny-clop"):
+        data_image_size(bad)

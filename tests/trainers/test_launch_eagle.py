@@ -29,6 +29,12 @@ CASES = {
     "interval_eval_zero3": (lambda d: (d["train"].__setitem__("strategy", "deepspeed_zero3"),
                                        d.__setitem__("eval", {"benchmarks": ["gqa"], "interval_steps": 2})),
                             r"eval\.interval_steps: not supported with deepspeed_zero3"),
+    "flash_attention": (lambda d: d["llm"].__setitem__("attn_implementation", "flash_attention_2"),
+                        r"llm\.attn_implementation: flash_attention_2 needs (the flash-attn package|a CUDA GPU)"),
+    "positions": (lambda d: d["llm"].__setitem__("max_length", 1020),  # tiny-llama: 1024 positions, 16 image tokens
+                  r"llm\.max_length: 1020 text tokens \+ 15 more for the image = 1035, over the LLM's 1024 positions"),
+    "align_positions": (lambda d: d["train"].__setitem__("align_llm", {"preset": "tiny-llama", "max_length": 1010}),
+                        r"train\.align_llm\.max_length: 1010 text tokens \+ 15 more"),
 }
 
 
@@ -63,3 +69,29 @@ def test_torchrun_command_own_rendezvous_and_multinode_passthrough(tmp_path):
                              ["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29400"])
     assert "localhost:0" not in multi and multi[multi.index("--rdzv-endpoint") + 1] == "head:29400"
     assert multi.index("--nnodes") < multi.index("trainers.worker")
+
+
+def test_a_bad_image_fails_at_launch_and_verification_is_remembered(tmp_path):
+    import json
+
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (8, 8)).save(images / "ok.png")
+    (images / "bad.png").write_bytes(b"not a png")
+    conv = [{"from": "human", "value": "<image>\nwhat colour is the shape ?"}, {"from": "gpt", "value": "red"}]
+    records = [{"id": f"r{i}", "image": "bad.png" if i == 3 else "ok.png", "conversations": conv} for i in range(8)]
+    (tmp_path / "d.json").write_text(json.dumps(records))
+    d = tiny_spec_dict()
+    d["data"] = {"pretrain": str(tmp_path / "d.json"), "sft": str(tmp_path / "d.json"), "image_folder": str(images)}
+    with pytest.raises(SpecError, match=r"bad\.yaml: data: .*d\.json: image .*bad\.png: unreadable image"):
+        run_trial(write_spec(d, tmp_path / "bad.yaml"), tmp_path / "out", nproc=1)
+    from trainers.launch import prepare_trial
+
+    d["data"]["on_bad_image"] = "skip"
+    spec_path = write_spec(d, tmp_path / "skip.yaml")
+    prepare_trial(spec_path, tmp_path / "out", 1)
+    checks = json.loads((tmp_path / "out" / "data_checks.json").read_text())
+    assert len(checks) == 1 and list(checks.values())[0]["bad"].keys() == {"bad.png"}  # one file, read once
+    assert len(list((tmp_path / "cache" / "verified").glob("*.json"))) == 1

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from trainers.data.collate import make_collate
-from trainers.data.llava import LlavaDataset, load_image
+from trainers.data.images import load_image
+from trainers.data.llava import LlavaDataset
 from trainers.data.synthetic import ANSWER_SETS, make_item
 from trainers.data.templates import IMAGE_TOKEN, encode_prompt, stop_token_ids
 from trainers.data.tokenizer import build_word_tokenizer
@@ -62,8 +63,8 @@ def test_tiny_model_learns_to_answer_from_the_image(tmp_path):
     ds = LlavaDataset(train, tmp_path / "images", SIZE, tok, TEMPLATE, 128)
     engine = make_engine("ddp", DistEnv(), MetricsWriter(tmp_path / "metrics.jsonl"), seed=0, checkpoint_every=10_000,
                     bf16=False)
-    result = engine.run(StageJob("sft", "sft", model, param_groups(model, hp), ds, make_collate(tok.pad_token_id),
-                                 hp), tmp_path / "ckpt")
+    collate = make_collate(tok.pad_token_id, model.image_token_id, model.num_image_tokens)
+    result = engine.run(StageJob("sft", "sft", model, param_groups(model, hp), ds, collate, hp), tmp_path / "ckpt")
     assert result.steps == 192 and result.last_loss < result.first_loss / 3
 
     records = json.loads(held.read_text())

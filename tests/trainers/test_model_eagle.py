@@ -9,52 +9,90 @@ from trainers.model import IGNORE_INDEX, IMAGE_TOKEN, EagleModel
 from trainers.projector import build_projector
 
 
-def _batch(model, texts, labels_from: int = 3):
+def _batch(model, texts, labels_from: int = 3, pack: bool = False):
+    """input_ids / attention_mask / labels as the collate gives them (image token expanded)."""
+    from trainers.data.collate import collate
+
     tok = model.tokenizer
-    seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), tok.pad_token_id)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, IGNORE_INDEX)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-        labels[i, labels_from: len(s)] = torch.tensor(s[labels_from:])
-    return ids, mask, labels
+    items = []
+    for t in texts:
+        ids = torch.tensor(tok(t, add_special_tokens=False)["input_ids"])
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        labels[labels_from:] = ids[labels_from:]
+        items.append({"input_ids": ids, "labels": labels, "image": torch.zeros(3, 8, 8, dtype=torch.uint8),
+                      "has_image": IMAGE_TOKEN in t})
+    b = collate(items, tok.pad_token_id, model.image_token_id, model.num_image_tokens, pack=pack)
+    return b["input_ids"], b["attention_mask"], b["labels"]
 
 
-def test_splice_places_image_tokens_and_masks_their_labels(tmp_path):
+def test_splice_fills_the_image_slots_in_order(tmp_path):
     model = tiny_model(tmp_path)
     ids, mask, labels = _batch(model, [f"{IMAGE_TOKEN} red circle", f"what colour {IMAGE_TOKEN} is the shape ?"], 1)
-    images = torch.rand(2, 3, 64, 64)
-    out = model.splice(ids, mask, images, labels)
     t = model.num_image_tokens
     assert t == 16  # two experts on a 4x4 grid, channel concatenation keeps 16 tokens
-    lengths = mask.sum(1) - 1 + t
-    assert out["attention_mask"].sum(1).tolist() == lengths.tolist()
-    assert out["inputs_embeds"].shape == (2, int(lengths.max()), 64)
-    # sample 1: image at position 2 -> positions 2..2+t are image embeddings, labels ignored there
+    assert (ids == model.image_token_id).sum(1).tolist() == [t, t]
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    embeds = model.splice(ids, images)
+    text = model.llm.get_input_embeddings()(ids)
     img = model.encode_images(images)
-    torch.testing.assert_close(out["inputs_embeds"][1, 2:2 + t], img[1])
-    assert (out["labels"][1, 2:2 + t] == IGNORE_INDEX).all()
-    # text after the image keeps its labels, shifted by t - 1
-    assert out["labels"][1, 2 + t:int(lengths[1])].tolist() == labels[1, 3:int(mask[1].sum())].tolist()
-    # sample 0: image at 0, its labels all ignored; padding is ignored too
-    assert (out["labels"][0, :t] == IGNORE_INDEX).all()
-    assert (out["labels"][0, int(lengths[0]):] == IGNORE_INDEX).all()
+    torch.testing.assert_close(embeds[0, :t], img[0])
+    torch.testing.assert_close(embeds[1, 2:2 + t], img[1])  # image at position 2 of sample 1
+    torch.testing.assert_close(embeds[1, :2], text[1, :2])
+    torch.testing.assert_close(embeds[1, 2 + t:], text[1, 2 + t:])
+    assert (labels[1, 2:2 + t] == IGNORE_INDEX).all()
+    # uint8 images are the float [0, 1] images, converted on the device
+    torch.testing.assert_close(model.encode_images(images.float() / 255), img)
 
 
-def test_two_image_tokens_in_one_sequence_is_an_error(tmp_path):
+def test_unexpanded_or_doubled_image_tokens_are_errors(tmp_path):
+    from trainers.data.errors import DataError
+
     model = tiny_model(tmp_path)
-    ids, mask, labels = _batch(model, [f"{IMAGE_TOKEN} red {IMAGE_TOKEN}"])
-    with pytest.raises(ValueError, match="at most one"):
-        model.splice(ids, mask, torch.rand(1, 3, 64, 64), labels)
+    with pytest.raises(DataError, match="at most one"):
+        _batch(model, [f"{IMAGE_TOKEN} red {IMAGE_TOKEN}"])
+    tok = model.tokenizer
+    ids = torch.tensor([tok(f"{IMAGE_TOKEN} red", add_special_tokens=False)["input_ids"]])
+    with pytest.raises(ValueError, match="expand each"):
+        model(ids, torch.ones_like(ids), torch.rand(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_batch_gives_the_padded_loss_and_gradients(tmp_path, attn):
+    from tests.trainers.helpers_eagle import tiny_tokenizer
+    from experts import get_preset
+    from trainers.spec import LLMSpec
+    from trainers.stages import build_model
+
+    model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "mlp2x_gelu",
+                        LLMSpec(preset="tiny-llama", attn_implementation=attn), tiny_tokenizer(tmp_path), 0)
+    assert model.llm.config._attn_implementation == attn
+    texts = [f"{IMAGE_TOKEN} a red circle on a white background", "how many circles are there ? three",
+             f"{IMAGE_TOKEN} blue square"]
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    results = []
+    for pack in (False, True):
+        from trainers.data.collate import collate
+
+        items = []
+        for t in texts:
+            ids = torch.tensor(model.tokenizer(t, add_special_tokens=False)["input_ids"])
+            items.append({"input_ids": ids, "labels": ids.clone(), "has_image": IMAGE_TOKEN in t,
+                          "image": images[0 if t.endswith("background") else 1]})
+        batch = collate(items, model.tokenizer.pad_token_id, model.image_token_id, model.num_image_tokens, pack)
+        assert batch["input_ids"].shape[0] == (1 if pack else 3)
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.detach(), model.projector[0].weight.grad.clone(),
+                        model.llm.model.layers[0].self_attn.q_proj.weight.grad.clone()))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_forward_loss_and_gradients_reach_projector(tmp_path):
     model = tiny_model(tmp_path)
     ids, mask, labels = _batch(model, [f"{IMAGE_TOKEN} a red circle", f"{IMAGE_TOKEN} blue square"], 1)
-    out = model(ids, mask, torch.rand(2, 3, 64, 64), labels)
+    out = model(ids, mask, torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8), labels)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert 3.0 < float(out.loss.detach()) < 7.0  # ~ln(vocab) at random init
     out.loss.backward()
@@ -78,6 +116,18 @@ def test_save_and_reload_give_identical_logits(tmp_path):
     with torch.no_grad():
         after = again(ids, mask, images).logits
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_attention_implementation_survives_save_and_reload(tmp_path):
+    from experts import get_preset
+    from tests.trainers.helpers_eagle import tiny_tokenizer
+    from trainers.spec import LLMSpec
+    from trainers.stages import build_model
+
+    model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "linear",
+                        LLMSpec(preset="tiny-llama", attn_implementation="eager"), tiny_tokenizer(tmp_path), 0)
+    model.save_pretrained(tmp_path / "m")
+    assert EagleModel.from_pretrained(tmp_path / "m").llm.config._attn_implementation == "eager"
 
 
 def test_from_pretrained_on_a_non_model_dir_names_the_problem(tmp_path):

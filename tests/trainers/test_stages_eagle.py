@@ -6,7 +6,8 @@ import torch
 
 from tests.trainers.helpers_eagle import tiny_model
 from trainers.distributed import DistEnv
-from trainers.engine import BatchSplitError, accumulation_steps, rank_micro_batches, total_steps, warmup_cosine
+from trainers.engine import BatchSplitError, accumulation_steps, total_steps, warmup_cosine
+from trainers.loader import rank_micro_batches
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
 from trainers.stages import freeze_for_stage, param_groups
 

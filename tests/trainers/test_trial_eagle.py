@@ -32,6 +32,8 @@ def _check_complete(out: Path, result: dict, recipe: str, world: int, evaluated:
     assert (out / "trial.yaml").is_file() and (out / "logs" / "rank0.log").is_file()
     stages = RECIPE_STAGES[recipe]
     assert set(result["steps"]) == set(stages) and result["peak_memory_mb"] > 100
+    # counted, reported cuts to llm.max_length (none in these specs; counting: test_data_llava)
+    assert result["truncated_records"] == {s: 0 for s in stages if s != "align_expert"}
     metrics = read_metrics(out / "metrics.jsonl")
     for stage in stages:
         lines = [m for m in metrics if m["stage"] == stage]  # eval lines carry scores, not losses
@@ -246,3 +248,17 @@ def test_interval_evaluation_logs_objectives_during_sft(tmp_path):
     assert evals[-1]["objective"] == pytest.approx(result["objective"])
     sft = [m["step"] for m in read_metrics(out / "metrics.jsonl") if m["stage"] == "sft"]
     assert sft == list(range(1, 7))  # evaluation interleaves with training, it does not replace steps
+
+
+def test_packed_grouped_trial_with_loader_workers_learns(tmp_path):
+    """data.packing / group_by_length / num_workers reach every stage's loader through the worker."""
+    d = tiny_spec_dict(checkpoint_every=100)
+    d["data"].update(num_workers=2, group_by_length=True, packing="sft")
+    for st in d["train"]["stages"].values():
+        st["max_steps"] = 2
+    d["train"]["stages"]["sft"].update(max_steps=None, epochs=3)
+    out = tmp_path / "trial"
+    result = run_trial(write_spec(d, tmp_path / "t.yaml"), out, nproc=1)
+    metrics = _check_complete(out, result, "eagle", 1)
+    first, last = _falls(metrics, "sft")
+    assert last < first - 0.3, (first, last)

@@ -7,13 +7,10 @@ tokenizing turn by turn (SentencePiece adds prefix spaces at segment starts).
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trainers.data.errors import DataError, UnknownNameError
-
-logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<image>"
 IGNORE_INDEX = -100
@@ -168,14 +165,9 @@ def render_conversation(
     return "".join(parts), spans
 
 
-def encode_conversation(
-    conversations: Sequence[dict], tokenizer, template: str | ChatTemplate, max_length: int
-) -> tuple[list[int], list[int]]:
-    """(input_ids, labels): labels are IGNORE_INDEX everywhere but the assistant answers and
-    their end-of-turn token. Truncated to max_length; an error if that would cut the image token
-    or every answer."""
-    if max_length <= 0:
-        raise DataError(f"max_length must be positive, got {max_length}")
+def encode_untruncated(conversations: Sequence[dict], tokenizer, template: str | ChatTemplate) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of the whole conversation: labels are IGNORE_INDEX everywhere but the
+    assistant answers and their end-of-turn token."""
     t = get_template(template)
     if not getattr(tokenizer, "is_fast", False):
         raise DataError(f"{type(tokenizer).__name__} is not a fast tokenizer; label masking needs offsets")
@@ -192,13 +184,31 @@ def encode_conversation(
         if k < len(spans) and spans[k][0] <= start < spans[k][1]:
             labels[j] = ids[j]
     bos = _bos_ids(tokenizer, t)
-    ids, labels = bos + ids, [IGNORE_INDEX] * len(bos) + labels
+    return bos + ids, [IGNORE_INDEX] * len(bos) + labels
+
+
+def encode_conversation(
+    conversations: Sequence[dict], tokenizer, template: str | ChatTemplate, max_length: int
+) -> tuple[list[int], list[int]]:
+    """encode_untruncated cut to max_length (callers count the cuts: LlavaDataset.truncated); an
+    error if that would cut the image token or every answer."""
+    if max_length <= 0:
+        raise DataError(f"max_length must be positive, got {max_length}")
+    ids, labels = encode_untruncated(conversations, tokenizer, template)
     if len(ids) > max_length:
         image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if image_id in ids and image_id not in ids[:max_length]:
             raise DataError(f"conversation of {len(ids)} tokens truncated to max_length={max_length} loses the image token")
         ids, labels = ids[:max_length], labels[:max_length]
-        logger.debug("truncated a conversation to %d tokens", max_length)
     if all(lab == IGNORE_INDEX for lab in labels):
         raise DataError(f"no answer token left within max_length={max_length}")
     return ids, labels
+
+
+def conversation_lengths(conversations: Sequence[Sequence[dict]], tokenizer, template: str | ChatTemplate) -> list[int]:
+    """Untruncated token counts of many conversations (one batched tokenizer call; same counts as
+    encode_untruncated)."""
+    t = get_template(template)
+    texts = [render_conversation(c, t, tokenizer.eos_token)[0] for c in conversations]
+    n_bos = len(_bos_ids(tokenizer, t))
+    return [len(ids) + n_bos for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

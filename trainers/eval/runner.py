@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from trainers import distributed as D
+from trainers.data.images import to_uint8
 from trainers.data.templates import IMAGE_TOKEN, build_prompt, encode_prompt, stop_token_ids
 from trainers.eval.aggregate import objective
 from trainers.eval.base import Benchmark, EvalItem, slim_subset
@@ -25,12 +25,12 @@ from trainers.eval.bootstrap import bootstrap_eval
 from trainers.eval.benchmarks import get_benchmark, parse_benchmark_list
 from trainers.eval.synthetic_suite import ensure_suite
 from trainers.spec import TrialSpec
+from trainers.stages import data_image_size
 
 logger = logging.getLogger(__name__)
 
 SLIM_SEED = 0  # slim subsets must not depend on the trial's seed: every trial sees the same items
-DEFAULT_SIDE = 336
-BLANK_LEVEL = 0.5  # the blind control's image: uniform mid-grey, the same for every item
+BLANK_LEVEL = 128  # the blind control's image: uniform mid-grey (uint8), the same for every item
 
 
 def _distributed(world_size: int) -> bool:
@@ -42,25 +42,10 @@ def _share(obj: Any, world_size: int) -> Any:
     return D.broadcast_object(obj) if _distributed(world_size) else obj
 
 
-def image_side(spec: TrialSpec, model) -> int:
-    """The side training fed images at (trainers.stages.resolve_data): the synthetic image size, else
-    the largest expert input size."""
-    if spec.data.synthetic is not None:
-        return spec.data.synthetic.image_size
-    try:
-        return max(int(e.config.input_size) for e in model.mixture.experts)
-    except (AttributeError, TypeError, ValueError):
-        return DEFAULT_SIDE
-
-
 def to_tensor(images: Sequence[Image.Image], side: int) -> torch.Tensor:
-    """[B, 3, side, side] floats in [0, 1], resized as the training data loader does (bilinear, to a
-    square); each expert then applies its own resize and normalisation."""
-    out = []
-    for img in images:
-        img = img.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
-        out.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
-    return torch.stack(out).float().div_(255.0)
+    """[B, 3, side, side] uint8, resized as the training data is (trainers.data.images); the model
+    converts on the device and each expert applies its own resize and normalisation."""
+    return torch.stack([to_uint8(img, side) for img in images])
 
 
 def _data_root(spec: TrialSpec, out_dir: Path, rank: int, world_size: int) -> Path:
@@ -100,7 +85,7 @@ class _Generator:
 
     def __call__(self, items: Sequence[EvalItem]) -> list[str]:
         if self.blank:  # the blind control: same prompts, no visual information
-            images = torch.full((len(items), 3, self.side, self.side), BLANK_LEVEL)
+            images = torch.full((len(items), 3, self.side, self.side), BLANK_LEVEL, dtype=torch.uint8)
         else:
             images = to_tensor([it.load_image() for it in items], self.side)
         questions = [f"{IMAGE_TOKEN}\n{it.prompt}" for it in items]
@@ -181,7 +166,7 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
     ev = spec.eval
     names = parse_benchmark_list(ev.benchmarks)
     root = _data_root(spec, out_dir, rank, world_size)
-    gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, image_side(spec, model))
+    gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, data_image_size(spec))
     blind_gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, gen.side, blank=True) \
         if final and ev.blind else None
     runs: list = []
