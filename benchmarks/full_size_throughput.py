@@ -93,11 +93,14 @@ def run_stage(spec, stage: str, device: torch.device, tok, steps: int, peak_tflo
     opt = torch.optim.AdamW(params, lr=1e-5)
     micro, text = spec.train.stages[stage].micro_batch_size, TEXT[stage]
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(8, len(tok), (micro, text + 1), generator=gen)
-    ids[:, 0] = model.image_token_id
+    n_img = model.num_image_tokens  # the collate's expansion: one slot per visual token
+    ids = torch.randint(8, len(tok), (micro, n_img + text + 1), generator=gen)
+    ids[:, :n_img] = model.image_token_id
+    labels = ids.clone()
+    labels[:, :n_img] = -100
     batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
              "images": torch.rand(micro, 3, 1024 if device.type == "cuda" else 128, 1024 if device.type == "cuda"
-                                  else 128, generator=gen).to(device), "labels": ids.to(device)}
+                                  else 128, generator=gen).to(device), "labels": labels.to(device)}
     bf16 = device.type == "cuda"
     flops = step_flops(model, batch, bf16=bf16)
 

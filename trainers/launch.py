@@ -60,7 +60,8 @@ def check_trial_dir(spec: TrialSpec, out: Path, restart: bool) -> None:
     """A directory continues only the spec it was started with; another one is an error naming
     both hashes and the changed fields, or with `restart`, a clean restart."""
     state, path = spec_state(spec), out / SPEC_STATE
-    if path.is_file():
+    progress = any((out / name).exists() for name in ("stages", "checkpoints", "metrics.jsonl"))
+    if path.is_file() and progress:
         old = json.loads(path.read_text())
         if old.get("hash") != state["hash"]:
             if not restart:
@@ -102,6 +103,7 @@ def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
 
 def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> None:
     """Everything that can be checked before a process starts; SpecError with one line otherwise."""
+    import experts
     from trainers.engine import BatchSplitError, accumulation_steps
     from trainers.llm import LLMSetupError, check_llm_spec, check_positions, llm_positions
     from trainers.projector import PROJECTORS
@@ -125,7 +127,16 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> 
         fail("experts", f"all experts of a mixture must share a token grid, got {sorted(grids)}")
     if spec.projector.type not in PROJECTORS:
         fail("projector.type", f"unknown projector {spec.projector.type!r}; known: {', '.join(PROJECTORS)}")
-    # the fusion is built (on the meta device) by trainers.preflight.check_trial
+    try:  # on the meta device: only its token count is needed here (check_trial runs it)
+        import torch
+
+        with torch.device("meta"):
+            fusion = experts.build_fusion(spec.fusion.name, [c.hidden_size for c in cfgs], cfgs[0].grid ** 2,
+                                          **spec.fusion.options)
+    except KeyError as err:
+        fail("fusion.name", str(err.args[0]) if err.args else str(err))
+    except (ValueError, TypeError) as err:
+        fail("fusion.options", str(err).splitlines()[0])
     for field, llm in (("llm", spec.llm), ("train.align_llm", spec.train.align_llm)):
         if llm is None:
             continue

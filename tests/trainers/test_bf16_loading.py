@@ -75,8 +75,12 @@ def test_ddp_keeps_trainable_weights_fp32_and_frozen_ones_bf16(tmp_path):
     assert _dtypes(model.projector) == {torch.float32}
     assert _dtypes(model.llm) == {BF16} and _dtypes(model.mixture.experts) == {BF16}
     words = model.tokenizer("a red circle", add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([[model.image_token_id, *words]])
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids,
+    from trainers.data.collate import expand_image_tokens
+
+    flat = torch.tensor([model.image_token_id, *words])
+    ids, labels = (t[None] for t in expand_image_tokens(flat, flat.clone(), model.image_token_id,
+                                                          model.num_image_tokens))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
              "images": torch.rand(1, 3, 64, 64)}
     loss = engine.backward(model, batch, True, 1)
     assert torch.isfinite(loss) and model.projector[0].weight.grad.dtype == torch.float32

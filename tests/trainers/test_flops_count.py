@@ -109,9 +109,12 @@ def test_real_step_counts_match_the_parts(tmp_path, prof):
     model.llm.requires_grad_(False)
     model.train()
     tok = model.tokenizer
+    from trainers.data.collate import expand_image_tokens
+
     ids = tok("<image> a red circle", add_special_tokens=False)["input_ids"]
-    batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-             "images": torch.rand(1, 3, 64, 64), "labels": torch.tensor([ids])}
+    flat, _ = expand_image_tokens(torch.tensor(ids), torch.tensor(ids), model.image_token_id, model.num_image_tokens)
+    batch = {"input_ids": flat[None], "attention_mask": torch.ones(1, len(flat), dtype=torch.long),
+             "images": torch.rand(1, 3, 64, 64), "labels": flat[None].clone()}
     got = step_flops(model, batch)
     vision = sum(prof.expert(experts.get_preset(n), False).flops for n in ("tiny-clip", "tiny-convnext"))
     seq = len(ids) - 1 + model.num_image_tokens
