@@ -42,6 +42,9 @@ class VisionExpert(nn.Module):
         super().__init__()
         if config.family != self.family:
             raise ExpertConfigError(f"expert {config.name!r}: family {config.family!r} given to the {self.family!r} expert")
+        if config.mean is None:
+            raise ExpertConfigError(f"expert {config.name!r}: no mean/std given and none read from its source; "
+                                    "set mean and std in its config")
         self.config = config
         self.backbone = backbone if backbone is not None else self.build_backbone(config)
         self._check_sizes()
@@ -64,6 +67,11 @@ class VisionExpert(nn.Module):
     def build_backbone(cls, config: ExpertConfig) -> nn.Module:
         """Random-init backbone from `config.arch`."""
         raise NotImplementedError
+
+    @classmethod
+    def resolve_config(cls, config: ExpertConfig) -> ExpertConfig:
+        """The config with what the family reads from its source filled in (generic families)."""
+        return config
 
     @classmethod
     def load_backbone(cls, config: ExpertConfig) -> nn.Module:

@@ -8,13 +8,16 @@ from experts.convnext import ConvNextExpert
 from experts.dinov2 import Dinov2Expert
 from experts.errors import UnknownNameError
 from experts.eva02 import Eva02Expert
+from experts.hf_vision import HFVisionExpert
 from experts.loading import read_saved_config, read_saved_weights
 from experts.pix2struct import Pix2StructExpert
 from experts.presets import PRESETS
 from experts.sam import SamExpert
+from experts.timm_generic import TimmGenericExpert
 
 EXPERT_FAMILIES: dict[str, type[VisionExpert]] = {
-    cls.family: cls for cls in (ClipExpert, ConvNextExpert, SamExpert, Dinov2Expert, Pix2StructExpert, Eva02Expert)
+    cls.family: cls for cls in (ClipExpert, ConvNextExpert, SamExpert, Dinov2Expert, Pix2StructExpert, Eva02Expert,
+                                HFVisionExpert, TimmGenericExpert)
 }
 
 
@@ -37,6 +40,7 @@ def build_expert(cfg: ExpertConfig | str) -> VisionExpert:
     if isinstance(cfg, str):
         cfg = get_preset(cfg)
     cls = get_family(cfg.family)
+    cfg = cls.resolve_config(cfg)
     backbone = cls.load_backbone(cfg) if cfg.pretrained else None
     return cls(cfg, backbone)
 

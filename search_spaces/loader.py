@@ -27,6 +27,8 @@ class ExpertChoice(_Strict):
     task: str = ""
     full: str  # full-size preset name in experts.PRESETS
     tiny: str  # tiny random-init preset name
+    # per scale, a whole expert declaration (experts.ExpertConfig fields) when full/tiny names no preset
+    define: dict[Scale, dict[str, Any]] = Field(default_factory=dict)
 
     def preset(self, scale: Scale) -> str:
         return self.full if scale == "full" else self.tiny

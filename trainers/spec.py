@@ -29,6 +29,8 @@ class ExpertEntry(_Strict):
     """An expert of the mixture: a preset from experts/ plus per-trial overrides (None = preset's)."""
 
     preset: str
+    # a whole expert declaration (experts.ExpertConfig fields) for one with no preset; `preset` names it
+    define: dict[str, Any] | None = None
     source: str | None = None
     pretrained: bool | None = None
     input_size: int | None = Field(default=None, gt=0)
