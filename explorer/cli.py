@@ -465,5 +465,9 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
         _print_result(result, out_dir or ckpt)
 
 
+from explorer.cli_experts import experts_cmd  # noqa: E402  (its own module; registered here)
+
+app.command("experts")(experts_cmd)
+
 if __name__ == "__main__":  # pragma: no cover
     app()
