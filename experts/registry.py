@@ -1,6 +1,8 @@
 """Name -> thing registries (families, presets, fusions) and the factories that use them."""
 from __future__ import annotations
 
+import math
+
 from experts.base import VisionExpert
 from experts.clip import ClipExpert
 from experts.config import ExpertConfig
@@ -61,7 +63,15 @@ def fusions() -> dict:
 
 
 def build_fusion(name: str, in_dims: list[int], num_tokens: int, **options):
+    """The fusion; with options `compress` (unshuffle | avgpool) and `compress_factor`, wrapped so its
+    token grid is compressed (experts.fusion.compress)."""
+    from experts.fusion.compress import CompressedFusion, pop_compression
+
     known = fusions()
     if name not in known:
         raise UnknownNameError("fusion", name, known)
-    return known[name](list(in_dims), num_tokens, **options)
+    mode, factor, options = pop_compression(name, options)
+    fusion = known[name](list(in_dims), num_tokens, **options)
+    if mode == "none":
+        return fusion
+    return CompressedFusion(fusion, mode, factor, math.isqrt(num_tokens))

@@ -21,6 +21,11 @@ class SVAOptions(FusionOptions):
     layers: int = Field(default=1, gt=0)  # stacked aggregator blocks, each with its own keys/values
 
 
+def _heads(t: Tensor, h: int) -> Tensor:
+    """[B, Q, L, dim] -> [B, Q, heads, L, dim/heads]."""
+    return t.unflatten(-1, (h, -1)).transpose(2, 3)
+
+
 class _Block(nn.Module):
     def __init__(self, in_dims: list[int], dim: int, window: int) -> None:
         super().__init__()
@@ -76,8 +81,7 @@ class SpatialVisionAggregator(Fusion):
                 values.append(v)
             k, v = torch.cat(keys, dim=2), torch.cat(values, dim=2)  # [B, Q, n*m*m, dim]
             q = blk.q(blk.q_norm(y)).unsqueeze(2)  # [B, Q, 1, dim]
-            split = lambda t: t.unflatten(-1, (h, -1)).transpose(2, 3)  # noqa: E731 -> [B, Q, heads, L, dh]
-            att = F.scaled_dot_product_attention(split(q), split(k), split(v))  # per query, its windows only
+            att = F.scaled_dot_product_attention(_heads(q, h), _heads(k, h), _heads(v, h))  # per query, its windows only
             y = y + blk.o(att.transpose(2, 3).flatten(3).squeeze(2))
             y = y + blk.mlp(blk.mlp_norm(y))
         return y
