@@ -46,3 +46,35 @@ def test_a_bad_inline_declaration_names_the_field():
 
     with pytest.raises(experts.ExpertConfigError, match="expert 'mine': hidden_size"):
         resolve_expert(ExpertEntry(preset="mine", define=dict(TIMM_VIT, hidden_size=0)))
+
+
+def test_the_llm_axis_reaches_the_trial_and_splits_the_stage1_cache(tmp_path):
+    from pathlib import Path
+
+    from trainers.stages import TrialData, stage1_key_for
+
+    root = Path(__file__).resolve().parents[2] / "studies"
+    spec = load_study(root / "encoder_llm.yaml")
+    data = TrialData(Path("p.json"), Path("s.json"), Path("s.json"), None, 448, {"files": "x"})
+    keys = {}
+    for source in spec.strategy.axes["llm.source"]:
+        ts = build_trial_spec(spec, {"expert_A": True, "llm.source": source}, {"seed": 0, "experts": "A"},
+                              number=0, cache_dir=tmp_path)
+        assert ts.llm.source == source
+        keys[source] = stage1_key_for(resolve_expert(ts.experts[0]), ts, data)
+    assert len(set(keys.values())) == len(keys)  # one stage-1 pre-alignment per expert and LLM
+    tiny = load_study(root / "tiny_encoder_llm.yaml")
+    ts = build_trial_spec(tiny, {"expert_G": True, "llm.preset": "small-llama"}, {"seed": 0, "experts": "G"},
+                          number=1, cache_dir=tmp_path)
+    assert ts.llm.preset == "small-llama" and ts.experts[0].preset == "tiny-siglip2"
+
+
+def test_the_mixed_catalogue_study_compresses_behind_sva(tmp_path):
+    from pathlib import Path
+
+    spec = load_study(Path(__file__).resolve().parents[2] / "studies" / "tiny_mixed_catalogue.yaml")
+    params = {"expert_A": True, "expert_G": True, "expert_K": True, "fusion": "sva", "fusion.options.compress": "unshuffle"}
+    ts = build_trial_spec(spec, params, {"seed": 0, "experts": "A+G+K"}, number=0, cache_dir=tmp_path)
+    assert [e.preset for e in ts.experts] == ["tiny-clip", "tiny-siglip2", "tiny-radio"]
+    mix = experts.build_mixture([resolve_expert(e) for e in ts.experts], ts.fusion.name, ts.fusion.options)
+    assert mix.num_tokens == 4 and mix(torch.rand(1, 3, 64, 64)).shape == (1, 4, mix.out_dim)
