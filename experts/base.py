@@ -55,6 +55,10 @@ class VisionExpert(nn.Module):
             )
         self.feature_grid = self.grid_for(self.encode_size) * self.tiles_per_side
         self.out_dim = aligned_width(config.name, config.align, self.feature_grid, config.grid, width)
+        if config.highres == "dynamic":  # pooled tiles ++ thumbnail (experts.tiling)
+            if config.align == "unshuffle":
+                raise ExpertConfigError(f"expert {config.name!r}: highres=dynamic needs align 'none' or 'resize'")
+            self.out_dim *= 2
         self.aligner = GridAligner(config.align, config.grid)
         self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
@@ -124,7 +128,7 @@ class VisionExpert(nn.Module):
     @property
     def encode_size(self) -> int:
         c = self.config
-        return c.native_size if c.highres == "tiled" else c.input_size
+        return c.native_size if c.highres in ("tiled", "dynamic") else c.input_size
 
     @property
     def tiles_per_side(self) -> int:
@@ -173,6 +177,8 @@ class VisionExpert(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.check_images(images)
+        if self.config.highres == "dynamic":
+            return self._forward_dynamic(images)
         pixels = self.preprocess(images.to(next(self.backbone.parameters()).dtype))
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._trainable):
             if self.config.highres == "tiled" and self.tiles_per_side > 1:
@@ -181,6 +187,15 @@ class VisionExpert(nn.Module):
             else:
                 fmap = self.encode(pixels)
         return self.aligner(fmap)
+
+    def _forward_dynamic(self, images: torch.Tensor) -> torch.Tensor:
+        from experts.tiling import merge_dynamic, split_dynamic
+
+        c = self.config
+        crops, layouts = split_dynamic(images.to(next(self.backbone.parameters()).dtype), c.max_tiles, c.native_size)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._trainable):
+            fmaps = self.encode(self.normalize(crops))
+        return merge_dynamic(fmaps, layouts, c.grid, self.aligner)
 
     def set_trainable(self, flag: bool) -> None:
         """Unfreeze (True) or freeze (False): requires_grad, and eval mode while frozen."""

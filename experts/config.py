@@ -9,7 +9,7 @@ from experts.errors import ExpertConfigError
 
 Family = Literal["clip", "convnext", "sam", "dinov2", "pix2struct", "eva02", "hf_vision", "timm"]
 Align = Literal["none", "resize", "unshuffle"]
-HighRes = Literal["interpolate", "tiled"]
+HighRes = Literal["interpolate", "tiled", "dynamic"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -42,6 +42,7 @@ class ExpertConfig(BaseModel):
     std: tuple[float, float, float] | None = CLIP_STD
     freeze: bool = True
     grad_checkpointing: bool = False
+    max_tiles: int = Field(default=6, ge=1)  # highres=dynamic: tiles per image (plus a thumbnail)
     feature_layer: int = -1  # index into the hidden states (-2: penultimate, as LLaVA uses)
     weights_prefix: str | None = None  # hf_vision: the vision tower's key prefix in a composite checkpoint
 

@@ -48,7 +48,7 @@ class ResolutionRecipe(_Strict):
 
     input_size: PerScale | None = None
     grid: PerScale | None = None  # token grid side at this resolution (the paper's 576/1024/2304 tokens)
-    highres: Literal["interpolate", "tiled"] | None = None
+    highres: Literal["interpolate", "tiled", "dynamic"] | None = None
     applies_to: list[str] | None = None
 
 

@@ -76,5 +76,7 @@ def test_the_mixed_catalogue_study_compresses_behind_sva(tmp_path):
     params = {"expert_A": True, "expert_G": True, "expert_K": True, "fusion": "sva", "fusion.options.compress": "unshuffle"}
     ts = build_trial_spec(spec, params, {"seed": 0, "experts": "A+G+K"}, number=0, cache_dir=tmp_path)
     assert [e.preset for e in ts.experts] == ["tiny-clip", "tiny-siglip2", "tiny-radio"]
+    siglip2 = resolve_expert(ts.experts[1])
+    assert (siglip2.highres, siglip2.max_tiles) == ("dynamic", 4)  # per-preset base-trial settings carry over
     mix = experts.build_mixture([resolve_expert(e) for e in ts.experts], ts.fusion.name, ts.fusion.options)
-    assert mix.num_tokens == 4 and mix(torch.rand(1, 3, 64, 64)).shape == (1, 4, mix.out_dim)
+    assert mix.num_tokens == 4 and mix(torch.rand(1, 3, 128, 128)).shape == (1, 4, mix.out_dim)
