@@ -68,8 +68,13 @@ class TimmExpert(VisionExpert):
     fixed_kwargs: ClassVar[dict[str, Any]] = {"num_classes": 0}
 
     @classmethod
+    def timm_fixed(cls, config: ExpertConfig) -> dict[str, Any]:
+        """create_model kwargs the family always sets."""
+        return cls.fixed_kwargs
+
+    @classmethod
     def build_backbone(cls, config: ExpertConfig) -> nn.Module:
-        model = create_timm(config, cls.fixed_kwargs)
+        model = create_timm(config, cls.timm_fixed(config))
         model.eagle_arch = dict(config.arch)
         return model
 
@@ -77,7 +82,7 @@ class TimmExpert(VisionExpert):
     def load_backbone(cls, config: ExpertConfig) -> nn.Module:
         if saved_expert_dir(config.source):
             return load_saved_backbone(cls, config)
-        model = load_timm(config, cls.fixed_kwargs)
+        model = load_timm(config, cls.timm_fixed(config))
         model.eagle_arch = dict(config.arch)
         return model
 

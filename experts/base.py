@@ -42,6 +42,9 @@ class VisionExpert(nn.Module):
         super().__init__()
         if config.family != self.family:
             raise ExpertConfigError(f"expert {config.name!r}: family {config.family!r} given to the {self.family!r} expert")
+        if config.mean is None:
+            raise ExpertConfigError(f"expert {config.name!r}: no mean/std given and none read from its source; "
+                                    "set mean and std in its config")
         self.config = config
         self.backbone = backbone if backbone is not None else self.build_backbone(config)
         self._check_sizes()
@@ -52,6 +55,10 @@ class VisionExpert(nn.Module):
             )
         self.feature_grid = self.grid_for(self.encode_size) * self.tiles_per_side
         self.out_dim = aligned_width(config.name, config.align, self.feature_grid, config.grid, width)
+        if config.highres == "dynamic":  # pooled tiles ++ thumbnail (experts.tiling)
+            if config.align == "unshuffle":
+                raise ExpertConfigError(f"expert {config.name!r}: highres=dynamic needs align 'none' or 'resize'")
+            self.out_dim *= 2
         self.aligner = GridAligner(config.align, config.grid)
         self.register_buffer("pixel_mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
@@ -64,6 +71,11 @@ class VisionExpert(nn.Module):
     def build_backbone(cls, config: ExpertConfig) -> nn.Module:
         """Random-init backbone from `config.arch`."""
         raise NotImplementedError
+
+    @classmethod
+    def resolve_config(cls, config: ExpertConfig) -> ExpertConfig:
+        """The config with what the family reads from its source filled in (generic families)."""
+        return config
 
     @classmethod
     def load_backbone(cls, config: ExpertConfig) -> nn.Module:
@@ -116,7 +128,7 @@ class VisionExpert(nn.Module):
     @property
     def encode_size(self) -> int:
         c = self.config
-        return c.native_size if c.highres == "tiled" else c.input_size
+        return c.native_size if c.highres in ("tiled", "dynamic") else c.input_size
 
     @property
     def tiles_per_side(self) -> int:
@@ -165,6 +177,8 @@ class VisionExpert(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.check_images(images)
+        if self.config.highres == "dynamic":
+            return self._forward_dynamic(images)
         # resize + normalise in fp32 (antialiased resize has no bf16 kernel on CPU), then the weights' dtype
         pixels = self.preprocess(images.float()).to(next(self.backbone.parameters()).dtype)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self._trainable):
@@ -174,6 +188,15 @@ class VisionExpert(nn.Module):
             else:
                 fmap = self.encode(pixels)
         return self.aligner(fmap)
+
+    def _forward_dynamic(self, images: torch.Tensor) -> torch.Tensor:
+        from experts.tiling import merge_dynamic, split_dynamic
+
+        c = self.config
+        crops, layouts = split_dynamic(images.to(next(self.backbone.parameters()).dtype), c.max_tiles, c.native_size)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._trainable):
+            fmaps = self.encode(self.normalize(crops))
+        return merge_dynamic(fmaps, layouts, c.grid, self.aligner)
 
     def set_trainable(self, flag: bool) -> None:
         """Unfreeze (True) or freeze (False): requires_grad, and eval mode while frozen."""

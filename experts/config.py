@@ -7,9 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from experts.errors import ExpertConfigError
 
-Family = Literal["clip", "convnext", "sam", "dinov2", "pix2struct", "eva02"]
+Family = Literal["clip", "convnext", "sam", "dinov2", "pix2struct", "eva02", "hf_vision", "timm"]
 Align = Literal["none", "resize", "unshuffle"]
-HighRes = Literal["interpolate", "tiled"]
+HighRes = Literal["interpolate", "tiled", "dynamic"]
 Attention = Literal["sdpa", "eager"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -38,27 +38,37 @@ class ExpertConfig(BaseModel):
     grid: int = Field(gt=0)  # output token grid side (grid*grid tokens)
     align: Align = "none"
     highres: HighRes = "interpolate"
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
+    # None: read from the source's own preprocessing config (generic families hf_vision / timm)
+    mean: tuple[float, float, float] | None = CLIP_MEAN
+    std: tuple[float, float, float] | None = CLIP_STD
     freeze: bool = True
     grad_checkpointing: bool = False
     attention: Attention = "sdpa"  # transformers backbones: fused SDPA kernels (eager: the reference maths)
+    max_tiles: int = Field(default=6, ge=1)  # highres=dynamic: tiles per image (plus a thumbnail)
     feature_layer: int = -1  # index into the hidden states (-2: penultimate, as LLaVA uses)
+    weights_prefix: str | None = None  # hf_vision: the vision tower's key prefix in a composite checkpoint
 
     @model_validator(mode="after")
     def _check(self) -> "ExpertConfig":
         if self.pretrained and not self.source:
             raise ValueError(f"expert {self.name!r}: pretrained=True needs a source (hub id, timm name or local path)")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(f"expert {self.name!r}: give both mean and std, or neither (read from the source)")
         return self
+
+    @classmethod
+    def declared(cls, data: dict[str, Any]) -> "ExpertConfig":
+        """An expert declared in YAML (no preset); a bad field is one ExpertConfigError line."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "config"
+            raise ExpertConfigError(f"expert {data.get('name')!r}: {field}: {err['msg']}") from None
 
     def with_overrides(self, **overrides: Any) -> "ExpertConfig":
         """A copy with some fields replaced, validated again (None values are ignored). A bad value
         is a one-line ExpertConfigError (a ValueError) naming the expert and the field."""
         data = self.model_dump()
         data.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return ExpertConfig.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "config"
-            raise ExpertConfigError(f"expert {self.name!r}: {field}: {err['msg']}") from None
+        return ExpertConfig.declared(data)

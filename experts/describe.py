@@ -7,18 +7,27 @@ from typing import Any
 
 import torch
 
+from experts.base import VisionExpert
+from experts.config import ExpertConfig
 from experts.presets import PRESETS
 from experts.registry import build_expert
 
 
-def describe_preset(name: str) -> dict[str, Any]:
-    cfg = PRESETS[name].with_overrides(pretrained=False)
+def build_on_meta(cfg: ExpertConfig | str) -> VisionExpert:
+    """The expert (a preset name or a config) with its architecture on the meta device: shapes and
+    parameter counts without weights, downloads or memory (pretrained is ignored)."""
+    cfg = PRESETS[cfg] if isinstance(cfg, str) else cfg
     with torch.device("meta"):
-        expert = build_expert(cfg)
+        return build_expert(cfg.with_overrides(pretrained=False))
+
+
+def describe_preset(name: str) -> dict[str, Any]:
+    cfg = PRESETS[name]
+    expert = build_on_meta(cfg)
     return {
-        "preset": name, "letter": cfg.letter, "family": cfg.family,
+        "preset": name, "letter": cfg.letter, "family": cfg.family, "source": cfg.source,
         "params": sum(p.numel() for p in expert.backbone.parameters()),
-        "input": cfg.input_size, "feature_grid": expert.feature_grid, "align": cfg.align,
+        "native": cfg.native_size, "input": cfg.input_size, "feature_grid": expert.feature_grid, "align": cfg.align,
         "tokens": expert.num_tokens, "width": expert.out_dim,
     }
 

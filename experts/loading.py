@@ -66,15 +66,17 @@ def hf_model_type(cfg: ExpertConfig) -> str | None:
         raise ExpertLoadError(f"expert {cfg.name!r}: cannot read a config from {src!r} ({_first_line(exc)})") from exc
 
 
-def load_hf(model_cls, cfg: ExpertConfig, submodule: str | None = None) -> nn.Module:
+def load_hf(model_cls, cfg: ExpertConfig, submodule: str | None = None, **kwargs: Any) -> nn.Module:
     """`model_cls.from_pretrained(source)`; with `submodule`, the model is the full checkpoint's
-    class and its `submodule` (e.g. Pix2Struct's "encoder") is returned. Missing weights are an error."""
+    class and its `submodule` (e.g. Pix2Struct's "encoder") is returned; `kwargs` go to from_pretrained.
+    Missing weights are an error."""
     src = cfg.source
     if looks_like_path(src) and not Path(src).expanduser().is_dir():
         raise ExpertLoadError(f"expert {cfg.name!r}: weight directory {src!r} does not exist")
     try:
         model, info = model_cls.from_pretrained(str(Path(src).expanduser()) if looks_like_path(src) else src,
-                                                output_loading_info=True, attn_implementation=cfg.attention)
+                                                output_loading_info=True,
+                                                **{"attn_implementation": cfg.attention, **kwargs})
     except Exception as exc:  # hub unreachable, no weight file, bad config: one clear error
         raise ExpertLoadError(f"expert {cfg.name!r}: cannot load {model_cls.__name__} weights from {src!r} ({_first_line(exc)})") from exc
     missing = list(info.get("missing_keys") or [])

@@ -71,7 +71,9 @@ _TINY = [
         native_size=64, input_size=64, hidden_size=32, grid=4, align="resize", **CLIP),
 ]
 
-PRESETS: dict[str, ExpertConfig] = {c.name: c for c in _FULL + _TINY}
+from experts.presets_generic import GENERIC_PRESETS  # noqa: E402  (letters G-L and tiny generic ones)
+
+PRESETS: dict[str, ExpertConfig] = {c.name: c for c in _FULL + _TINY} | GENERIC_PRESETS
 FULL_PRESETS = tuple(c.name for c in _FULL)
 TINY_PRESETS = tuple(c.name for c in _TINY)
 LETTERS: dict[str, tuple[str, str]] = {f.letter: (f.name, t.name) for f, t in zip(_FULL, _TINY)}

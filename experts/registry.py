@@ -1,6 +1,8 @@
 """Name -> thing registries (families, presets, fusions) and the factories that use them."""
 from __future__ import annotations
 
+import math
+
 from experts.base import VisionExpert
 from experts.clip import ClipExpert
 from experts.config import ExpertConfig
@@ -8,13 +10,16 @@ from experts.convnext import ConvNextExpert
 from experts.dinov2 import Dinov2Expert
 from experts.errors import UnknownNameError
 from experts.eva02 import Eva02Expert
+from experts.hf_vision import HFVisionExpert
 from experts.loading import read_saved_config, read_saved_weights
 from experts.pix2struct import Pix2StructExpert
 from experts.presets import PRESETS
 from experts.sam import SamExpert
+from experts.timm_generic import TimmGenericExpert
 
 EXPERT_FAMILIES: dict[str, type[VisionExpert]] = {
-    cls.family: cls for cls in (ClipExpert, ConvNextExpert, SamExpert, Dinov2Expert, Pix2StructExpert, Eva02Expert)
+    cls.family: cls for cls in (ClipExpert, ConvNextExpert, SamExpert, Dinov2Expert, Pix2StructExpert, Eva02Expert,
+                                HFVisionExpert, TimmGenericExpert)
 }
 
 
@@ -37,6 +42,7 @@ def build_expert(cfg: ExpertConfig | str) -> VisionExpert:
     if isinstance(cfg, str):
         cfg = get_preset(cfg)
     cls = get_family(cfg.family)
+    cfg = cls.resolve_config(cfg)
     backbone = cls.load_backbone(cfg) if cfg.pretrained else None
     return cls(cfg, backbone)
 
@@ -62,7 +68,15 @@ def fusions() -> dict:
 
 
 def build_fusion(name: str, in_dims: list[int], num_tokens: int, **options):
+    """The fusion; with options `compress` (unshuffle | avgpool) and `compress_factor`, wrapped so its
+    token grid is compressed (experts.fusion.compress)."""
+    from experts.fusion.compress import CompressedFusion, pop_compression
+
     known = fusions()
     if name not in known:
         raise UnknownNameError("fusion", name, known)
-    return known[name](list(in_dims), num_tokens, **options)
+    mode, factor, options = pop_compression(name, options)
+    fusion = known[name](list(in_dims), num_tokens, **options)
+    if mode == "none":
+        return fusion
+    return CompressedFusion(fusion, mode, factor, math.isqrt(num_tokens))

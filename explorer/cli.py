@@ -544,5 +544,9 @@ from explorer.cli_plan import register as _register_plan  # noqa: E402
 
 _register_plan(app, _guard, CliError)  # `plan` lives in its own file
 
+from explorer.cli_experts import experts_cmd  # noqa: E402  (its own module; registered here)
+
+app.command("experts")(experts_cmd)
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -57,6 +57,8 @@ def build_trial_data(spec: StudySpec, params: dict[str, Any], user_attrs: dict[s
         preset = space.preset(x)
         entry = copy.deepcopy(base_entries.get(preset, {}))
         entry["preset"] = preset
+        if space.scale in space.experts[x].define:  # declared in the catalogue, no preset
+            entry["define"] = space.experts[x].define[space.scale]
         if res.input_size is not None and (res.applies_to is None or x in res.applies_to):
             entry["input_size"] = getattr(res.input_size, space.scale)
         if res.grid is not None and (res.applies_to is None or x in res.applies_to):

@@ -27,6 +27,8 @@ class ExpertChoice(_Strict):
     task: str = ""
     full: str  # full-size preset name in experts.PRESETS
     tiny: str  # tiny random-init preset name
+    # per scale, a whole expert declaration (experts.ExpertConfig fields) when full/tiny names no preset
+    define: dict[Scale, dict[str, Any]] = Field(default_factory=dict)
 
     def preset(self, scale: Scale) -> str:
         return self.full if scale == "full" else self.tiny
@@ -46,7 +48,7 @@ class ResolutionRecipe(_Strict):
 
     input_size: PerScale | None = None
     grid: PerScale | None = None  # token grid side at this resolution (the paper's 576/1024/2304 tokens)
-    highres: Literal["interpolate", "tiled"] | None = None
+    highres: Literal["interpolate", "tiled", "dynamic"] | None = None
     applies_to: list[str] | None = None
 
 

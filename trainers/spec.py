@@ -29,11 +29,14 @@ class ExpertEntry(_Strict):
     """An expert of the mixture: a preset from experts/ plus per-trial overrides (None = preset's)."""
 
     preset: str
+    # a whole expert declaration (experts.ExpertConfig fields) for one with no preset; `preset` names it
+    define: dict[str, Any] | None = None
     source: str | None = None
     pretrained: bool | None = None
     input_size: int | None = Field(default=None, gt=0)
     grid: int | None = Field(default=None, gt=0)  # output token grid side (resolution ablations change it)
-    highres: Literal["interpolate", "tiled"] | None = None
+    highres: Literal["interpolate", "tiled", "dynamic"] | None = None
+    max_tiles: int | None = Field(default=None, ge=1)  # highres=dynamic
     freeze: bool | None = None  # during SFT; pre-alignment stages freeze by recipe
     grad_checkpointing: bool | None = None
 

@@ -36,9 +36,11 @@ def resolve_expert(entry):
     """One trial expert entry -> its validated ExpertConfig (preset + the entry's overrides)."""
     import experts
 
-    return experts.get_preset(entry.preset).with_overrides(
+    base = (experts.ExpertConfig.declared({"name": entry.preset, **entry.define}) if entry.define
+            else experts.get_preset(entry.preset))
+    return base.with_overrides(
         source=entry.source, pretrained=entry.pretrained, input_size=entry.input_size, grid=entry.grid,
-        highres=entry.highres, freeze=entry.freeze, grad_checkpointing=entry.grad_checkpointing)
+        highres=entry.highres, max_tiles=entry.max_tiles, freeze=entry.freeze, grad_checkpointing=entry.grad_checkpointing)
 
 
 def resolve_data(spec: TrialSpec, cache_dir: str | Path) -> TrialData:

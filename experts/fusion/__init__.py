@@ -1,4 +1,5 @@
-"""The five fusion strategies compared in the Eagle paper (arXiv 2408.15998), one module each."""
+"""The five fusion strategies compared in the Eagle paper (arXiv 2408.15998) and Cambrian-1's
+Spatial Vision Aggregator, one module each."""
 from __future__ import annotations
 
 from .base import Fusion, FusionError, FusionOptions, fusion_cost
@@ -7,9 +8,10 @@ from .deformable import Deformable, ms_deform_sample
 from .llava_hr import LlavaHR
 from .mini_gemini import MiniGemini
 from .sequence_append import SequenceAppend
+from .sva import SpatialVisionAggregator
 
 FUSIONS: dict[str, type[Fusion]] = {
-    cls.name: cls for cls in (SequenceAppend, ChannelConcat, LlavaHR, MiniGemini, Deformable)
+    cls.name: cls for cls in (SequenceAppend, ChannelConcat, LlavaHR, MiniGemini, Deformable, SpatialVisionAggregator)
 }
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "LlavaHR",
     "MiniGemini",
     "SequenceAppend",
+    "SpatialVisionAggregator",
     "fusion_cost",
     "ms_deform_sample",
 ]

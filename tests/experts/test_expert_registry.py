@@ -12,7 +12,7 @@ def test_unknown_names_list_the_known_ones():
     with pytest.raises(experts.UnknownNameError, match="unknown expert preset 'clip-h'.*tiny-clip.*tiny-sam") as ei:
         experts.get_preset("clip-h")
     assert isinstance(ei.value, KeyError) and "clip-l-448" in str(ei.value)
-    with pytest.raises(KeyError, match="unknown expert family 'vit'; known: clip, convnext, dinov2, eva02, pix2struct, sam"):
+    with pytest.raises(KeyError, match="unknown expert family 'vit'; known: clip, convnext, dinov2, eva02, hf_vision, pix2struct, sam, timm"):
         experts.get_family("vit")
     with pytest.raises(experts.UnknownNameError, match="unknown fusion 'concat'.*channel_concat.*sequence_append"):
         experts.build_fusion("concat", [8, 8], 16)

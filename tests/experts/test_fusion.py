@@ -1,4 +1,4 @@
-"""The five Eagle fusion strategies: shapes, gradients, exactness and behaviour, errors, cost."""
+"""The five Eagle fusion strategies and SVA: shapes, gradients, exactness and behaviour, errors, cost."""
 from __future__ import annotations
 
 import pytest
@@ -20,6 +20,8 @@ VARIANTS = [
     ("mini_gemini", {"local": True, "window": 3, "heads": 2}),
     ("deformable", {}),
     ("deformable", {"dim": 16, "heads": 2, "points": 2}),
+    ("sva", {}),
+    ("sva", {"query_grid": 2, "dim": 16, "heads": 2, "layers": 2}),
 ]
 
 
@@ -45,11 +47,12 @@ def _expected_shape(name, dims, options):
         "llava_hr": (T, dims[0]),
         "mini_gemini": (T, dims[0]),
         "deformable": (T, options.get("dim", dims[0])),
+        "sva": (options.get("query_grid", GRID) ** 2, options.get("dim", max(dims))),
     }[name]
 
 
-def test_registry_has_the_five_strategies():
-    assert set(FUSIONS) == {"sequence_append", "channel_concat", "llava_hr", "mini_gemini", "deformable"}
+def test_registry_has_the_six_strategies():
+    assert set(FUSIONS) == {"sequence_append", "channel_concat", "llava_hr", "mini_gemini", "deformable", "sva"}
     for name, cls in FUSIONS.items():
         assert issubclass(cls, Fusion) and cls.name == name
 
@@ -73,7 +76,7 @@ def test_shapes_and_gradients_reach_every_input_and_parameter(name, options, dim
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches parameter {pname}"
 
 
-@pytest.mark.parametrize("name", ["sequence_append", "llava_hr", "mini_gemini", "deformable"])
+@pytest.mark.parametrize("name", ["sequence_append", "llava_hr", "mini_gemini", "deformable", "sva"])
 def test_learnable_fusions_fit_a_target(name):
     torch.manual_seed(0)
     dims = [24, 40]
@@ -224,6 +227,8 @@ def test_deformable_offsets_start_as_a_regular_pattern():
         ("llava_hr", {"kernel_size": 2}, r"option 'kernel_size'=2: .*odd"),
         ("llava_hr", {"gate": "relu"}, r"fusion 'llava_hr': option 'gate'='relu'"),
         ("sequence_append", {"dim": -3}, r"option 'dim'=-3"),
+        ("sva", {"query_grid": 3}, r"option 'query_grid'=3 must divide the token grid 4"),
+        ("sva", {"heads": 7}, r"'heads'=7 does not divide the width 40"),
     ],
 )
 def test_bad_options_are_one_line_errors(name, options, match):
