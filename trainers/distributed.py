@@ -29,11 +29,6 @@ class DistEnv:
         return self.rank == 0
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    """A collated batch's tensors on `device` (other values as they are)."""
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def timeout() -> timedelta:
     raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_MIN))
     try:

@@ -11,6 +11,7 @@ import torch
 
 from trainers import distributed as D
 from trainers import stages as S
+from trainers.loader import to_device
 
 if TYPE_CHECKING:
     from trainers.worker import TrialRunner
@@ -41,7 +42,7 @@ def heldout_loss(runner: "TrialRunner", model) -> float:
             start = (b * env.world_size + env.rank) * mb
             idx = [i for i in range(start, start + mb) if i < len(ds)]
             weight = 1.0 if idx else 0.0
-            batch = D.to_device(collate([ds[i] for i in (idx or [0])]), env.device)
+            batch = to_device(collate([ds[i] for i in (idx or [0])]), env.device)
             loss = model(**batch).loss
             n = batch["num_targets"] * weight  # a host int from the collate: no device sync
             total += torch.stack([loss.detach().double() * n, loss.new_tensor(n, dtype=torch.float64)])

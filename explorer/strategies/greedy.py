@@ -97,7 +97,7 @@ class Greedy(Strategy):
         path: list[dict[str, Any]] = []
         rnd = 0
         maximize = self.spec.objective.direction == "maximize"
-        status = lambda p: status_of(groups.get(p.key, []), self.spec.retries)  # noqa: E731
+        status = lambda p: status_of(groups.get(p.key, []), self.spec.retries, self.spec.max_interruptions)  # noqa: E731
         while True:
             round_sets = self._round_items(rnd, current, remaining)
             items = [p for _, _, ps in round_sets for p in ps]
