@@ -19,6 +19,7 @@ from explorer import plots, report
 from explorer.dashboard import trial_scores
 from explorer.redact import mask, mask_data
 from explorer.run_fields import is_number
+from explorer.scales import PAPER_COLUMNS, PAPER_ORDER
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def trial_dir_of(trial, workdir: str | Path | None, study_name: str) -> Path | N
     if recorded and Path(recorded).is_dir():
         return Path(recorded)
     if workdir is not None:
-        moved = Path(workdir) / "trials" / study_name / str(trial.number)
+        name = Path(recorded).name if recorded else str(trial.number)  # the planned trial's directory
+        moved = Path(workdir) / "trials" / study_name / name
         if moved.is_dir():
             return moved
     return None
@@ -215,5 +217,5 @@ def write_report(study, spec, workdir: str | Path | None, out_dir: str | Path) -
 
 
 def _paper_order(benches: set[str]) -> list[str]:
-    rank = {col: i for i, col in enumerate(report.PAPER_ORDER)}
-    return sorted(benches, key=lambda b: (rank.get(report.PAPER_COLUMNS.get(b.lower(), b), len(rank)), b))
+    rank = {col: i for i, col in enumerate(PAPER_ORDER)}
+    return sorted(benches, key=lambda b: (rank.get(PAPER_COLUMNS.get(b.lower(), b), len(rank)), b))

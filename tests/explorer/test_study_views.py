@@ -101,7 +101,7 @@ def test_compare_views_have_the_varying_settings_as_params(views):
     assert p["visual_tokens"] == "16" and p["world_size"] == "2"
     assert [p[f"spec.expert.{x}.preset"] for x in "ABF"] == ["tiny-clip", "tiny-convnext", "tiny-eva02"]
     assert "None" not in p.values() and not [k for k in p if k.startswith(("optuna.", "spec.experts."))]
-    assert run.data.tags["trial_dir"] == f"trials/{NAME}/{run.data.tags['trial_number']}"  # relative
+    assert run.data.tags["trial_dir"] == f"trials/{NAME}/r1__A+B+F__s0"  # relative, the planned trial's own
     files = {a.path for a in views["client"].list_artifacts(run.info.run_id)}
     assert {"trial.yaml", "result.json", "metrics.jsonl", "predictions", "logs"} <= files
 
@@ -117,7 +117,7 @@ def test_parent_run_is_the_study_report(views):
     assert {f"report/{n}" for n in ("leaderboard.md", "leaderboard.csv", "table.md", "table.csv", "study.yaml",
                                     "study_resolved.yaml", *PLOTS)} <= files
     table = open(client.download_artifacts(parent, "report/table.md", str(views["work"] / "dl-t"))).read()
-    assert table.startswith("| #Enc | Combination | GQA | MME |") and "Greedy path: A+B (658.3)" in table
+    assert table.startswith("| #Enc | Combination | GQA (%) | MME (pts) |") and "Greedy path: A+B (658.3)" in table
     board = open(client.download_artifacts(parent, "report/leaderboard.csv", str(views["work"] / "dl-l"))).read()
     assert len(board.splitlines()) == 12 and board.splitlines()[1].split(",")[1] == "A+B+F+E+C"
     resolved = yaml.safe_load(open(client.download_artifacts(parent, "report/study_resolved.yaml",
