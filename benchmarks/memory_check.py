@@ -45,10 +45,16 @@ def measure_stage(spec, data, tok, stage: str, expert_index: int | None = None,
     model.to(device).train()
     opt = torch.optim.AdamW([p for g in S.param_groups(model, spec.train.stages[stage]) for p in g.params])
     caption = stage != "sft"
-    ds = S.make_dataset(data.pretrain if caption else data.sft, data, tok,
-                        S.PRETRAIN_TEMPLATE if caption else spec.llm.template, spec.llm.max_length, spec)
+    from trainers.data.verify import write_checks
+    from trainers.loader import to_device
+
+    path = data.pretrain if caption else data.sft
+    with tempfile.TemporaryDirectory() as tmp:  # the launcher's image checks, for this one dataset
+        checks = write_checks([path], data.image_folder, Path(tmp), Path(tmp), "error")
+    ds = S.make_dataset(path, data, tok, S.PRETRAIN_TEMPLATE if caption else spec.llm.template,
+                        spec.llm.max_length, spec, checks)
     n = spec.train.stages[stage].micro_batch_size
-    batch = {k: v.to(device) for k, v in S.make_collate(tok)([ds[i] for i in range(n)]).items()}
+    batch = to_device(S.make_collate(model, stage, spec)([ds[i] for i in range(n)]), device)
     on_gpu = device != "cpu"
 
     def step() -> None:
@@ -59,7 +65,7 @@ def measure_stage(spec, data, tok, stage: str, expert_index: int | None = None,
         opt.zero_grad(set_to_none=True)
 
     step()
-    text = int(batch["attention_mask"].shape[1]) - 1  # the image token becomes the visual tokens
+    text = int(batch["attention_mask"].shape[1]) - model.num_image_tokens  # the collate expanded the image
     if not on_gpu:
         return measure_step_peak(step, model, opt), text
     torch.cuda.synchronize()

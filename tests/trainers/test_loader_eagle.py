@@ -13,7 +13,8 @@ from trainers.data.collate import make_collate
 from trainers.data.llava import LlavaDataset
 from trainers.data.synthetic import IMAGE_SUBDIR, vocab_texts, write_sft
 from trainers.data.tokenizer import build_word_tokenizer
-from trainers.engine import DistEnv, Engine, StageJob
+from trainers.distributed import DistEnv
+from trainers.engine import StageJob, make_engine
 from trainers.loader import LoaderError, LoaderOptions, StepBatchSampler, check_workers, rank_micro_batches
 from trainers.metrics import MetricsWriter
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
@@ -71,7 +72,7 @@ def _run(tmp_path, name, num_workers, group, stop_after=None):
     freeze_for_stage(model, "sft", spec)
     ds = LlavaDataset(d / "sft.json", d / IMAGE_SUBDIR, 32, tok, "vicuna_v1", 128)
     metrics = tmp_path / f"{name}.jsonl"
-    engine = Engine("ddp", DistEnv(), MetricsWriter(metrics), seed=0, checkpoint_every=2, bf16=False)
+    engine = make_engine("ddp", DistEnv(), MetricsWriter(metrics), seed=0, checkpoint_every=2, bf16=False)
     engine.stop_after = stop_after
     job = StageJob("sft", "sft", model, param_groups(model, HP), ds,
                    make_collate(tok.pad_token_id, model.image_token_id, model.num_image_tokens), HP,
