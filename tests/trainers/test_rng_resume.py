@@ -42,7 +42,7 @@ def _data(n=32):
 def _collate(items):
     x = torch.stack([i["x"] for i in items])
     return {"input_ids": x, "attention_mask": torch.ones_like(x, dtype=torch.long),
-            "target": torch.stack([i["y"] for i in items])}
+            "target": torch.stack([i["y"] for i in items]), "num_tokens": x.numel()}  # host count, as the collate gives
 
 
 def _run(strategy, rank, ckpt, metrics, stop_after=None):

@@ -7,9 +7,8 @@ import weakref
 
 import pytest
 
-from tests.trainers.helpers_eagle import tiny_spec_dict
+from tests.trainers.helpers_eagle import tiny_spec_dict, write_spec
 from trainers.distributed import DistEnv
-from trainers.spec import parse_trial_spec
 
 
 @pytest.mark.slow
@@ -20,7 +19,10 @@ def test_a_finished_stage_frees_its_model_and_optimizer(tmp_path):
     d["data"]["synthetic"].update(n_pretrain=16, n_sft=16, n_heldout=8)
     d["train"]["stages"]["pretrain"] = dict(d["train"]["stages"]["align_projector"], max_steps=1)
     d["train"]["stages"]["sft"]["max_steps"] = 1
-    runner = TrialRunner(parse_trial_spec(d), tmp_path / "out", DistEnv(), tmp_path / "cache")
+    from trainers.launch import prepare_trial
+
+    spec, _, cache = prepare_trial(write_spec(d, tmp_path / "t.yaml"), tmp_path / "out")  # data + image checks
+    runner = TrialRunner(spec, tmp_path / "out", DistEnv(), cache)
     built = []
     build = runner.build_stage_model
 
