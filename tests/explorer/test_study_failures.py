@@ -56,7 +56,7 @@ def test_no_complete_trial_exits_1_with_the_failure_classes_and_a_log(tmp_path, 
     err = res.stderr
     assert "study fails failed: no trial of 1 completed" in err
     assert "1 x ExpertConfigError (trial 0): expert 'tiny-sam': cannot reach the grid (A+B)" in err
-    log = tmp_path / "work" / "trials" / "fails" / "0" / "logs" / "torchrun.log"
+    log = tmp_path / "work" / "trials" / "fails" / "r0__A+B__s0" / "logs" / "torchrun.log"  # the planned trial's directory
     assert f"log of trial 0: {log.resolve()} (last 3 lines)" in err.replace("\n", "")
     assert "Traceback (most recent call last)" in err  # the log's tail, not ours: exit 1 is not a crash
     assert res.exception is None or isinstance(res.exception, SystemExit)

@@ -61,7 +61,7 @@ def test_the_llm_axis_reaches_the_trial_and_splits_the_stage1_cache(tmp_path):
         ts = build_trial_spec(spec, {"expert_A": True, "llm.source": source}, {"seed": 0, "experts": "A"},
                               number=0, cache_dir=tmp_path)
         assert ts.llm.source == source
-        keys[source] = stage1_key_for(resolve_expert(ts.experts[0]), ts, data)
+        keys[source] = stage1_key_for(resolve_expert(ts.experts[0]), ts, data, bf16=True, tokenizer=None)
     assert len(set(keys.values())) == len(keys)  # one stage-1 pre-alignment per expert and LLM
     tiny = load_study(root / "tiny_encoder_llm.yaml")
     ts = build_trial_spec(tiny, {"expert_G": True, "llm.preset": "small-llama"}, {"seed": 0, "experts": "G"},
