@@ -30,7 +30,12 @@ def _on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001 -- signal handl
 
 
 def install_handlers() -> None:
-    """In a worker: the signals only set a flag; the loop acts on it at the end of a step."""
+    """In a worker: the signals only set a flag; the loop acts on it at the end of a step. Where
+    the loop runs off the main thread (a Ray Train worker), only the request file stops it."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, _on_signal)
 
