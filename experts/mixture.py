@@ -40,8 +40,12 @@ class VisionMixture(nn.Module):
     def num_tokens(self) -> int:
         return self.fusion.out_tokens
 
+    def expert_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Each expert's tokens [B, grid*grid, out_dim], before fusion."""
+        return [expert(images) for expert in self.experts]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fusion([expert(images) for expert in self.experts])
+        return self.fusion(self.expert_features(images))
 
     def set_expert_trainable(self, index: int, flag: bool) -> None:
         if not -len(self.experts) <= index < len(self.experts):

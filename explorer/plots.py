@@ -139,3 +139,30 @@ def benchmark_bars(rows: list[dict[str, Any]], benchmarks: list[str], path: Path
                         hspace=0.35, wspace=0.3)
     return _save(fig, path)
 
+
+
+def visual_tokens(rows: list[dict[str, Any]], objective: str, path: Path, title: str) -> Path:
+    """`rows`: explorer.tokens_report.token_rows. Left: the objective (with its interval) against the
+    visual tokens per image; right: the SFT tokens/s the same configurations ran at."""
+    plt = _pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.4))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.9, wspace=0.25)
+    for r in rows:
+        err = _error(r)
+        ax.errorbar([r["visual_tokens"]], [r["value"]], yerr=None if err is None else [[err[0]], [err[1]]],
+                    fmt="o", color="C0", capsize=3)
+        label = " ".join(x for x in (r["experts"], r["setting"]) if x)
+        ax.annotate(label, (r["visual_tokens"], r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        if r.get("sft_tokens_per_s"):
+            bx.plot([r["visual_tokens"]], [r["sft_tokens_per_s"]], "s", color="C1")
+            bx.annotate(label, (r["visual_tokens"], r["sft_tokens_per_s"]), textcoords="offset points",
+                        xytext=(5, 5), fontsize=7)
+    for a, ylabel in ((ax, objective), (bx, "SFT tokens/s (LLM input)")):
+        if len({r["visual_tokens"] for r in rows}) > 1:
+            a.set_xscale("log", base=2)
+        a.set_xlabel("visual tokens per image")
+        a.set_ylabel(ylabel)
+        a.grid(alpha=0.3)
+        a.margins(x=0.15, y=0.15)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -144,22 +144,27 @@ def _flat(value: Any, name: str) -> dict[str, str]:
 
 
 def visual_tokens(spec: dict[str, Any]) -> int | None:
-    """Tokens the LLM sees per image: the experts' shared grid squared, once per expert for
-    sequence_append (the other fusions keep one grid of tokens, see experts/fusion/)."""
+    """Tokens the LLM sees per image: what the trial's fusion returns for its experts' grid (its
+    compression and SVA query grid included), the fusion built on the meta device; None when the
+    spec does not say."""
+    import json
+
+    from pydantic import ValidationError
+
+    from trainers.preflight import meta_fusion_shape
+    from trainers.spec import ExpertEntry, FusionSpec
+    from trainers.stages import resolve_expert
+
     entries = [e for e in spec.get("experts") or [] if isinstance(e, dict)]
     if not entries:
         return None
-    entry = entries[0]
-    grid = entry.get("grid")
-    if grid is None:
-        from experts import get_preset
-
-        try:
-            grid = get_preset(entry["preset"]).grid
-        except (KeyError, TypeError):
-            return None
-    fusion = (spec.get("fusion") or {}).get("name") if isinstance(spec.get("fusion"), dict) else None
-    return int(grid) ** 2 * (len(entries) if fusion == "sequence_append" else 1)
+    try:
+        cfgs = [resolve_expert(ExpertEntry.model_validate(e)) for e in entries]
+        fusion = FusionSpec.model_validate(spec.get("fusion") or {})
+        return meta_fusion_shape(fusion.name, tuple(c.hidden_size for c in cfgs), cfgs[0].grid ** 2,
+                                 json.dumps(fusion.options, sort_keys=True, default=str))[0]
+    except (ValidationError, ValueError, KeyError, TypeError):
+        return None
 
 
 def setting_params(params: dict[str, Any], user_attrs: dict[str, Any]) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The study's report, rebuilt from the study database alone (so `eagle-explore report` can redo it
 at any time, also after the work directory moved): the leaderboard and the paper-style table
-(markdown and CSV), the greedy path, score-vs-cost and per-benchmark plots (PNG), the study file
+(markdown and CSV), score against visual tokens with the SFT tokens/s (table and plot), the greedy
+path, score-vs-cost and per-benchmark plots (PNG), the study file
 and its resolved spec. Written to <workdir>/report/<study>/; explorer.tracking logs the same files
 to the study's parent MLflow run."""
 from __future__ import annotations
@@ -18,13 +19,14 @@ import yaml
 from explorer import plots, report
 from explorer.dashboard import trial_scores
 from explorer.redact import mask, mask_data
-from explorer.run_fields import is_number
+from explorer.run_fields import is_number, visual_tokens
+from explorer.tokens_report import token_rows, token_table
 from explorer.scales import PAPER_COLUMNS, PAPER_ORDER
 
 logger = logging.getLogger(__name__)
 
 LEADING = 4  # candidates in the per-benchmark bars
-PLOTS = ("greedy_path.png", "pareto.png", "benchmarks.png")
+PLOTS = ("greedy_path.png", "pareto.png", "benchmarks.png", "visual_tokens.png")
 
 
 def report_dir(workdir: str | Path, study_name: str) -> Path:
@@ -43,6 +45,16 @@ def trial_dir_of(trial, workdir: str | Path | None, study_name: str) -> Path | N
         if moved.is_dir():
             return moved
     return None
+
+
+def trial_visual_tokens(trial, workdir: str | Path | None, study_name: str) -> int | None:
+    """Tokens the LLM sees per image, from the trial's trial.yaml (None when it is not there)."""
+    tdir = trial_dir_of(trial, workdir, study_name)
+    try:
+        spec = yaml.safe_load((tdir / "trial.yaml").read_text()) if tdir else None
+    except (OSError, yaml.YAMLError):
+        return None
+    return visual_tokens(spec) if isinstance(spec, dict) else None
 
 
 def trial_result(trial, workdir: str | Path | None, study_name: str) -> dict[str, Any]:
@@ -199,6 +211,13 @@ def write_report(study, spec, workdir: str | Path | None, out_dir: str | Path) -
     if points:
         files.append(plots.pareto(points, objective, maximize, "rank-hours per trial (GPU-hours on GPUs)",
                                   out / "pareto.png", title))
+    tokens = {t.number: trial_visual_tokens(t, workdir, study.study_name) for t in done}
+    by_tokens = token_rows(board, tokens, results, varying, maximize)
+    if by_tokens:
+        text("visual_tokens.md", _markdown(*token_table(by_tokens)))
+        text("visual_tokens.csv", _csv(*token_table(by_tokens)))
+        files.append(plots.visual_tokens(by_tokens, objective, out / "visual_tokens.png",
+                                         f"{study.study_name}: {objective} and throughput against visual tokens"))
     leading = []
     for row in board[:LEADING]:
         per: dict[str, list[float]] = {}

@@ -56,6 +56,30 @@ class Profile:
     tokens: int = 0
 
 
+class _Head(nn.Module):
+    def __init__(self, fusion: nn.Module, projector: nn.Module, aggregators: nn.Module | None) -> None:
+        super().__init__()
+        self.fusion, self.projector, self.aggregators = fusion, projector, aggregators
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        y = self.projector(self.fusion(feats))
+        for block in (self.aggregators.blocks.values() if self.aggregators is not None else ()):
+            y = y + block(y, feats)  # the LLM's hidden states at the visual tokens have this shape
+        return y
+
+
+def _llm_aggregators(fusion: str, options: dict[str, Any], in_dims: list[int], tokens: int, visual_tokens: int,
+                     hidden: int) -> nn.Module | None:
+    import math
+
+    layers = tuple(options.get("llm_layers") or ()) if fusion == "sva" else ()
+    if not layers:
+        return None
+    from experts.fusion.sva_layers import LLMLayerAggregators
+
+    return LLMLayerAggregators(layers, in_dims, math.isqrt(tokens), visual_tokens, hidden, int(options.get("heads", 1)))
+
+
 def llm_config(spec: LLMSpec, vocab_size: int | None = None):
     """The LLM's transformers config without downloading: a preset, a known hub id or a local dir."""
     from transformers import AutoConfig, LlamaConfig
@@ -188,7 +212,8 @@ class ArchProfiler:
 
     def head(self, in_dims: list[int], tokens: int, grads_in: list[bool], fusion: str, options: dict[str, Any],
              projector: str, hidden: int) -> Profile:
-        """Fusion + projector, trained, on one sample's expert features."""
+        """Fusion + projector (+ SVA's LLM layer aggregators, on the projected tokens as queries),
+        trained, on one sample's expert features."""
         import experts
         from trainers.projector import build_projector
 
@@ -197,7 +222,8 @@ class ArchProfiler:
 
             def build() -> nn.Module:
                 fuse[0] = experts.build_fusion(fusion, in_dims, tokens, **options)
-                return nn.Sequential(fuse[0], build_projector(projector, fuse[0].out_dim, hidden))
+                return _Head(fuse[0], build_projector(projector, fuse[0].out_dim, hidden),
+                             _llm_aggregators(fusion, options, in_dims, tokens, fuse[0].out_tokens, hidden))
 
             module = _fake(build, self.mode, self.dtype)
             module.train()

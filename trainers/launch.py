@@ -101,6 +101,17 @@ def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
     return Path(spec.cache_dir).expanduser() if spec.cache_dir else out_dir.resolve().parent / "cache"
 
 
+def _check_sva_layers(spec: TrialSpec, grid: int, visual_tokens: int, fail) -> None:
+    """SVA's llm_layers against the visual tokens and the LLM's depth (when known before loading)."""
+    from experts.fusion.sva_layers import check_llm_layers
+    from trainers.llm import llm_num_layers
+
+    try:
+        check_llm_layers(tuple(spec.fusion.options["llm_layers"]), grid, visual_tokens, llm_num_layers(spec.llm))
+    except ValueError as err:
+        fail("fusion.options", str(err))
+
+
 def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> None:
     """Everything that can be checked before a process starts; SpecError with one line otherwise."""
     import experts
@@ -149,6 +160,8 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> 
             raise SpecError(f"{source}: {str(err).replace('llm.', field + '.', 1)}") from None
         except (KeyError, FileNotFoundError) as err:
             fail(field, str(err.args[0]) if isinstance(err, KeyError) else str(err))
+    if spec.fusion.name == "sva" and spec.fusion.options.get("llm_layers"):
+        _check_sva_layers(spec, cfgs[0].grid, fusion.out_tokens, fail)
     if spec.eval.interval_steps and spec.train.strategy == "deepspeed_zero3":
         fail("eval.interval_steps", "not supported with deepspeed_zero3 (partitioned weights): evaluate at the end")
     world = nproc * nnodes

@@ -70,14 +70,22 @@ def check_llm_spec(spec: LLMSpec) -> None:
             raise FileNotFoundError(f"llm.source {src!r}: no config.json there")
 
 
+def _known_config(spec: LLMSpec) -> dict[str, Any]:
+    """The LLM's config facts known before loading (a preset, a local config.json), else {}."""
+    if spec.preset is not None:
+        return LLM_PRESETS[spec.preset]
+    cfg = Path(spec.source).expanduser() / "config.json"
+    return json.loads(cfg.read_text()) if cfg.is_file() else {}
+
+
 def llm_positions(spec: LLMSpec) -> int | None:
     """max_position_embeddings when known before loading (a preset, a local config.json)."""
-    if spec.preset is not None:
-        return LLM_PRESETS[spec.preset]["max_position_embeddings"]
-    cfg = Path(spec.source).expanduser() / "config.json"
-    if cfg.is_file():
-        return json.loads(cfg.read_text()).get("max_position_embeddings")
-    return None
+    return _known_config(spec).get("max_position_embeddings")
+
+
+def llm_num_layers(spec: LLMSpec) -> int | None:
+    """The number of decoder layers when known before loading (a preset, a local config.json)."""
+    return _known_config(spec).get("num_hidden_layers")
 
 
 def build_tokenizer(spec: LLMSpec, texts: Iterable[str] | None, out_dir: str | Path):

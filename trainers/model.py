@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -58,29 +59,54 @@ class EagleModel(nn.Module):
         if positions is None:  # no guessed default: sequence limits are checked against it
             raise ValueError(f"{type(llm).__name__}: its config gives no max_position_embeddings")
         self.max_length = int(positions)  # the LLM's positions: image tokens included
+        self._attach_llm_aggregators(hidden)
+
+    def _attach_llm_aggregators(self, hidden: int) -> None:
+        """SVA's `llm_layers`: per-layer aggregators, kept in the fusion module (trained, frozen and
+        saved with it) and hooked into the LLM's decoder layers."""
+        layers = tuple(sorted(self.fusion_options.get("llm_layers") or ())) if self.fusion_name == "sva" else ()
+        if not layers:
+            return
+        from experts.fusion.sva_layers import LLMLayerAggregators, decoder_layers
+
+        agg = LLMLayerAggregators(layers, [e.out_dim for e in self.mixture.experts], self.mixture.grid,
+                                  self.num_image_tokens, hidden, int(self.fusion_options.get("heads", 1)))
+        agg.attach(decoder_layers(self.llm))
+        self.mixture.fusion.add_module("llm_aggregators", agg)
+
+    @property
+    def llm_aggregators(self) -> nn.Module | None:
+        return getattr(self.mixture.fusion, "llm_aggregators", None)
 
     @property
     def num_image_tokens(self) -> int:
         return int(self.mixture.num_tokens)
 
-    def encode_images(self, images: Tensor) -> Tensor:
-        """uint8 images (or floats in [0, 1]) -> projected tokens; the float conversion happens here,
-        on the device, and each expert applies its own resize and mean/std."""
+    def encode_images(self, images: Tensor, with_features: bool = False):
+        """uint8 images (or floats in [0, 1]) -> projected tokens (and, with_features, each expert's
+        tokens before fusion); the float conversion happens here, on the device, and each expert
+        applies its own resize and mean/std."""
         # DeepSpeed bf16 casts the weights: images follow the experts' dtype
         dtype = next(self.mixture.parameters()).dtype
         images = images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
-        feats = self.mixture(images)
+        per_expert = self.mixture.expert_features(images)
+        feats = self.mixture.fusion(per_expert)
         dtype = next(self.projector.parameters()).dtype
-        return self.projector(feats.to(dtype))
+        out = self.projector(feats.to(dtype))
+        return (out, per_expert) if with_features else out
 
     def splice(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
         """inputs_embeds: the text embeddings with the image slots (IMAGE_TOKEN positions, expanded
         to num_image_tokens per image by trainers.data.collate.expand_image_tokens) filled, in
         row-major order, with the image tokens of `images` (one image per sequence that has slots).
         No device-to-host read."""
+        return self._splice(input_ids, images)[0]
+
+    def _splice(self, input_ids: Tensor, images: Tensor | None) -> tuple[Tensor, list[Tensor] | None]:
+        """splice's embeddings and the experts' features (None without images)."""
         text = self.llm.get_input_embeddings()(input_ids.clamp_min(0))
         if images is None:
-            return text
+            return text, None
         slots = input_ids == self.image_token_id
         if input_ids.device.type == "cpu":  # checking costs a device sync elsewhere; the collate checked
             per_row = slots.sum(1)
@@ -88,16 +114,25 @@ class EagleModel(nn.Module):
                     int(per_row.sum()) != images.shape[0] * self.num_image_tokens:  # packed rows hold several
                 raise ValueError(f"image slots per sequence {per_row.tolist()} do not match {images.shape[0]} images "
                                  f"of {self.num_image_tokens} tokens (expand each {IMAGE_TOKEN} first)")
-        feats = self.encode_images(images).to(text.dtype)
-        return text.masked_scatter(slots.unsqueeze(-1), feats)  # in order, no count read back (CUDA too)
+        feats, per_expert = self.encode_images(images, with_features=True)
+        # in order, no count read back (CUDA too)
+        return text.masked_scatter(slots.unsqueeze(-1), feats.to(text.dtype)), per_expert
+
+    def _aggregating(self, input_ids: Tensor, per_expert: list[Tensor] | None):
+        """The context in which the LLM's layer aggregators (SVA llm_layers) see this batch."""
+        agg = self.llm_aggregators
+        if agg is None or per_expert is None:
+            return nullcontext()
+        return agg.context(per_expert, input_ids == self.image_token_id)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, images: Tensor | None = None,
                 labels: Tensor | None = None, position_ids: Tensor | None = None, **_: Any):
         """A collated batch (trainers.data.collate): padded, or packed with position_ids (varlen
         attention: the LLM builds the per-sequence causal mask from them)."""
-        embeds = self.splice(input_ids, images)
-        return self.llm(inputs_embeds=embeds, attention_mask=None if position_ids is not None else attention_mask,
-                        position_ids=position_ids, labels=labels, use_cache=False)
+        embeds, per_expert = self._splice(input_ids, images)
+        with self._aggregating(input_ids, per_expert):
+            return self.llm(inputs_embeds=embeds, attention_mask=None if position_ids is not None else attention_mask,
+                            position_ids=position_ids, labels=labels, use_cache=False)
 
     @torch.no_grad()
     def generate(self, images: Tensor, prompts: list[str] | list[list[int]], max_new_tokens: int = 16,
@@ -124,11 +159,13 @@ class EagleModel(nn.Module):
         for i, s in enumerate(seqs):
             ids[i, longest - s.numel():] = s
             mask[i, longest - s.numel():] = 1
-        embeds = self.splice(ids.to(dev), images[with_image].to(dev) if with_image else None)
+        ids = ids.to(dev)
+        embeds, per_expert = self._splice(ids, images[with_image].to(dev) if with_image else None)
         eos = stop_token_ids or ([tok.eos_token_id] if tok.eos_token_id is not None else None)
-        out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask.to(dev),
-                                max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                                pad_token_id=pad, eos_token_id=eos)
+        with self._aggregating(ids, per_expert):  # the prompt's pass; cached decoding steps skip it
+            out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask.to(dev),
+                                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+                                    pad_token_id=pad, eos_token_id=eos)
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
 
     # ----- persistence -----
@@ -161,8 +198,6 @@ class EagleModel(nn.Module):
         cfg = json.loads((src / CONFIG_NAME).read_text())
         loaded = [experts.load_expert(src / "experts" / str(i), load_state) for i in range(cfg["num_experts"])]
         mixture = experts.VisionMixture(loaded, cfg["fusion"]["name"], cfg["fusion"]["options"]).to(dtype)
-        if (src / "fusion.safetensors").is_file():
-            load_state(mixture.fusion, load_file(str(src / "fusion.safetensors")))
         tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
         llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=dtype,
                                                    attn_implementation=cfg.get("attn_implementation", "sdpa"))
@@ -171,5 +206,7 @@ class EagleModel(nn.Module):
 
             enable_checkpointing(llm)
         model = cls(mixture, cfg["projector"], llm, tokenizer, cfg["fusion"]["name"], cfg["fusion"]["options"])
+        if (src / "fusion.safetensors").is_file():  # after the model: it holds the LLM layer aggregators too
+            load_state(mixture.fusion, load_file(str(src / "fusion.safetensors")))
         load_state(model.projector, load_file(str(src / "projector.safetensors")))
         return model.to(dtype)

@@ -2,13 +2,15 @@
 which attends only to its own spatial window in every expert's grid (the window of query (i, j)
 is the (g/q) x (g/q) patch of tokens it covers), through `layers` stacked cross-attention blocks
 with their own key/value projections. Keys carry a learnt within-window position. Output: q*q
-tokens of width `dim` (Cambrian: 576 queries over four encoders). Cambrian also re-aggregates
-inside the LLM; here the aggregator runs once, before the projector."""
+tokens of width `dim` (Cambrian: 576 queries over four encoders). With the option `llm_layers`,
+Cambrian's multi-layer aggregation is added too: at those LLM decoder layers the hidden states at
+the visual tokens query the experts' windows again (experts.fusion.sva_layers; built by the model,
+which knows the LLM's width)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from .base import Fusion, FusionError, FusionOptions
@@ -19,11 +21,31 @@ class SVAOptions(FusionOptions):
     dim: int | None = Field(default=None, gt=0)  # width of the queries and output (None: widest expert)
     heads: int = Field(default=1, gt=0)
     layers: int = Field(default=1, gt=0)  # stacked aggregator blocks, each with its own keys/values
+    llm_layers: tuple[int, ...] = ()  # LLM decoder layers (0-based) at which the visual tokens re-aggregate
+
+    @field_validator("llm_layers")
+    @classmethod
+    def _layers(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(i < 0 for i in v) or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct decoder layer indices >= 0, got {list(v)}")
+        return tuple(sorted(v))
 
 
 def _heads(t: Tensor, h: int) -> Tensor:
     """[B, Q, L, dim] -> [B, Q, heads, L, dim/heads]."""
     return t.unflatten(-1, (h, -1)).transpose(2, 3)
+
+
+def spatial_windows(x: Tensor, q: int, m: int) -> Tensor:
+    """[B, (q*m)^2, d] -> [B, q*q, m*m, d]: the m x m tokens of a row-major grid each of q x q cells covers."""
+    b, _, d = x.shape
+    return x.reshape(b, q, m, q, m, d).permute(0, 1, 3, 2, 4, 5).reshape(b, q * q, m * m, d)
+
+
+def window_attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
+    """Each query [B, Q, dim] over its own keys/values [B, Q, L, dim] -> [B, Q, dim]."""
+    att = F.scaled_dot_product_attention(_heads(q.unsqueeze(2), heads), _heads(k, heads), _heads(v, heads))
+    return att.transpose(2, 3).flatten(3).squeeze(2)
 
 
 class _Block(nn.Module):
@@ -60,12 +82,6 @@ class SpatialVisionAggregator(Fusion):
         self.queries = nn.Parameter(torch.randn(self.out_tokens, self.out_dim) * 0.02)
         self.blocks = nn.ModuleList(_Block(self.in_dims, self.out_dim, self.window) for _ in range(o.layers))
 
-    def _windows(self, x: Tensor) -> Tensor:
-        """[B, g*g, d] -> [B, q*q, m*m, d]: the tokens each query's window covers."""
-        b, _, d = x.shape
-        q, m = self.query_grid, self.window
-        return x.reshape(b, q, m, q, m, d).permute(0, 1, 3, 2, 4, 5).reshape(b, q * q, m * m, d)
-
     def fuse(self, feats: list[Tensor]) -> Tensor:
         b, h = feats[0].shape[0], self.options.heads
         y = self.queries.to(feats[0].dtype).expand(b, -1, -1)
@@ -76,12 +92,10 @@ class SpatialVisionAggregator(Fusion):
                 continue
             keys, values = [], []
             for i, (norm, kv, x) in enumerate(zip(blk.kv_norm, blk.kv, feats)):
-                k, v = self._windows(kv(norm(x))).chunk(2, dim=-1)
+                k, v = spatial_windows(kv(norm(x)), self.query_grid, self.window).chunk(2, dim=-1)
                 keys.append(k + blk.key_pos[i])
                 values.append(v)
             k, v = torch.cat(keys, dim=2), torch.cat(values, dim=2)  # [B, Q, n*m*m, dim]
-            q = blk.q(blk.q_norm(y)).unsqueeze(2)  # [B, Q, 1, dim]
-            att = F.scaled_dot_product_attention(_heads(q, h), _heads(k, h), _heads(v, h))  # per query, its windows only
-            y = y + blk.o(att.transpose(2, 3).flatten(3).squeeze(2))
+            y = y + blk.o(window_attention(blk.q(blk.q_norm(y)), k, v, h))  # per query, its windows only
             y = y + blk.mlp(blk.mlp_norm(y))
         return y

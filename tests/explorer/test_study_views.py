@@ -115,7 +115,8 @@ def test_parent_run_is_the_study_report(views):
     assert run.data.params["base_trial.llm.preset"] == "tiny-llama"
     files = {a.path for a in client.list_artifacts(parent, "report")}
     assert {f"report/{n}" for n in ("leaderboard.md", "leaderboard.csv", "table.md", "table.csv", "study.yaml",
-                                    "study_resolved.yaml", *PLOTS)} <= files
+                                    "study_resolved.yaml", "visual_tokens.md", "visual_tokens.csv",
+                                    "visual_tokens.png", *PLOTS)} <= files
     table = open(client.download_artifacts(parent, "report/table.md", str(views["work"] / "dl-t"))).read()
     assert table.startswith("| #Enc | Combination | GQA (%) | MME (pts) |") and "Greedy path: A+B (658.3)" in table
     board = open(client.download_artifacts(parent, "report/leaderboard.csv", str(views["work"] / "dl-l"))).read()

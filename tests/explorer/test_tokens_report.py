@@ -1,0 +1,65 @@
+"""Score against visual tokens: the table's rows from hand-made leaderboard rows and result.json
+throughputs, the plot, and the visual tokens a trial spec gives (compression, SVA query grid)."""
+from __future__ import annotations
+
+import pytest
+
+from explorer import plots
+from explorer import run_fields as rf
+from explorer.study_report import _csv
+from explorer.tokens_report import HEADER, sft_throughput, token_rows, token_table
+
+
+def _result(tok_s, samples_s=2.0):
+    return {"throughput": {"pretrain": {"samples_per_s": 9.0, "tokens_per_s": 900.0},
+                           "sft": {"samples_per_s": samples_s, "tokens_per_s": tok_s}}}
+
+
+BOARD = [  # as explorer.report.leaderboard gives them, best first
+    {"experts": "A+B", "params": {"fusion": "sva", "compress": "none"}, "value": 0.61, "ci": [0.55, 0.66], "n": 2,
+     "trials": [0, 3]},
+    {"experts": "A+B", "params": {"fusion": "sva", "compress": "unshuffle"}, "value": 0.58, "ci": [0.50, 0.64],
+     "n": 1, "trials": [1]},
+    {"experts": "A", "params": {"fusion": "channel_concat", "compress": "none"}, "value": 0.52, "ci": None, "n": 1,
+     "trials": [2]},
+    {"experts": "A+C", "params": {"fusion": "sva", "compress": "none"}, "value": 0.70, "ci": [0.6, 0.8], "n": 1,
+     "trials": [4]},  # its trial.yaml is gone: no known token count, left out
+]
+TOKENS = {0: 1024, 3: 1024, 1: 256, 2: 1024, 4: None}
+RESULTS = {0: _result(1000.0), 3: _result(1200.0, 4.0), 1: _result(3000.0), 2: {}}
+
+
+def test_rows_give_tokens_value_interval_and_sft_throughput():
+    rows = token_rows(BOARD, TOKENS, RESULTS, ["compress", "fusion"])
+    header, table = token_table(rows)
+    assert header == HEADER
+    assert table == [
+        [256, "A+B", "compress=unshuffle fusion=sva", 0.58, 0.50, 0.64, 1, 3000.0, 2.0],
+        [1024, "A+B", "compress=none fusion=sva", 0.61, 0.55, 0.66, 2, 1100.0, 3.0],  # mean of its two seeds
+        [1024, "A", "compress=none fusion=channel_concat", 0.52, None, None, 1, None, None],  # no result.json
+    ]
+    assert _csv(header, table).splitlines()[3] == "1024,A,compress=none fusion=channel_concat,0.52,,,1,,"
+    low_first = token_rows(BOARD, TOKENS, RESULTS, [], maximize=False)
+    assert [r["value"] for r in low_first] == [0.58, 0.52, 0.61]
+
+
+def test_sft_throughput_falls_back_to_the_last_stage():
+    assert sft_throughput({"throughput": {"pretrain": {"tokens_per_s": 5.0}}}) == {"tokens_per_s": 5.0}
+    assert sft_throughput({"throughput": {"sft": {"tokens_per_s": 0.0, "samples_per_s": 3}}}) == {"samples_per_s": 3.0}
+    assert sft_throughput({}) == {}
+
+
+def test_plot_is_a_png(tmp_path):
+    path = plots.visual_tokens(token_rows(BOARD, TOKENS, RESULTS, ["compress"]), "avg", tmp_path / "t.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("fusion,tokens", [
+    ({"name": "channel_concat"}, 16),
+    ({"name": "channel_concat", "options": {"compress": "unshuffle", "compress_factor": 2}}, 4),
+    ({"name": "sva", "options": {"query_grid": 2, "llm_layers": [1]}}, 4),
+    ({"name": "sva", "options": {"query_grid": 3}}, None),  # does not divide the grid: unknown, not a guess
+])
+def test_visual_tokens_of_a_trial_spec(fusion, tokens):
+    spec = {"experts": [{"preset": "tiny-clip", "grid": 4}, {"preset": "tiny-convnext", "grid": 4}], "fusion": fusion}
+    assert rf.visual_tokens(spec) == tokens
