@@ -105,7 +105,10 @@ class HFVisionExpert(DryRunUnused, HFExpert):
         if saved_expert_dir(config.source):
             return load_saved_backbone(cls, config)
         vcfg = source_config(config)
-        extra = {"key_mapping": {f"^{re.escape(config.weights_prefix)}": ""}} if config.weights_prefix else {}
+        # a VLM checkpoint nests its parts under `model.` (transformers >= 4.52) or not (older layout,
+        # also what transformers 5 saves): the prefix matches either way
+        prefix = config.weights_prefix.removeprefix("model.") if config.weights_prefix else None
+        extra = {"key_mapping": {f"^(?:model\\.)?{re.escape(prefix)}": ""}} if prefix else {}
         return load_hf(model_class_for(config.name, vcfg), config, config=vcfg, **extra)
 
     def export_arch(self) -> dict[str, Any]:

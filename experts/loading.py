@@ -111,6 +111,14 @@ def create_timm(cfg: ExpertConfig, fixed: dict[str, Any]) -> nn.Module:
         raise ExpertConfigError(f"expert {cfg.name!r}: timm cannot build {name!r} from arch ({_first_line(exc)})") from exc
 
 
+def _timm_hub_id(name: str) -> str:
+    """A timm pretrained name with the hub repository it downloads from (e.g. 'x.tag (hub timm/x.tag)')."""
+    import timm
+
+    hub = getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)  # None for a name timm does not know
+    return f"{name} (hub {hub})" if hub and hub != name else name
+
+
 def load_timm(cfg: ExpertConfig, fixed: dict[str, Any]) -> nn.Module:
     import timm
 
@@ -128,7 +136,8 @@ def load_timm(cfg: ExpertConfig, fixed: dict[str, Any]) -> nn.Module:
     except ExpertLoadError:
         raise
     except Exception as exc:  # hub unreachable, missing keys (strict load), bad file
-        raise ExpertLoadError(f"expert {cfg.name!r}: cannot load timm weights from {src!r} ({_first_line(exc)})") from exc
+        where = src if looks_like_path(src) else _timm_hub_id(src)
+        raise ExpertLoadError(f"expert {cfg.name!r}: cannot load timm weights from {where!r} ({_first_line(exc)})") from exc
     logger.info("expert %s: loaded timm %s from %s", cfg.name, name, src)
     return model
 
