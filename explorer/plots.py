@@ -6,6 +6,7 @@ one PNG; intervals are drawn when the rows carry them (`lo`/`hi`), else the seed
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -143,26 +144,38 @@ def benchmark_bars(rows: list[dict[str, Any]], benchmarks: list[str], path: Path
 
 def visual_tokens(rows: list[dict[str, Any]], objective: str, path: Path, title: str) -> Path:
     """`rows`: explorer.tokens_report.token_rows. Left: the objective (with its interval) against the
-    visual tokens per image; right: the SFT tokens/s the same configurations ran at."""
+    visual tokens per image; right: the SFT tokens/s the same configurations ran at. One colour per
+    expert set; rows with the same token count are spread a little sideways."""
     plt = _pyplot()
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.4))
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.9, wspace=0.25)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11.0, 4.6))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.9, wspace=0.3)
+    same = Counter(r["visual_tokens"] for r in rows)
+    seen: dict[int, int] = {}
+    colour = {e: f"C{i % 10}" for i, e in enumerate(dict.fromkeys(r["experts"] for r in rows))}
+    shown: set[str] = set()  # one legend entry per expert set
     for r in rows:
+        t = r["visual_tokens"]
+        j, m = seen.get(t, 0), same[t]
+        seen[t] = j + 1
+        x = t * 2 ** (0.12 * (j - (m - 1) / 2))  # log2 axis: an even sideways step
+        c, first = colour[r["experts"]], r["experts"] not in shown
+        shown.add(r["experts"])
         err = _error(r)
-        ax.errorbar([r["visual_tokens"]], [r["value"]], yerr=None if err is None else [[err[0]], [err[1]]],
-                    fmt="o", color="C0", capsize=3)
-        label = " ".join(x for x in (r["experts"], r["setting"]) if x)
-        ax.annotate(label, (r["visual_tokens"], r["value"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        ax.errorbar([x], [r["value"]], yerr=None if err is None else [[err[0]], [err[1]]], fmt="o", capsize=3,
+                    color=c, label=r["experts"] if first else None)
+        if r["setting"]:  # its values only, upright beside the point (the table has the names)
+            ax.annotate(",".join(kv.split("=", 1)[-1] for kv in r["setting"].split()), (x, r["value"]),
+                        textcoords="offset points", xytext=(3, 4), fontsize=6, rotation=90)
         if r.get("sft_tokens_per_s"):
-            bx.plot([r["visual_tokens"]], [r["sft_tokens_per_s"]], "s", color="C1")
-            bx.annotate(label, (r["visual_tokens"], r["sft_tokens_per_s"]), textcoords="offset points",
-                        xytext=(5, 5), fontsize=7)
-    for a, ylabel in ((ax, objective), (bx, "SFT tokens/s (LLM input)")):
-        if len({r["visual_tokens"] for r in rows}) > 1:
-            a.set_xscale("log", base=2)
+            bx.plot([x], [r["sft_tokens_per_s"]], "s", color=c)
+    for a, ylabel in ((ax, objective), (bx, "SFT tokens/s")):
+        ticks = sorted(same)
+        a.set_xscale("log", base=2)
+        a.set_xticks(ticks, [str(t) for t in ticks])
         a.set_xlabel("visual tokens per image")
         a.set_ylabel(ylabel)
         a.grid(alpha=0.3)
-        a.margins(x=0.15, y=0.15)
+        a.margins(x=0.2, y=0.15)
+    ax.legend(fontsize=6, loc="best")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

@@ -80,3 +80,15 @@ def test_the_mixed_catalogue_study_compresses_behind_sva(tmp_path):
     assert (siglip2.highres, siglip2.max_tiles) == ("dynamic", 4)  # per-preset base-trial settings carry over
     mix = experts.build_mixture([resolve_expert(e) for e in ts.experts], ts.fusion.name, ts.fusion.options)
     assert mix.num_tokens == 4 and mix(torch.rand(1, 3, 128, 128)).shape == (1, 4, mix.out_dim)
+
+
+def test_the_sva_layers_study_reaggregates_at_both_llm_layers(tmp_path):
+    from pathlib import Path
+
+    from trainers.launch import validate_spec
+
+    spec = load_study(Path(__file__).resolve().parents[2] / "studies" / "tiny_sva_layers.yaml")
+    params = {"expert_A": True, "expert_B": True, "expert_G": True, "fusion": "sva", "fusion.options.compress": "unshuffle"}
+    ts = build_trial_spec(spec, params, {"seed": 0, "experts": "A+B+G"}, number=0, cache_dir=tmp_path)
+    assert ts.fusion.options == {"llm_layers": [0, 1], "compress": "unshuffle"}
+    validate_spec(ts, "trial", 1)  # layers 0 and 1 exist in the tiny LLaMA; 2x2 tokens over 4x4 windows
