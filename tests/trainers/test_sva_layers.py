@@ -114,14 +114,21 @@ def test_save_and_load_round_trip_and_generate(tmp_path):
     assert again.generate(batch["images"], prompts, 3) == model.generate(batch["images"], prompts, 3)
 
 
-def test_a_short_training_lowers_the_loss(tmp_path):
+def _trainer(model):
     from trainers.stages import set_trainable
 
-    model = _model(tmp_path)
     model.train()
     set_trainable(model, "sft", [False, False], projector=True, llm=True)
-    batch = _batch(model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+def test_a_short_training_lowers_the_loss_and_resumes_from_its_checkpoint(tmp_path):
+    from trainers.checkpoint import load_checkpoint, save_checkpoint
+
+    model = _model(tmp_path)
+    opt, sched = _trainer(model)
+    batch = _batch(model)
     q0 = model.llm_aggregators.blocks["1"].q.weight.detach().clone()
     losses = []
     for _ in range(10):
@@ -132,6 +139,16 @@ def test_a_short_training_lowers_the_loss(tmp_path):
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
     assert (model.llm_aggregators.blocks["1"].q.weight - q0).abs().amax() > 1e-3  # the layers learnt too
+    save_checkpoint(tmp_path / "ckpt", 10, model, opt, sched, rank=0)
+    again = _model(tmp_path)  # the initial weights; the trained ones come from the checkpoint
+    opt2, sched2 = _trainer(again)
+    model.eval(), again.eval()
+    with torch.no_grad():
+        assert (again(**batch).logits - model(**batch).logits).abs().amax() > 1e-2
+    load_checkpoint(tmp_path / "ckpt", again, opt2, sched2)
+    torch.testing.assert_close(again.llm_aggregators.blocks["1"].q.weight, model.llm_aggregators.blocks["1"].q.weight)
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, model(**batch).logits)
 
 
 def test_bad_layer_index_is_one_line_at_spec_validation(tmp_path):
