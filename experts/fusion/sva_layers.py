@@ -73,16 +73,14 @@ class LLMLayerAggregators(nn.Module):
         check_llm_layers(layers, grid, visual_tokens, hidden=hidden, heads=heads)
         side = math.isqrt(visual_tokens)
         self.layers = tuple(layers)
-        self.visual_tokens = visual_tokens
+        self.grid, self.visual_tokens = grid, visual_tokens
         self.blocks = nn.ModuleDict({str(i): LayerAggregator(in_dims, hidden, side, grid // side, heads)
                                      for i in self.layers})
         self._context: tuple[list[Tensor], Tensor] | None = None
         self._handles: list = []
 
     def attach(self, decoder_layers: nn.ModuleList) -> None:
-        side = math.isqrt(self.visual_tokens)
-        check_llm_layers(self.layers, side * self.blocks[str(self.layers[0])].window, self.visual_tokens,
-                         len(decoder_layers))
+        check_llm_layers(self.layers, self.grid, self.visual_tokens, len(decoder_layers))
         for h in self._handles:
             h.remove()
         self._handles = [decoder_layers[i].register_forward_pre_hook(self._hook(str(i)), with_kwargs=True)
