@@ -20,8 +20,8 @@ from explorer import plots, report
 from explorer.dashboard import trial_scores
 from explorer.redact import mask, mask_data
 from explorer.run_fields import is_number, visual_tokens
-from explorer.tokens_report import token_rows, token_table
 from explorer.scales import PAPER_COLUMNS, PAPER_ORDER
+from explorer.tokens_report import token_rows, token_table
 
 logger = logging.getLogger(__name__)
 

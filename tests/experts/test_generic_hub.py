@@ -15,7 +15,7 @@ from experts.presets_generic import GENERIC_FULL_PRESETS
 TWIN = {"G": "tiny-siglip2", "H": "tiny-dinov2-reg", "I": "tiny-dinov3", "J": "tiny-aimv2", "K": "tiny-radio",
         "L": "tiny-internvit"}
 FULL = {experts.get_preset(n).letter: n for n in GENERIC_FULL_PRESETS}
-TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
+TEXT = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 64}
 
 
 @pytest.mark.parametrize("name", GENERIC_FULL_PRESETS)
