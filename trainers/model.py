@@ -66,19 +66,34 @@ class EagleModel(nn.Module):
     def encode_images(self, images: Tensor) -> Tensor:
         """uint8 images (or floats in [0, 1]) -> projected tokens; the float conversion happens here,
         on the device, and each expert applies its own resize and mean/std."""
+        return self.project(self.mixture(self.prepare_images(images)))
+
+    def prepare_images(self, images: Tensor) -> Tensor:
+        """uint8 (or [0, 1] float) images as the experts take them."""
         # DeepSpeed bf16 casts the weights: images follow the experts' dtype
         dtype = next(self.mixture.parameters()).dtype
-        images = images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
-        feats = self.mixture(images)
-        dtype = next(self.projector.parameters()).dtype
-        return self.projector(feats.to(dtype))
+        return images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
 
-    def splice(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
+    def encode_features(self, features: Tensor) -> Tensor:
+        """Projected tokens from the experts' outputs given precomputed (trainers/feature_cache.py):
+        [B, T, sum of out_dims], the experts' outputs concatenated along channels in mixture order."""
+        dims = [e.out_dim for e in self.mixture.experts]
+        if features.shape[-1] != sum(dims):
+            raise ValueError(f"cached features have {features.shape[-1]} channels; the experts give {sum(dims)} ({dims})")
+        dtype = next(self.mixture.fusion.parameters(), next(self.mixture.parameters())).dtype
+        return self.project(self.mixture.fusion(list(features.to(dtype).split(dims, dim=-1))))
+
+    def project(self, fused: Tensor) -> Tensor:
+        return self.projector(fused.to(next(self.projector.parameters()).dtype))
+
+    def splice(self, input_ids: Tensor, images: Tensor | None, features: Tensor | None = None) -> Tensor:
         """inputs_embeds: the text embeddings with the image slots (IMAGE_TOKEN positions, expanded
         to num_image_tokens per image by trainers.data.collate.expand_image_tokens) filled, in
-        row-major order, with the image tokens of `images` (one image per sequence that has slots).
-        No device-to-host read."""
+        row-major order, with the image tokens of `images` (one image per sequence that has slots),
+        or of the experts' cached `features` of those images. No device-to-host read."""
         text = self.llm.get_input_embeddings()(input_ids.clamp_min(0))
+        if features is not None:
+            images = features  # one row per image either way
         if images is None:
             return text
         slots = input_ids == self.image_token_id
@@ -88,14 +103,16 @@ class EagleModel(nn.Module):
                     int(per_row.sum()) != images.shape[0] * self.num_image_tokens:  # packed rows hold several
                 raise ValueError(f"image slots per sequence {per_row.tolist()} do not match {images.shape[0]} images "
                                  f"of {self.num_image_tokens} tokens (expand each {IMAGE_TOKEN} first)")
-        feats = self.encode_images(images).to(text.dtype)
+        feats = (self.encode_images(images) if features is None else self.encode_features(features)).to(text.dtype)
         return text.masked_scatter(slots.unsqueeze(-1), feats)  # in order, no count read back (CUDA too)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, images: Tensor | None = None,
-                labels: Tensor | None = None, position_ids: Tensor | None = None, **_: Any):
+                labels: Tensor | None = None, position_ids: Tensor | None = None, features: Tensor | None = None,
+                **_: Any):
         """A collated batch (trainers.data.collate): padded, or packed with position_ids (varlen
-        attention: the LLM builds the per-sequence causal mask from them)."""
-        embeds = self.splice(input_ids, images)
+        attention: the LLM builds the per-sequence causal mask from them); `features` in place of
+        images when stage 2 reads the experts' outputs from the feature cache."""
+        embeds = self.splice(input_ids, images, features)
         return self.llm(inputs_embeds=embeds, attention_mask=None if position_ids is not None else attention_mask,
                         position_ids=position_ids, labels=labels, use_cache=False)
 
