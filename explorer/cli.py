@@ -423,6 +423,10 @@ def report_cmd(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: T
             files = write_report(study, spec, workdir, report_dir(workdir, spec.name))
         for path in files:
             typer.echo(str(path))
+        from explorer.ledger import ledger_lines
+
+        for line in ledger_lines(json.loads((report_dir(workdir, spec.name) / "cost.json").read_text())):
+            typer.echo(line)
 
 
 def _study_url(spec, uri: str, port: int) -> str:

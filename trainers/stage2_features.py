@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from trainers import distributed as D
 from trainers import stages as S
 from trainers.engine import total_steps
+from trainers.flops import flop_counter
 from trainers.feature_cache import (GB, FeatureCache, FeatureCacheError, FeatureEntry, entry_bytes, feature_key,
                                     records_digest, shard_rows)
 from trainers.stage1 import claim
@@ -78,15 +79,6 @@ class ForwardCounter:
         return int(D.all_reduce_values([float(self.items)])[0])
 
 
-def _item_flops(expert, x: torch.Tensor, autocast) -> int:
-    from trainers.flops import flop_counter
-
-    counter = flop_counter()
-    with counter, autocast:
-        expert(x)
-    return int(counter.get_total_flops())
-
-
 def _compute(runner: "TrialRunner", model, j: int, dataset, cache: FeatureCache, key: str,
              stage1_key: str) -> dict[str, Any]:
     """Every rank encodes its shard of the items with expert j and writes it; rank 0 publishes."""
@@ -112,10 +104,11 @@ def _compute(runner: "TrialRunner", model, j: int, dataset, cache: FeatureCache,
             if not have:
                 continue  # text-only items: zero rows, never read
             x = model.prepare_images(torch.stack([loaded[k][1] for k in have]).to(env.device))
-            if not flops:
-                flops = _item_flops(expert, x[:1], autocast)
-            with autocast:
+            counter = flop_counter() if not flops else nullcontext()  # counted once, on the first batch
+            with counter, autocast:
                 out = expert(x).float()
+            if not flops:
+                flops = int(counter.get_total_flops()) // len(have)
             peak = float(out.abs().max())
             if not peak <= FP16_MAX:  # also NaN
                 raise FeatureCacheError(f"expert {expert.config.name}: output magnitude {peak:g} does not fit float16 "
