@@ -162,7 +162,10 @@ def test_moved_workdir_still_finds_its_artifacts_and_report(views, tmp_path):
         res = CliRunner().invoke(app, ["report", str(moved / "study.yaml"), "--workdir", str(moved)])
         assert res.exit_code == 0, res.output
         assert str(moved / "report" / NAME / "pareto.png") in res.stdout.splitlines()
-        assert "cost: 160.0 s GPU time over 11 of 11 trials (naive: 220.0 s, 0.727 of it)" in res.stdout.splitlines()
+        cost_line = "cost: 160.0 s GPU time over 11 of 11 trials (naive: 220.0 s, 0.727 of it)"
+        assert cost_line in res.stdout.splitlines()
+        res = CliRunner().invoke(app, ["leaderboard", str(moved / "study.yaml"), "--workdir", str(moved)])
+        assert res.exit_code == 0 and cost_line in res.stdout.splitlines()  # the leaderboard's footer
         client = MlflowClient(default_tracking_uri(moved))
         exp = client.get_experiment_by_name(NAME)
         assert exp.artifact_location == f"{(moved / 'mlartifacts').as_uri()}/{NAME}"

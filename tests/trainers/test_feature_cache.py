@@ -22,8 +22,9 @@ from trainers.feature_cache import FeatureCache, FeatureCacheError, feature_key
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _spec(tmp: Path, name: str, enabled: bool, second: str = "tiny-convnext", max_gb: float = 1.0) -> Path:
-    d = tiny_spec_dict(checkpoint_every=100)
+def _spec(tmp: Path, name: str, enabled: bool, second: str = "tiny-convnext", max_gb: float = 1.0,
+          checkpoint_every: int = 100) -> Path:
+    d = tiny_spec_dict(checkpoint_every=checkpoint_every)
     d.update(name=name, cache_dir=str(tmp / "cache"))
     d["data"]["synthetic"].update(n_pretrain=32)
     d["experts"] = [{"preset": "tiny-clip"}, {"preset": second}]
@@ -84,6 +85,18 @@ def test_cached_features_train_the_same_projector_and_a_sharing_trial_runs_no_fo
         assert torch.allclose(a[k], b[k], rtol=0, atol=2e-3 * float(a[k].abs().max())), k
         assert not torch.equal(a[k], b[k]) or k.endswith("bias")  # really the rounded features
     assert made["last_loss"] == pytest.approx(plain["last_loss"], rel=1e-3)
+
+    # killed after step 3 of 8 (checkpoint at 2) and resumed: the same projector as uninterrupted
+    killed = _runner(tmp_path, "killed", enabled=True, checkpoint_every=2)
+    killed.engine.stop_after = 3
+    with pytest.raises(SystemExit, match="stop_after=3"):
+        _stage2(killed, monkeypatch)
+    again = _runner(tmp_path, "killed", enabled=True, checkpoint_every=2)
+    resumed, _ = _stage2(again, monkeypatch)
+    assert resumed["feature_cache"]["expert_forwards"] == 0 and resumed["steps"] == 8
+    assert again.resumed_from["align_projector"] == 2
+    c = _projector(again)
+    assert all(torch.equal(b[k], c[k]) for k in b)
 
     sharing, sharing_seen = _stage2(_runner(tmp_path, "sharing", enabled=True, second="tiny-dinov2"), monkeypatch)
     fc = sharing["feature_cache"]
