@@ -206,3 +206,19 @@ def test_records_digest_follows_the_records_read():
     assert records_digest(data([0, 1, 2, 3])) == records_digest(data([0, 1, 2, 3]))
     assert records_digest(data([0, 1, 3])) != records_digest(data([0, 1, 2, 3]))  # record 2 skipped
     assert records_digest(data([1, 0, 2, 3])) != records_digest(data([0, 1, 2, 3]))  # another order
+
+
+def test_toggling_the_cache_keeps_a_trial_directory_resumable():
+    from trainers.launch import spec_state
+    from trainers.spec import SpecError, parse_trial_spec
+
+    d = tiny_spec_dict()
+    off = spec_state(parse_trial_spec(d, "t"))
+    d["train"]["feature_cache"] = {"enabled": True, "max_gb": 3}
+    assert spec_state(parse_trial_spec(d, "t"))["hash"] == off["hash"]
+    d["train"]["checkpoint_every"] = 7  # any other setting still counts
+    assert spec_state(parse_trial_spec(d, "t"))["hash"] != off["hash"]
+    with pytest.raises(SpecError, match="train.feature_cache.max_gb: Input should be greater than 0"):
+        parse_trial_spec({**d, "train": {**d["train"], "feature_cache": {"max_gb": 0}}}, "t")
+    with pytest.raises(SpecError, match="train.feature_cache.size: unknown key"):
+        parse_trial_spec({**d, "train": {**d["train"], "feature_cache": {"size": 1}}}, "t")
