@@ -95,32 +95,36 @@ def _compute(runner: "TrialRunner", model, j: int, dataset, cache: FeatureCache,
     src = np.empty(len(rows), dtype=np.int64)
     bs = spec.train.stages["align_projector"].micro_batch_size
     autocast = getattr(runner.engine, "autocast", nullcontext())  # as the stage's forward runs
-    flops, t0 = 0, time.perf_counter()
+    flops, bad, t0 = None, "", time.perf_counter()
     with torch.no_grad():
         for s in range(0, len(rows), bs):
+            if bad:
+                break
             loaded = [dataset.load(i) for i in rows[s:s + bs]]
             src[s:s + len(loaded)] = [r for r, _ in loaded]
             have = [k for k, (_, im) in enumerate(loaded) if im is not None]
             if not have:
                 continue  # text-only items: zero rows, never read
             x = model.prepare_images(torch.stack([loaded[k][1] for k in have]).to(env.device))
-            counter = flop_counter() if not flops else nullcontext()  # counted once, on the first batch
+            counter = flop_counter() if flops is None else nullcontext()  # counted once, on the first batch
             with counter, autocast:
                 out = expert(x).float()
-            if not flops:
+            if flops is None:
                 flops = int(counter.get_total_flops()) // len(have)
             peak = float(out.abs().max())
             if not peak <= FP16_MAX:  # also NaN
-                raise FeatureCacheError(f"expert {expert.config.name}: output magnitude {peak:g} does not fit float16 "
-                                        "(train.feature_cache.enabled: false for this expert's trials)")
+                bad = f"expert {expert.config.name}: output magnitude {peak:g} does not fit float16"
             feats[[s + k for k in have]] = out.half().cpu().numpy()
     feats.flush()
     del feats
+    if D.all_reduce_values([float(bool(bad))], op="max")[0]:  # every rank stops, none waits on a barrier
+        raise FeatureCacheError(f"{bad or f'expert {expert.config.name}: an output on another rank does not fit float16'}"
+                                " (train.feature_cache.enabled: false for this expert's trials)")
     np.save(tmp / f"src{env.rank}.npy", src)
     spent = D.all_reduce_values([time.perf_counter() - t0])[0]  # process-seconds over the ranks
     D.barrier()
     meta = {"expert": expert.config.name, "stage1_key": stage1_key, "items": len(dataset), "tokens": tokens,
-            "dim": expert.out_dim, "world_size": env.world_size, "process_s": spent, "flops_per_item": flops,
+            "dim": expert.out_dim, "world_size": env.world_size, "process_s": spent, "flops_per_item": flops or 0,
             "trial": spec.name}
     if env.is_main:
         cache.publish(key, tmp, meta)
@@ -156,8 +160,15 @@ def prepare(runner: "TrialRunner", model, dataset, collate) -> tuple[Any, Any, d
         made = None
         if fd is not None:
             try:
+                full = None
                 if env.is_main:
-                    info["evicted"] += cache.make_room(size, max_bytes, keep=set(keys))
+                    try:
+                        info["evicted"] += cache.make_room(size, max_bytes, keep=set(keys))
+                    except FeatureCacheError as err:
+                        full = str(err)
+                full = D.broadcast_object(full)  # every rank fails alike
+                if full:
+                    raise FeatureCacheError(full)
                 made = _compute(runner, model, j, dataset, cache, key, k1)
             finally:
                 if fd >= 0:

@@ -22,6 +22,12 @@ from trainers.feature_cache import FeatureCache, FeatureCacheError, feature_key
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """One cache directory (synthetic data made once) for the trials of this module."""
+    return tmp_path_factory.mktemp("feature_cache")
+
+
 def _spec(tmp: Path, name: str, enabled: bool, second: str = "tiny-convnext", max_gb: float = 1.0,
           checkpoint_every: int = 100) -> Path:
     d = tiny_spec_dict(checkpoint_every=checkpoint_every)
@@ -66,7 +72,8 @@ def _projector(runner) -> dict[str, torch.Tensor]:
     return load_file(str(runner.stage_dir("align_projector") / "model" / "projector.safetensors"))
 
 
-def test_cached_features_train_the_same_projector_and_a_sharing_trial_runs_no_forward(tmp_path, monkeypatch):
+def test_cached_features_train_the_same_projector_and_a_sharing_trial_runs_no_forward(work, monkeypatch):
+    tmp_path = work
     plain_runner = _runner(tmp_path, "plain", enabled=False)
     plain, plain_seen = _stage2(plain_runner, monkeypatch)
     assert plain_seen == {"tiny-clip": 64, "tiny-convnext": 64} and plain["feature_cache"] == {"expert_forwards": 128}
@@ -106,37 +113,51 @@ def test_cached_features_train_the_same_projector_and_a_sharing_trial_runs_no_fo
     assert fc["experts"]["tiny-clip"]["forwards_saved"] == 64 and fc["experts"]["tiny-clip"]["saved_process_s"] > 0
 
 
-def test_a_trial_whose_features_exceed_the_bound_fails_before_computing(tmp_path, monkeypatch):
-    runner = _runner(tmp_path, "small", enabled=True, max_gb=1e-6)
+def test_features_over_the_bound_or_float16_fail_with_no_entry(work, monkeypatch):
+    runner = _runner(work, "small", enabled=True, max_gb=1e-6, second="tiny-sam")
     from trainers.stage1 import run_align_expert
 
     run_align_expert(runner)
+    features = work / "cache" / "features"
+    before = sorted(os.listdir(features)) if features.is_dir() else []
     with pytest.raises(FeatureCacheError, match=r"train.feature_cache.max_gb=1e-06: this trial's 2 experts"):
         runner.run_simple_stage("align_projector", None, last=False)
-    assert not list((tmp_path / "cache" / "features").iterdir())
+    assert sorted(os.listdir(features)) == before  # nothing computed, nothing evicted
+
+    # an expert output float16 cannot hold is an error, and no entry is published
+    from experts.base import VisionExpert
+
+    fc = runner.spec.train.feature_cache.model_copy(update={"max_gb": 1.0})
+    runner.spec = runner.spec.model_copy(update={"train": runner.spec.train.model_copy(update={"feature_cache": fc})})
+    forward = VisionExpert.forward
+    monkeypatch.setattr(VisionExpert, "forward", lambda self, images: forward(self, images) * 1e9)
+    with pytest.raises(FeatureCacheError, match="expert tiny-(clip|sam): output magnitude .* does not fit float16"):
+        runner.run_simple_stage("align_projector", None, last=False)
+    assert [p for p in sorted(os.listdir(features)) if not p.startswith(".")] == [p for p in before if not p.startswith(".")]
 
 
-def _entry(cache: FeatureCache, key: str, items: int, used: float) -> int:
+def _entry(cache: FeatureCache, key: str, items: int, used: float) -> None:
     tmp = cache.begin(key)
     np.save(tmp / "shard0.npy", np.full((items, 4, 8), 0.5, dtype=np.float16))
     np.save(tmp / "src0.npy", np.arange(items))
     cache.publish(key, tmp, {"items": items, "world_size": 1, "process_s": 1.0})
     os.utime(cache.path(key) / "meta.json", (used, used))
-    return next(b for k, b, _ in cache.entries() if k == key)
 
 
 def test_eviction_drops_the_least_recently_used_and_never_a_kept_entry(tmp_path):
     cache = FeatureCache(tmp_path)
     now = time.time()
-    size = _entry(cache, "old", 10, now - 300)
+    _entry(cache, "old", 10, now - 300)
     _entry(cache, "kept", 10, now - 400)
-    _entry(cache, "new", 10, now - 100)
+    _entry(cache, "new", 10, now - 500)
     cache.open("new")  # a read is a use
-    evicted = cache.make_room(size, 3 * size, keep={"kept"})
+    sizes = {k: b for k, b, _ in cache.entries()}
+    total = sum(sizes.values())
+    evicted = cache.make_room(sizes["old"], total, keep={"kept"})
     assert [e["key"] for e in evicted] == ["old"] and not cache.has("old") and cache.has("kept")
-    assert cache.size_bytes() == 2 * size and cache.make_room(size, 3 * size, keep=set()) == []
+    assert cache.size_bytes() == total - sizes["old"] and cache.make_room(sizes["old"], total, keep=set()) == []
     with pytest.raises(FeatureCacheError, match="max_gb"):
-        cache.make_room(3 * size, 3 * size, keep={"kept", "new"})
+        cache.make_room(total, total, keep={"kept", "new"})
 
 
 def test_an_entry_reads_by_item_across_shards_and_pickles_without_its_maps(tmp_path):
