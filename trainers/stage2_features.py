@@ -151,7 +151,7 @@ def prepare(runner: "TrialRunner", model, dataset, collate) -> tuple[Any, Any, d
     max_bytes = fc.max_gb * GB
     if sum(sizes) > max_bytes:
         raise FeatureCacheError(f"train.feature_cache.max_gb={fc.max_gb:g}: this trial's {len(sizes)} experts' features "
-                                f"over {len(dataset)} items need {sum(sizes) / GB:.3f} GB")
+                                f"over {len(dataset)} items need {sum(sizes) / GB:.3g} GB")
     hp = spec.train.stages["align_projector"]
     seen = total_steps(hp, len(dataset), "align_projector") * hp.global_batch_size  # images the stage encodes
     info: dict[str, Any] = {"enabled": True, "experts": {}, "evicted": [], "max_gb": fc.max_gb}

@@ -113,22 +113,31 @@ def test_cached_features_train_the_same_projector_and_a_sharing_trial_runs_no_fo
     assert fc["experts"]["tiny-clip"]["forwards_saved"] == 64 and fc["experts"]["tiny-clip"]["saved_process_s"] > 0
 
 
+def _max_gb(runner, value: float) -> None:
+    fc = runner.spec.train.feature_cache.model_copy(update={"max_gb": value})
+    runner.spec = runner.spec.model_copy(update={"train": runner.spec.train.model_copy(update={"feature_cache": fc})})
+
+
 def test_features_over_the_bound_or_float16_fail_with_no_entry(work, monkeypatch):
-    runner = _runner(work, "small", enabled=True, max_gb=1e-6, second="tiny-sam")
+    from experts.base import VisionExpert
+    from trainers.launch import prepare_trial
+    from trainers.spec import SpecError
     from trainers.stage1 import run_align_expert
 
+    with pytest.raises(SpecError, match=r"train.feature_cache.max_gb: 1e-06, but this trial's 2 experts' features "
+                                        r"over 32 items need 9.88e-05 GB"):  # 32 x 16 x (32 + 64) x 2 B + 8 B an item
+        prepare_trial(_spec(work, "small", enabled=True, max_gb=1e-6, second="tiny-sam"), work / "small")
+    runner = _runner(work, "small", enabled=True, second="tiny-sam")
     run_align_expert(runner)
     features = work / "cache" / "features"
     before = sorted(os.listdir(features)) if features.is_dir() else []
+    _max_gb(runner, 1e-6)  # the check at stage 2's start (what real data, of unknown size at launch, meets)
     with pytest.raises(FeatureCacheError, match=r"train.feature_cache.max_gb=1e-06: this trial's 2 experts"):
         runner.run_simple_stage("align_projector", None, last=False)
     assert sorted(os.listdir(features)) == before  # nothing computed, nothing evicted
 
     # an expert output float16 cannot hold is an error, and no entry is published
-    from experts.base import VisionExpert
-
-    fc = runner.spec.train.feature_cache.model_copy(update={"max_gb": 1.0})
-    runner.spec = runner.spec.model_copy(update={"train": runner.spec.train.model_copy(update={"feature_cache": fc})})
+    _max_gb(runner, 1.0)
     forward = VisionExpert.forward
     monkeypatch.setattr(VisionExpert, "forward", lambda self, images: forward(self, images) * 1e9)
     with pytest.raises(FeatureCacheError, match="expert tiny-(clip|sam): output magnitude .* does not fit float16"):
