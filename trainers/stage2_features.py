@@ -18,9 +18,9 @@ from torch.utils.data import Dataset
 from trainers import distributed as D
 from trainers import stages as S
 from trainers.engine import total_steps
-from trainers.flops import flop_counter
 from trainers.feature_cache import (GB, FeatureCache, FeatureCacheError, FeatureEntry, entry_bytes, feature_key,
                                     records_digest, shard_rows)
+from trainers.flops import flop_counter
 from trainers.stage1 import claim
 
 if TYPE_CHECKING:
