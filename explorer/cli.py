@@ -177,12 +177,17 @@ def _ui_command(tracking_uri: str, artifact_root: str | None, port: int, workers
     return cmd
 
 
-def _print_leaderboard(study, limit: int | None = None) -> None:
+def _print_leaderboard(study, limit: int | None = None, workdir: Path | None = None) -> None:
     from rich.console import Console
 
+    from explorer.ledger import ledger_lines
+    from explorer.study_report import study_cost
     from explorer.terminal import leaderboard_table
 
     Console().print(leaderboard_table(study, limit))
+    ledger = study_cost(study, workdir)
+    if ledger["recorded"]:  # the footer: what the study cost and saved
+        typer.echo("\n".join(ledger_lines(ledger)))
 
 
 def _print_path(study) -> None:
@@ -253,7 +258,7 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         study = _existing_study(spec, storage_url)
         if outcome.finished:
             tracker.on_study_end(study)
-        _print_leaderboard(study)
+        _print_leaderboard(study, workdir=workdir)
         _print_path(study)
         ui = ["eagle-explore", "ui", str(study_file), "--workdir", str(workdir)] + (["--tracking-uri", uri] if artifacts is None else [])
         typer.echo(f"Open the MLflow UI: {mask(shlex.join(ui))}")
@@ -344,7 +349,7 @@ def leaderboard_cmd(study_file: StudyArg, storage: StorageOpt = None, workdir: W
     """Completed configurations ranked by the objective (seed repeats averaged), and the greedy path."""
     with _guard():
         _, study = _load(study_file, storage, workdir)
-        _print_leaderboard(study, top)
+        _print_leaderboard(study, top, workdir)
         _print_path(study)
 
 
@@ -423,6 +428,10 @@ def report_cmd(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: T
             files = write_report(study, spec, workdir, report_dir(workdir, spec.name))
         for path in files:
             typer.echo(str(path))
+        from explorer.ledger import ledger_lines
+
+        for line in ledger_lines(json.loads((report_dir(workdir, spec.name) / "cost.json").read_text())):
+            typer.echo(line)
 
 
 def _study_url(spec, uri: str, port: int) -> str:

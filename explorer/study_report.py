@@ -1,9 +1,9 @@
 """The study's report, rebuilt from the study database alone (so `eagle-explore report` can redo it
-at any time, also after the work directory moved): the leaderboard and the paper-style table
-(markdown and CSV), score against visual tokens with the SFT tokens/s (table and plot), the greedy
-path, score-vs-cost and per-benchmark plots (PNG), the study file
-and its resolved spec. Written to <workdir>/report/<study>/; explorer.tracking logs the same files
-to the study's parent MLflow run."""
+at any time, also after the work directory moved): the leaderboard (the cost ledger under it and in
+cost.json) and the paper-style table (markdown and CSV), score against visual tokens with the SFT
+tokens/s (table and plot), the greedy path, score-vs-cost and per-benchmark plots (PNG), the study
+file and its resolved spec. Written to <workdir>/report/<study>/; explorer.tracking logs the same
+files to the study's parent MLflow run."""
 from __future__ import annotations
 
 import csv
@@ -18,6 +18,7 @@ import yaml
 
 from explorer import plots, report
 from explorer.dashboard import trial_scores
+from explorer.ledger import ledger_lines, study_ledger
 from explorer.redact import mask, mask_data
 from explorer.run_fields import is_number, visual_tokens
 from explorer.scales import PAPER_COLUMNS, PAPER_ORDER
@@ -71,6 +72,12 @@ def rank_hours(result: dict[str, Any]) -> float | None:
     if not secs or not sum(secs):
         return None
     return sum(secs) * int(result.get("world_size") or 1) / 3600.0
+
+
+def study_cost(study, workdir: str | Path | None) -> dict[str, Any]:
+    """The cost ledger (explorer/ledger.py) over every trial that wrote a result (stopped ones too)."""
+    results = [trial_result(t, workdir, study.study_name) for t in study.get_trials(deepcopy=False)]
+    return study_ledger([r for r in results if r])
 
 
 def resolved_spec(spec) -> dict[str, Any]:
@@ -185,8 +192,11 @@ def write_report(study, spec, workdir: str | Path | None, out_dir: str | Path) -
         (out / name).write_text(body)
         files.append(out / name)
 
+    ledger = study_cost(study, workdir)
+    footer = "".join(f"\n{line}\n" for line in ledger_lines(ledger))
     header, rows = _leaderboard_table(study)
-    text("leaderboard.md", _markdown(header, rows))
+    text("leaderboard.md", _markdown(header, rows) + footer)
+    text("cost.json", json.dumps(ledger, indent=2))
     text("leaderboard.csv", _csv(header, rows))
     text("table.md", report.export(study, "markdown"))
     text("table.csv", report.export(study, "csv"))

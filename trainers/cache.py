@@ -25,11 +25,11 @@ STAGE1_CODE = ("experts", "trainers/data", "trainers/strategies", "trainers/engi
                "trainers/checkpoint.py", "trainers/dsconfig.py", "trainers/distributed.py")
 
 
-def code_version() -> str:
-    """sha256 over the stage-1 source files (path + content, sorted): a change to that code is a new
-    cache version, with no constant to remember to bump."""
+def code_version(parts: tuple[str, ...] = STAGE1_CODE) -> str:
+    """sha256 over the source files a cache's entries depend on (path + content, sorted): a change to
+    that code is a new cache version, with no constant to remember to bump."""
     h, root = hashlib.sha256(), ROOT
-    for part in STAGE1_CODE:
+    for part in parts:
         p = root / part
         files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
         for f in files:
@@ -58,9 +58,13 @@ def stage1_key(expert_config: dict[str, Any], align_llm: dict[str, Any], data_id
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-class Stage1Cache:
+class KeyedCache:
+    """Entries cache_dir/<SUBDIR>/<key>/ (complete once META exists), claimed across processes."""
+
+    SUBDIR = ""
+
     def __init__(self, cache_dir: str | Path) -> None:
-        self.root = Path(cache_dir) / "stage1"
+        self.root = Path(cache_dir) / self.SUBDIR
         self.root.mkdir(parents=True, exist_ok=True)
         self._claims: dict[int, FileClaim] = {}
         self._tokens = itertools.count()
@@ -71,13 +75,40 @@ class Stage1Cache:
     def has(self, key: str) -> bool:
         return (self.path(key) / META).is_file()
 
+    def meta(self, key: str) -> dict[str, Any]:
+        return json.loads((self.path(key) / META).read_text())
+
+    def try_lock(self, key: str) -> int | None:
+        """Non-blocking claim (an O_EXCL lock file with a heartbeat, safe on NFS): a token for
+        `unlock`, or None while another process holds it."""
+        claim = FileClaim(self.root / f"{key}.lock").acquire()
+        if claim is None:
+            return None
+        token = next(self._tokens)
+        self._claims[token] = claim
+        return token
+
+    def unlock(self, token: int) -> None:
+        self._claims.pop(token).release()
+
+    def publish(self, key: str, tmp: Path, meta: dict[str, Any]) -> Path:
+        """Make the filled temporary dir `tmp` the entry `key` (META written last, then one rename)."""
+        final = self.path(key)
+        (tmp / META).write_text(json.dumps({**meta, "key": key, "created": time.time()}, indent=2))
+        if final.exists():  # an incomplete leftover (no meta): moved aside, never deleted under a reader
+            final.rename(self.root / f".stale_{key}_{os.getpid()}_{int(time.time())}")
+        tmp.rename(final)
+        logger.info("%s cache: stored %s", self.SUBDIR, final)
+        return final
+
+
+class Stage1Cache(KeyedCache):
+    SUBDIR = "stage1"
+
     def expert_dir(self, key: str) -> Path:
         if not self.has(key):
             raise FileNotFoundError(f"stage-1 cache {self.path(key)}: no completed entry")
         return self.path(key) / "expert"
-
-    def meta(self, key: str) -> dict[str, Any]:
-        return json.loads((self.path(key) / META).read_text())
 
     @contextmanager
     def lock(self, key: str, poll_s: float = 0.5) -> Iterator[None]:
@@ -93,29 +124,10 @@ class Stage1Cache:
         finally:
             self.unlock(token)
 
-    def try_lock(self, key: str) -> int | None:
-        """Non-blocking claim (an O_EXCL lock file with a heartbeat, safe on NFS): a token for
-        `unlock`, or None while another process holds it."""
-        claim = FileClaim(self.root / f"{key}.lock").acquire()
-        if claim is None:
-            return None
-        token = next(self._tokens)
-        self._claims[token] = claim
-        return token
-
-    def unlock(self, token: int) -> None:
-        self._claims.pop(token).release()
-
     def commit(self, key: str, write_expert, meta: dict[str, Any]) -> Path:
         """Atomically publish an entry: write_expert(dir) fills a temporary dir that is then renamed."""
-        final = self.path(key)
         tmp = self.root / f".tmp_{key}_{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         write_expert(tmp / "expert")
-        (tmp / META).write_text(json.dumps({**meta, "key": key, "created": time.time()}, indent=2))
-        if final.exists():  # an incomplete leftover (no meta): moved aside, never deleted under a reader
-            final.rename(self.root / f".stale_{key}_{os.getpid()}_{int(time.time())}")
-        tmp.rename(final)
-        logger.info("stage-1 cache: stored %s", final)
-        return final
+        return self.publish(key, tmp, meta)

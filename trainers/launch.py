@@ -38,9 +38,11 @@ ATTEMPTS = "attempts.json"  # one entry per launch: start, exit, the steps each 
 
 def spec_state(spec: TrialSpec) -> dict[str, Any]:
     """What a trial directory's progress depends on: the resolved spec less its name (attempts of
-    one planned trial differ in name only)."""
+    one planned trial differ in name only) and train.feature_cache (the same stage 2 either way,
+    so a directory from before the setting, or one resumed with the cache toggled, continues)."""
     data = spec.model_dump(mode="json")
     data.pop("name", None)
+    data["train"].pop("feature_cache", None)
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     return {"hash": digest, "spec": data}
 

@@ -86,25 +86,43 @@ class EagleModel(nn.Module):
         """uint8 images (or floats in [0, 1]) -> projected tokens (and, with_features, each expert's
         tokens before fusion); the float conversion happens here, on the device, and each expert
         applies its own resize and mean/std."""
-        # DeepSpeed bf16 casts the weights: images follow the experts' dtype
-        dtype = next(self.mixture.parameters()).dtype
-        images = images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
-        per_expert = self.mixture.expert_features(images)
-        feats = self.mixture.fusion(per_expert)
-        dtype = next(self.projector.parameters()).dtype
-        out = self.projector(feats.to(dtype))
+        per_expert = self.mixture.expert_features(self.prepare_images(images))
+        out = self.project(self.mixture.fusion(per_expert))
         return (out, per_expert) if with_features else out
 
-    def splice(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
+    def prepare_images(self, images: Tensor) -> Tensor:
+        """uint8 (or [0, 1] float) images as the experts take them."""
+        # DeepSpeed bf16 casts the weights: images follow the experts' dtype
+        dtype = next(self.mixture.parameters()).dtype
+        return images.to(dtype).div_(255.0) if images.dtype == torch.uint8 else images.to(dtype)
+
+    def encode_features(self, features: Tensor, with_features: bool = False):
+        """Projected tokens from the experts' outputs given precomputed (trainers/feature_cache.py):
+        [B, T, sum of out_dims], the experts' outputs concatenated along channels in mixture order."""
+        dims = [e.out_dim for e in self.mixture.experts]
+        if features.shape[-1] != sum(dims):
+            raise ValueError(f"cached features have {features.shape[-1]} channels; the experts give {sum(dims)} ({dims})")
+        dtype = next(self.mixture.fusion.parameters(), next(self.mixture.parameters())).dtype
+        per_expert = list(features.to(dtype).split(dims, dim=-1))
+        out = self.project(self.mixture.fusion(per_expert))
+        return (out, per_expert) if with_features else out
+
+    def project(self, fused: Tensor) -> Tensor:
+        return self.projector(fused.to(next(self.projector.parameters()).dtype))
+
+    def splice(self, input_ids: Tensor, images: Tensor | None, features: Tensor | None = None) -> Tensor:
         """inputs_embeds: the text embeddings with the image slots (IMAGE_TOKEN positions, expanded
         to num_image_tokens per image by trainers.data.collate.expand_image_tokens) filled, in
-        row-major order, with the image tokens of `images` (one image per sequence that has slots).
-        No device-to-host read."""
-        return self._splice(input_ids, images)[0]
+        row-major order, with the image tokens of `images` (one image per sequence that has slots),
+        or of the experts' cached `features` of those images. No device-to-host read."""
+        return self._splice(input_ids, images, features)[0]
 
-    def _splice(self, input_ids: Tensor, images: Tensor | None) -> tuple[Tensor, list[Tensor] | None]:
+    def _splice(self, input_ids: Tensor, images: Tensor | None,
+                features: Tensor | None = None) -> tuple[Tensor, list[Tensor] | None]:
         """splice's embeddings and the experts' features (None without images)."""
         text = self.llm.get_input_embeddings()(input_ids.clamp_min(0))
+        if features is not None:
+            images = features  # one row per image either way
         if images is None:
             return text, None
         slots = input_ids == self.image_token_id
@@ -114,7 +132,8 @@ class EagleModel(nn.Module):
                     int(per_row.sum()) != images.shape[0] * self.num_image_tokens:  # packed rows hold several
                 raise ValueError(f"image slots per sequence {per_row.tolist()} do not match {images.shape[0]} images "
                                  f"of {self.num_image_tokens} tokens (expand each {IMAGE_TOKEN} first)")
-        feats, per_expert = self.encode_images(images, with_features=True)
+        encode = self.encode_images if features is None else self.encode_features
+        feats, per_expert = encode(images, with_features=True)
         # in order, no count read back (CUDA too)
         return text.masked_scatter(slots.unsqueeze(-1), feats.to(text.dtype)), per_expert
 
@@ -126,10 +145,12 @@ class EagleModel(nn.Module):
         return agg.context(per_expert, input_ids == self.image_token_id)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, images: Tensor | None = None,
-                labels: Tensor | None = None, position_ids: Tensor | None = None, **_: Any):
+                labels: Tensor | None = None, position_ids: Tensor | None = None, features: Tensor | None = None,
+                **_: Any):
         """A collated batch (trainers.data.collate): padded, or packed with position_ids (varlen
-        attention: the LLM builds the per-sequence causal mask from them)."""
-        embeds, per_expert = self._splice(input_ids, images)
+        attention: the LLM builds the per-sequence causal mask from them); `features` in place of
+        images when stage 2 reads the experts' outputs from the feature cache."""
+        embeds, per_expert = self._splice(input_ids, images, features)
         with self._aggregating(input_ids, per_expert):
             return self.llm(inputs_embeds=embeds, attention_mask=None if position_ids is not None else attention_mask,
                             position_ids=position_ids, labels=labels, use_cache=False)

@@ -47,6 +47,7 @@ def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1) -
         fail("fusion.options", _line(err))
     _check_data(spec, fail)
     _check_epochs(spec, fail)
+    _check_feature_cache(spec, shapes, fail)
     check_eval_spec(spec.eval, source)
 
 
@@ -170,6 +171,20 @@ def _check_epochs(spec: TrialSpec, fail) -> None:
             total_steps(spec.train.stages[stage], n, stage)
         except BatchSplitError as err:
             fail(f"data.synthetic.n_{'sft' if stage == 'sft' else 'pretrain'}", str(err))
+
+
+def _check_feature_cache(spec: TrialSpec, shapes: list[tuple[int, int]], fail) -> None:
+    """Synthetic data has a known size: the trial's feature-cache entries fit max_gb (real data:
+    checked when stage 2 starts, before any feature is computed)."""
+    from trainers.feature_cache import GB, entry_bytes
+
+    fc, syn = spec.train.feature_cache, spec.data.synthetic
+    if not fc.enabled or syn is None or spec.train.recipe != "eagle":
+        return
+    need = sum(entry_bytes(syn.n_pretrain, grid * grid, width) for grid, width in shapes)
+    if need > fc.max_gb * GB:
+        fail("train.feature_cache.max_gb", f"{fc.max_gb:g}, but this trial's {len(shapes)} experts' features over "
+                                           f"{syn.n_pretrain} items need {need / GB:.3g} GB")
 
 
 def check_eval_spec(ev: EvalSpec, source: str) -> None:

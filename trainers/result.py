@@ -27,8 +27,31 @@ def build_result(stage_info: dict[str, dict[str, Any]], scores: dict[str, float]
         "skipped_records": {s: i["skipped_records"] for s, i in stage_info.items() if "skipped_records" in i},
         "truncated_records": {s: i["truncated_records"] for s, i in stage_info.items() if "truncated_records" in i},
         "stage1_cache": stage_info.get("align_expert", {}).get("experts", {}),
+        "feature_cache": stage_info.get("align_projector", {}).get("feature_cache", {}),
         "world_size": world_size, "strategy": strategy, "precision": precision,
     }
+
+
+def trial_cost(stage_info: dict[str, dict[str, Any]], eval_s: float, world_size: int,
+               device_type: str) -> dict[str, Any]:
+    """The trial's compute ledger (explorer/ledger.py sums a study's): process-seconds per stage and
+    for the evaluation (wall time x ranks, one device each: GPU-seconds on GPUs), FLOPs where
+    counted (the expert forwards the feature cache saved), and what the caches saved: a stage-1 hit
+    the cost recorded when its entry was made (None for entries older than the ledger), the feature
+    cache the expert forwards stage 2 did not run."""
+    process = {s: float(i.get("time_s", 0.0)) * world_size for s, i in stage_info.items()}
+    process["eval"] = eval_s * world_size
+    hits = [e for e in stage_info.get("align_expert", {}).get("experts", {}).values() if e.get("cached")]
+    features = stage_info.get("align_projector", {}).get("feature_cache", {}).get("experts", {}).values()
+    saved = {"stage1_cache": {"process_s": sum(e["saved_process_s"] for e in hits if e.get("saved_process_s") is not None),
+                              "hits": len(hits), "unknown": sum(e.get("saved_process_s") is None for e in hits)},
+             "feature_cache": {"process_s": sum(e["saved_process_s"] for e in features),
+                               "forwards": sum(e["forwards_saved"] for e in features),
+                               "hits": sum(bool(e["cached"]) for e in features)}}
+    return {"unit": "gpu_s" if device_type == "cuda" else "process_s", "process_s": process,
+            "total_process_s": sum(process.values()),
+            "flops": {"feature_cache_saved": sum(e["saved_flops"] for e in features)} if features else {},
+            "saved": saved}
 
 
 def peak_memory_all_ranks(device: torch.device) -> float:

@@ -127,6 +127,15 @@ def _default_stages() -> dict[str, StageSpec]:
     }
 
 
+class FeatureCacheSpec(_Strict):
+    """Stage 2 (align_projector) reads each frozen expert's features from a shared on-disk cache
+    (trainers/feature_cache.py) instead of running the expert; max_gb bounds the cache directory
+    (least recently used entries are evicted, and a trial whose own entries exceed it fails)."""
+
+    enabled: bool = False
+    max_gb: float = Field(default=50.0, gt=0)
+
+
 class TrainSpec(_Strict):
     recipe: Recipe = "eagle"
     strategy: Strategy = "ddp"
@@ -134,6 +143,7 @@ class TrainSpec(_Strict):
     checkpoint_every: int = Field(default=50, gt=0)  # optimizer steps
     stages: dict[StageName, StageSpec] = Field(default_factory=_default_stages)
     align_llm: LLMSpec | None = None  # LLM used in pre-alignment stage 1 (None: the trial's LLM)
+    feature_cache: FeatureCacheSpec = Field(default_factory=FeatureCacheSpec)
 
     @model_validator(mode="after")
     def _fill(self) -> "TrainSpec":

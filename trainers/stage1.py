@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainers import distributed as D
 from trainers import stages as S
-from trainers.cache import Stage1Cache
+from trainers.cache import KeyedCache, Stage1Cache
 from trainers.engine import StageJob
 from trainers.spec import seed_for
 
@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def claim(cache: Stage1Cache, key: str, name: str, is_main: bool, poll_s: float = 2.0) -> int | None:
-    """None when `key` is cached; otherwise this trial trains it: rank 0 gets the lock's descriptor,
+def claim(cache: KeyedCache, key: str, name: str, is_main: bool, poll_s: float = 2.0,
+          what: str = "stage-1") -> int | None:
+    """None when `key` is cached; otherwise this trial makes it: rank 0 gets the lock's descriptor,
     other ranks -1. While another trial holds the lock every rank polls together (no collective
     is left waiting on one rank for longer than poll_s)."""
     waited = False
@@ -35,12 +36,12 @@ def claim(cache: Stage1Cache, key: str, name: str, is_main: bool, poll_s: float 
                     fd = None
         state = D.broadcast_object(state)
         if state == "cached":
-            logger.info("stage-1 cache hit for expert %s (%s): no pre-alignment", name, key)
+            logger.info("%s cache hit for expert %s (%s)", what, name, key)
             return None
         if state == "train":
             return fd if is_main else -1
         if not waited:
-            logger.info("stage-1 %s for expert %s is being trained by another trial: waiting", key, name)
+            logger.info("%s %s for expert %s is being made by another trial: waiting", what, key, name)
             waited = True
         time.sleep(poll_s)
 
@@ -60,7 +61,8 @@ def _train_one(runner: "TrialRunner", cache: Stage1Cache, i: int, cfg, key: str,
         if env.is_main:
             cache.commit(key, model.mixture.experts[0].save_pretrained,
                          {"expert": cfg.name, "steps": res.steps, "first_loss": res.first_loss,
-                          "last_loss": res.last_loss, "trial": spec.name})
+                          "last_loss": res.last_loss, "trial": spec.name,
+                          "process_s": res.time_s * env.world_size, "world_size": env.world_size})
     D.barrier()
     runner.free()
     return res
@@ -77,7 +79,8 @@ def run_align_expert(runner: "TrialRunner") -> dict[str, Any]:
         key = runner.stage1_key(cfg)
         fd = claim(cache, key, cfg.name, env.is_main)
         if fd is None:  # cached (by an earlier trial or one that trained it while we waited)
-            summary["experts"][cfg.name] = {"key": key, "cached": True, "steps": 0}
+            made = cache.meta(key).get("process_s")  # entries made before the ledger do not say
+            summary["experts"][cfg.name] = {"key": key, "cached": True, "steps": 0, "saved_process_s": made}
             continue
         try:
             res = _train_one(runner, cache, i, cfg, key, llm_spec, tok)
@@ -85,7 +88,8 @@ def run_align_expert(runner: "TrialRunner") -> dict[str, Any]:
             if fd >= 0:
                 cache.unlock(fd)
         summary["experts"][cfg.name] = {"key": key, "cached": False, "steps": res.steps,
-                                        "first_loss": res.first_loss, "last_loss": res.last_loss}
+                                        "first_loss": res.first_loss, "last_loss": res.last_loss,
+                                        "process_s": res.time_s * env.world_size}
         summary["steps"] += res.steps
         summary["time_s"] += res.time_s
         samples += res.samples_per_s * res.time_s

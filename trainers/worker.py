@@ -8,6 +8,7 @@ import argparse
 import gc
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from trainers.engine import StageJob, StageResult, make_engine
 from trainers.data.verify import read_checks
 from trainers.logging_utils import setup_logging
 from trainers.metrics import MetricsWriter
-from trainers.result import build_result, peak_memory_all_ranks, write_result
+from trainers.result import build_result, peak_memory_all_ranks, trial_cost, write_result
 from trainers.spec import RECIPE_STAGES, TrialSpec, load_trial_spec, seed_for
 
 logger = logging.getLogger(__name__)
@@ -139,13 +140,24 @@ class TrialRunner:
         hp = spec.train.stages[stage]
         template = spec.llm.template if stage == "sft" else S.PRETRAIN_TEMPLATE
         path = self.data.sft if stage == "sft" else self.data.pretrain
-        job = StageJob(stage, stage, model, S.param_groups(model, hp), self.dataset(path, template),
-                       S.make_collate(model, stage, spec), hp, loader=S.loader_options(spec),
+        dataset, collate = self.dataset(path, template), S.make_collate(model, stage, spec)
+        if stage == "align_projector":  # frozen experts: their outputs may come from the feature cache
+            from trainers import stage2_features
+
+            t0 = time.perf_counter()
+            dataset, collate, features = stage2_features.prepare(self, model, dataset, collate)
+            features_s = time.perf_counter() - t0
+            counter = stage2_features.ForwardCounter(model.mixture.experts)
+        job = StageJob(stage, stage, model, S.param_groups(model, hp), dataset, collate, hp,
+                       loader=S.loader_options(spec),
                        on_step=trial_eval.interim_hook(self, model) if stage == "sft" else None)
         res = self.train(job)
         info = {"steps": res.steps, "time_s": res.time_s, "samples_per_s": res.samples_per_s,
                 "tokens_per_s": res.tokens_per_s, "first_loss": res.first_loss, "last_loss": res.last_loss,
                 "skipped_records": len(job.dataset.skipped), "truncated_records": job.dataset.truncated}
+        if stage == "align_projector":  # the images the experts encoded in the loop (0 on cached features)
+            info["feature_cache"] = {**features, "expert_forwards": counter.close()}
+            info["time_s"] += features_s  # making or opening the entries is this stage's work
         with self.engine.gathered(model):
             if self.env.is_main:
                 model.save_pretrained(self.stage_dir(stage) / "model")
@@ -183,6 +195,7 @@ class TrialRunner:
             self.final_model = EagleModel.from_pretrained(self.stage_dir("sft") / "model", dtype=self.dtype)
             self.final_model.to(env.device)
         model = self.final_model
+        t_eval = time.perf_counter()
         with self.engine.gathered(model):
             heldout = trial_eval.heldout_loss(self, model)
             scores: dict[str, float] = {}
@@ -197,6 +210,7 @@ class TrialRunner:
         result = build_result(stage_info, scores, objective, name, direction, heldout,
                               peak_memory_all_ranks(env.device), env.world_size, spec.train.strategy,
                               "bf16" if self.bf16 else "fp32")
+        result["cost"] = trial_cost(stage_info, time.perf_counter() - t_eval, env.world_size, env.device.type)
         result.update({"scorer_profile": spec.eval.scorer_profile, "resumed_from": self.resumed_from,
                        "seeds": {"sft": spec.seed, "align": seed_for(spec, "align_expert")}, **statistics})
         write_result(self.out, result, env.is_main)

@@ -113,10 +113,13 @@ def test_parent_run_is_the_study_report(views):
     assert run.data.metrics["avg"] == pytest.approx(666.5) and run.data.metrics["score/mme"] == 1511
     assert run.data.params["strategy.type"] == "greedy" and run.data.params["objective.metric"] == "avg"
     assert run.data.params["base_trial.llm.preset"] == "tiny-llama"
+    # the cost ledger: 11 trials of 14 GPU-s, trial 0 also pre-aligned (6); 10 stage-1 hits saved 6 each
+    m = run.data.metrics
+    assert (m["cost_total_s"], m["cost_naive_s"], m["cost_saved_stage1_cache_s"]) == (160.0, 220.0, 60.0)
     files = {a.path for a in client.list_artifacts(parent, "report")}
     assert {f"report/{n}" for n in ("leaderboard.md", "leaderboard.csv", "table.md", "table.csv", "study.yaml",
                                     "study_resolved.yaml", "visual_tokens.md", "visual_tokens.csv",
-                                    "visual_tokens.png", *PLOTS)} <= files
+                                    "visual_tokens.png", "cost.json", *PLOTS)} <= files
     table = open(client.download_artifacts(parent, "report/table.md", str(views["work"] / "dl-t"))).read()
     assert table.startswith("| #Enc | Combination | GQA (%) | MME (pts) |") and "Greedy path: A+B (658.3)" in table
     board = open(client.download_artifacts(parent, "report/leaderboard.csv", str(views["work"] / "dl-l"))).read()
@@ -160,6 +163,10 @@ def test_moved_workdir_still_finds_its_artifacts_and_report(views, tmp_path):
         res = CliRunner().invoke(app, ["report", str(moved / "study.yaml"), "--workdir", str(moved)])
         assert res.exit_code == 0, res.output
         assert str(moved / "report" / NAME / "pareto.png") in res.stdout.splitlines()
+        cost_line = "cost: 160.0 s GPU time over 11 of 11 trials (naive: 220.0 s, 0.727 of it)"
+        assert cost_line in res.stdout.splitlines()
+        res = CliRunner().invoke(app, ["leaderboard", str(moved / "study.yaml"), "--workdir", str(moved)])
+        assert res.exit_code == 0 and cost_line in res.stdout.splitlines()  # the leaderboard's footer
         client = MlflowClient(default_tracking_uri(moved))
         exp = client.get_experiment_by_name(NAME)
         assert exp.artifact_location == f"{(moved / 'mlartifacts').as_uri()}/{NAME}"

@@ -127,26 +127,34 @@ class LlavaDataset(Dataset):
         except DataError as err:
             raise DataError(f"record {rec.id} ({rec.where}): {err}") from None
 
-    def __getitem__(self, index: int) -> dict:
-        # A file that passed verify() can still fail to decode; skip mode then moves on (logged; a
-        # DataLoader worker's count stays in that worker).
+    def load(self, index: int) -> tuple[int, torch.Tensor | None]:
+        """(the record item `index` reads, its uint8 image or None when text-only). A file that passed
+        verify() can still fail to decode; skip mode then moves on to the next record (logged; a
+        DataLoader worker's count stays in that worker)."""
         for attempt in range(len(self.records)):
-            rec = self.records[(index + attempt) % len(self.records)]
-            image = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
-            if rec.image is not None:
-                try:
-                    image = load_image(self._image_path(rec), self.image_size)
-                except IMAGE_ERRORS as err:
-                    self._bad_image(rec, f"cannot decode ({type(err).__name__}: {err})")
-                    continue
-            ids, labels = self.encode(rec)
-            return {
-                "input_ids": torch.tensor(ids, dtype=torch.long),
-                "labels": torch.tensor(labels, dtype=torch.long),
-                "image": image,
-                "has_image": rec.image is not None,
-            }
+            j = (index + attempt) % len(self.records)
+            rec = self.records[j]
+            if rec.image is None:
+                return j, None
+            try:
+                return j, load_image(self._image_path(rec), self.image_size)
+            except IMAGE_ERRORS as err:
+                self._bad_image(rec, f"cannot decode ({type(err).__name__}: {err})")
         raise DataError(f"{self.path}: no record with a decodable image")
+
+    def text_item(self, j: int) -> dict:
+        """Record j's tokens: {input_ids, labels, has_image} (no image opened)."""
+        rec = self.records[j]
+        ids, labels = self.encode(rec)
+        return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long),
+                "has_image": rec.image is not None}
+
+    def __getitem__(self, index: int) -> dict:
+        j, image = self.load(index)
+        item = self.text_item(j)
+        item["image"] = image if image is not None else torch.zeros(3, self.image_size, self.image_size,
+                                                                    dtype=torch.uint8)
+        return item
 
 
 def read_texts(path: str | Path) -> list[str]:
