@@ -173,9 +173,8 @@ def load_timm(cfg: ExpertConfig, fixed: dict[str, Any]) -> nn.Module:
             files = [p] if p.is_file() else sorted(p.glob("*.safetensors")) if p.is_dir() else []
             if not files or files[0].suffix != ".safetensors":
                 raise ExpertLoadError(f"expert {cfg.name!r}: no .safetensors weight file at {src!r}")
-            # read in the default dtype; timm still applies its checkpoint filter and classifier rules
-            state = read_safetensors(files[0], dtype=torch.get_default_dtype())
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kwargs)
+            # built in the default dtype; timm maps the file (no copy of it) and copies each weight in
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(files[0])}, **kwargs)
         else:
             model = timm.create_model(src, pretrained=True, **kwargs)
     except ExpertLoadError:
