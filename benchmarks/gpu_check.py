@@ -1,6 +1,7 @@
 """A GPU machine check in one command: the tiny trial with NCCL + bf16 under ddp, deepspeed_zero2
 and deepspeed_zero3 on 1 GPU (and on 2 where there are two): every stage's loss falls and
-result.json is complete; then the full-size throughput benchmark (benchmarks.full_size_throughput)
+result.json is complete; ZeRO-3's partitioned fresh build and evaluation on the partitions
+(benchmarks.zero3_check, NCCL, bf16); then the full-size throughput benchmark (benchmarks.full_size_throughput)
 and the memory estimate against measured peaks (benchmarks.memory_check). Meant to finish in
 under 8 minutes on one H100/H200. Prints ONE JSON line; exits 1 when a check fails, 2 without CUDA.
 `python -m benchmarks.gpu_check [--skip-full-size] [--steps 3]`."""
@@ -68,6 +69,26 @@ def run_tiny(strategy: str, nproc: int, work: Path) -> dict[str, Any]:
             "loss": result.get("loss"), "sft_tokens_per_s": round(result["throughput"]["sft"]["tokens_per_s"], 1)}
 
 
+def run_zero3_check(nproc: int, work: Path) -> dict[str, Any]:
+    """benchmarks.zero3_check under torchrun on `nproc` GPUs: its JSON line, or why there is none."""
+    import os
+    import subprocess
+
+    work.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "benchmarks.zero3_check", str(work)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "problems": ["zero3_check: no result within 300 s (a rank waiting on the others?)"]}
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith('{"benchmark": "zero3_check"')]
+    if not lines:
+        return {"ok": False, "problems": [f"zero3_check exited {out.returncode}: {out.stderr.strip()[-500:]}"]}
+    return {**json.loads(lines[-1]), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--skip-full-size", action="store_true", help="only the tiny distributed trials")
@@ -86,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             for strategy in STRATEGIES:
                 key = f"{strategy}/{nproc}gpu"
                 doc["tiny_trials"][key] = run_tiny(strategy, nproc, Path(tmp) / key.replace("/", "_"))
+        doc["zero3"] = {f"{n}gpu": run_zero3_check(n, Path(tmp) / f"zero3_{n}") for n in sorted({1, min(2, n_gpus)})}
         from benchmarks.memory_check import compare
 
         doc["memory_check"] = compare(Path(tmp) / "memory", micro_batch=8, device="cuda:0")
@@ -93,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.full_size_throughput import benchmark
 
         doc["full_size"] = benchmark(steps=args.steps, peak_override=args.gpu_peak_tflops)
-    doc["ok"] = all(r["ok"] for r in doc["tiny_trials"].values())
+    doc["ok"] = all(r["ok"] for r in [*doc["tiny_trials"].values(), *doc["zero3"].values()])
     doc["wall_s"] = round(time.perf_counter() - t0, 1)
     sys.stdout.write(json.dumps(doc) + "\n")
     return 0 if doc["ok"] else 1

@@ -1,14 +1,17 @@
-"""Weights in and out: hub ids, timm names, local directories and saved experts (safetensors only)."""
+"""Weights in and out: hub ids, timm names, local directories and saved experts (safetensors only),
+read straight into the dtype they are built in (experts.registry sets it)."""
 from __future__ import annotations
 
 import inspect
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from torch import nn
 
 from experts.base import CONFIG_FILE, WEIGHTS_FILE
@@ -35,6 +38,53 @@ def saved_expert_dir(source: str | None) -> Path | None:
         return None
     p = Path(source).expanduser()
     return p if (p / CONFIG_FILE).is_file() else None
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype | None) -> Iterator[None]:
+    """Modules built inside have their floating weights in `dtype` from the start (as transformers'
+    from_pretrained does): a pretrained expert is never whole in fp32 before its cast."""
+    if dtype is None:
+        yield
+        return
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def read_safetensors(path: str | Path, prefix: str = "", dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file (keys under `prefix`, prefix removed), each read and
+    converted to `dtype` on its own: the file's dtype is never held whole."""
+    out = {}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            if key.startswith(prefix):
+                t = f.get_tensor(key)
+                out[key[len(prefix):]] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    return out
+
+
+def stream_safetensors(module: nn.Module, path: str | Path, prefix: str = "") -> None:
+    """Strict load of a .safetensors file into `module`, one tensor at a time, each converted to the
+    dtype of the weight it fills: peak memory is the module plus one tensor. Missing, unexpected or
+    mis-shaped weights are a RuntimeError naming them (as load_state_dict's)."""
+    targets = module.state_dict(keep_vars=True)
+    with safe_open(str(path), framework="pt") as f:
+        keys = {k[len(prefix):]: k for k in f.keys() if k.startswith(prefix)}
+        missing, unexpected = sorted(targets.keys() - keys.keys()), sorted(keys.keys() - targets.keys())
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing[:3]} ({len(missing)}), unexpected keys {unexpected[:3]} "
+                               f"({len(unexpected)})")
+        with torch.no_grad():
+            for name, key in keys.items():
+                t, dst = f.get_tensor(key), targets[name]
+                if t.shape != dst.shape:
+                    raise RuntimeError(f"size mismatch for {name}: {tuple(t.shape)} in the file, {tuple(dst.shape)} "
+                                       "in the model")
+                dst.copy_(t)
 
 
 # ---- transformers ------------------------------------------------------------------------------
@@ -75,8 +125,9 @@ def load_hf(model_cls, cfg: ExpertConfig, submodule: str | None = None, **kwargs
         raise ExpertLoadError(f"expert {cfg.name!r}: weight directory {src!r} does not exist")
     try:
         model, info = model_cls.from_pretrained(str(Path(src).expanduser()) if looks_like_path(src) else src,
-                                                output_loading_info=True,
-                                                **{"attn_implementation": cfg.attention, **kwargs})
+                                                output_loading_info=True,  # read into the default dtype
+                                                **{"attn_implementation": cfg.attention,
+                                                   "dtype": torch.get_default_dtype(), **kwargs})
     except Exception as exc:  # hub unreachable, no weight file, bad config: one clear error
         raise ExpertLoadError(f"expert {cfg.name!r}: cannot load {model_cls.__name__} weights from {src!r} ({_first_line(exc)})") from exc
     missing = list(info.get("missing_keys") or [])
@@ -130,6 +181,7 @@ def load_timm(cfg: ExpertConfig, fixed: dict[str, Any]) -> nn.Module:
             files = [p] if p.is_file() else sorted(p.glob("*.safetensors")) if p.is_dir() else []
             if not files or files[0].suffix != ".safetensors":
                 raise ExpertLoadError(f"expert {cfg.name!r}: no .safetensors weight file at {src!r}")
+            # built in the default dtype; timm maps the file (no copy of it) and copies each weight in
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(files[0])}, **kwargs)
         else:
             model = timm.create_model(src, pretrained=True, **kwargs)
@@ -156,21 +208,19 @@ def read_saved_config(directory: str | Path) -> ExpertConfig:
         raise ExpertLoadError(f"{path}: not a valid expert config ({_first_line(exc)})") from exc
 
 
-def read_saved_weights(directory: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
-    state = load_file(str(Path(directory).expanduser() / WEIGHTS_FILE))
-    if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
+def read_saved_weights(directory: str | Path, prefix: str = "", dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    return read_safetensors(Path(directory).expanduser() / WEIGHTS_FILE, prefix, dtype)
 
 
 def load_saved_backbone(expert_cls, cfg: ExpertConfig) -> nn.Module:
-    """pretrained=True with `source` = a saved expert dir: rebuild its arch, load its weights."""
+    """pretrained=True with `source` = a saved expert dir: rebuild its arch, stream its weights in
+    (in the default dtype, one tensor at a time)."""
     saved = read_saved_config(cfg.source)
     if saved.family != cfg.family:
         raise ExpertLoadError(f"expert {cfg.name!r}: {cfg.source!r} holds a {saved.family!r} expert, not {cfg.family!r}")
     backbone = expert_cls.build_backbone(saved.with_overrides(attention=cfg.attention))
     try:
-        backbone.load_state_dict(read_saved_weights(cfg.source, "backbone."), strict=True)
+        stream_safetensors(backbone, Path(cfg.source).expanduser() / WEIGHTS_FILE, "backbone.")
     except RuntimeError as exc:
         raise ExpertLoadError(f"expert {cfg.name!r}: weights in {cfg.source!r} do not fit ({_first_line(exc)})") from exc
     return backbone

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+
+import torch
 
 from experts.base import VisionExpert
 from experts.clip import ClipExpert
@@ -11,7 +14,7 @@ from experts.dinov2 import Dinov2Expert
 from experts.errors import UnknownNameError
 from experts.eva02 import Eva02Expert
 from experts.hf_vision import HFVisionExpert
-from experts.loading import read_saved_config, read_saved_weights
+from experts.loading import WEIGHTS_FILE, default_dtype, read_saved_config, read_saved_weights, stream_safetensors
 from experts.pix2struct import Pix2StructExpert
 from experts.presets import PRESETS
 from experts.sam import SamExpert
@@ -37,26 +40,30 @@ def get_preset(name: str) -> ExpertConfig:
         raise UnknownNameError("expert preset", name, PRESETS) from None
 
 
-def build_expert(cfg: ExpertConfig | str) -> VisionExpert:
-    """A VisionExpert from a config (or preset name): weights from `source` when pretrained."""
+def build_expert(cfg: ExpertConfig | str, dtype: torch.dtype | None = None) -> VisionExpert:
+    """A VisionExpert from a config (or preset name): weights from `source` when pretrained, read
+    straight into `dtype` (no fp32 copy first); a random init is drawn in fp32 and cast, so it is
+    the same init in every precision."""
     if isinstance(cfg, str):
         cfg = get_preset(cfg)
     cls = get_family(cfg.family)
     cfg = cls.resolve_config(cfg)
-    backbone = cls.load_backbone(cfg) if cfg.pretrained else None
-    return cls(cfg, backbone)
+    with default_dtype(dtype if cfg.pretrained else None):
+        expert = cls(cfg, cls.load_backbone(cfg) if cfg.pretrained else None)
+    return expert.to(dtype) if dtype is not None else expert
 
 
-def load_expert(directory, load_state=None) -> VisionExpert:
-    """Read back what VisionExpert.save_pretrained wrote (strict: every weight must fit).
-    `load_state(module, state)` replaces load_state_dict (a trainer's partitioned-weight loader)."""
+def load_expert(directory, load_state=None, dtype: torch.dtype | None = None) -> VisionExpert:
+    """Read back what VisionExpert.save_pretrained wrote (strict: every weight must fit), built in
+    `dtype` and filled one tensor at a time. `load_state(module, state)` replaces that (a trainer's
+    partitioned-weight loader; it gets the state already in `dtype`)."""
     cfg = read_saved_config(directory)
-    expert = get_family(cfg.family)(cfg)
-    state = read_saved_weights(directory)
+    with default_dtype(dtype):
+        expert = get_family(cfg.family)(cfg)
     if load_state is None:
-        expert.load_state_dict(state, strict=True)
+        stream_safetensors(expert, Path(directory).expanduser() / WEIGHTS_FILE)
     else:
-        load_state(expert, state)
+        load_state(expert, read_saved_weights(directory, dtype=dtype))
     return expert
 
 

@@ -162,6 +162,11 @@ class Engine(ABC):
         """Where a stage's model is loaded from disk (ZeRO-3: built partitioned); nothing by default."""
         return nullcontext()
 
+    def partition(self, module: nn.Module) -> nn.Module:
+        """A part built whole (random init, or an expert read from disk) handed to the strategy as soon
+        as it exists (ZeRO-3: partitioned now, so at most one part is ever whole); default: as it is."""
+        return module
+
     def release(self) -> None:
         """Drop references to this stage's optimizer/engine so the next stage starts from free memory."""
 

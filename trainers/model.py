@@ -22,16 +22,32 @@ CONFIG_NAME = "eagle.json"
 
 
 def load_state(module: nn.Module, state: dict[str, Tensor]) -> None:
-    """Strict load_state_dict that also fills ZeRO-3-partitioned parameters (gathered for the copy,
-    rank 0's values kept, partitioned again after)."""
-    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
-    if not params:
+    """Strict load_state_dict that also fills ZeRO-3-partitioned parameters: one module's own
+    parameters gathered at a time (so the whole is never gathered), rank 0's values kept."""
+    if not any(hasattr(p, "ds_id") for p in module.parameters()):
         module.load_state_dict(state, strict=True)
         return
     import deepspeed
 
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
-        module.load_state_dict(state, strict=True)
+    expected = module.state_dict(keep_vars=True)
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        raise RuntimeError(f"{type(module).__name__}: missing keys {missing[:3]} ({len(missing)}), "
+                           f"unexpected keys {unexpected[:3]} ({len(unexpected)})")
+    with torch.no_grad():
+        for prefix, mod in module.named_modules():
+            head = f"{prefix}." if prefix else ""
+            own = {n: p for n, p in mod.named_parameters(recurse=False) if f"{head}{n}" in state}
+            with deepspeed.zero.GatheredParameters(list(own.values()), modifier_rank=0):
+                for n, p in own.items():
+                    src = state[f"{head}{n}"]
+                    if src.shape != p.shape:
+                        raise RuntimeError(f"size mismatch for {head}{n}: {tuple(src.shape)} given, "
+                                           f"{tuple(p.shape)} in the model")
+                    p.copy_(src)
+            for n, b in mod.named_buffers(recurse=False):  # buffers are never partitioned
+                if f"{head}{n}" in state:
+                    b.copy_(state[f"{head}{n}"])
 
 
 class EagleModel(nn.Module):
@@ -186,8 +202,15 @@ class EagleModel(nn.Module):
         with self._aggregating(ids, per_expert):  # the prompt's pass; cached decoding steps skip it
             out = self.llm.generate(inputs_embeds=embeds, attention_mask=mask.to(dev),
                                     max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                                    pad_token_id=pad, eos_token_id=eos)
+                                    pad_token_id=pad, eos_token_id=eos, synced_gpus=self.partitioned_across_ranks())
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+    def partitioned_across_ranks(self) -> bool:
+        """ZeRO-3 partitions over several processes: every forward gathers collectively, so generation
+        runs in lockstep (each rank steps until every rank's sequences are done)."""
+        from trainers import distributed as D
+
+        return D.active() and hasattr(next(self.llm.parameters()), "ds_id")
 
     # ----- persistence -----
     def save_pretrained(self, out_dir: str | Path) -> None:
@@ -217,7 +240,7 @@ class EagleModel(nn.Module):
         if not (src / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{src}: no {CONFIG_NAME} (not a saved EagleModel)")
         cfg = json.loads((src / CONFIG_NAME).read_text())
-        loaded = [experts.load_expert(src / "experts" / str(i), load_state) for i in range(cfg["num_experts"])]
+        loaded = [experts.load_expert(src / "experts" / str(i), load_state, dtype) for i in range(cfg["num_experts"])]
         mixture = experts.VisionMixture(loaded, cfg["fusion"]["name"], cfg["fusion"]["options"]).to(dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
         llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=dtype,

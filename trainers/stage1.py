@@ -50,14 +50,14 @@ def _train_one(runner: "TrialRunner", cache: Stage1Cache, i: int, cfg, key: str,
     spec, env = runner.spec, runner.env
     hp = spec.train.stages["align_expert"]
     model = S.build_model([cfg.with_overrides(freeze=False)], "channel_concat", {}, spec.projector.type,
-                          llm_spec, tok, seed_for(spec, "align_expert"), dtype=runner.dtype)
+                          llm_spec, tok, seed_for(spec, "align_expert"), dtype=runner.dtype, engine=runner.engine)
     S.freeze_for_stage(model, "align_expert", spec)
     job = StageJob(f"align_expert/{i}", "align_expert", model, S.param_groups(model, hp),
                    runner.dataset(runner.data.pretrain, S.PRETRAIN_TEMPLATE, tok),
                    S.make_collate(model, "align_expert", spec), hp, loader=S.loader_options(spec),
                    extra_metrics={"expert": cfg.name, "cache_key": key})
     res = runner.train(job)
-    with runner.engine.gathered(model):
+    with runner.engine.gathered(model.mixture.experts[0]):  # the expert alone (ZeRO-3: not the LLM)
         if env.is_main:
             cache.commit(key, model.mixture.experts[0].save_pretrained,
                          {"expert": cfg.name, "steps": res.steps, "first_loss": res.first_loss,

@@ -192,23 +192,32 @@ def freeze_for_stage(model, stage: str, spec: TrialSpec) -> None:
 
 # ----- models per stage -----
 def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: dict, projector: str,
-                llm_spec: LLMSpec, tokenizer, seed: int, dtype=None):
+                llm_spec: LLMSpec, tokenizer, seed: int, dtype=None, engine=None):
     """A fresh EagleModel (experts given as configs are built, given as modules are used as they are),
-    every weight in `dtype` (default fp32) before it reaches a device; the LLM is loaded in it."""
+    every weight in `dtype` (default fp32) before it reaches a device; the LLM is loaded in it.
+    With `engine` (trainers.engine.Engine) each part goes to engine.partition as soon as it is built
+    and a source LLM is read inside engine.build_context: under ZeRO-3 no rank holds the model whole."""
+    from contextlib import nullcontext
+
     import torch
 
     import experts
     from trainers.llm import build_llm, check_positions
     from trainers.model import EagleModel
 
+    place = engine.partition if engine is not None else (lambda m: m)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         dtype = dtype or torch.float32
-        mods = [e if isinstance(e, nn.Module) else experts.build_expert(e) for e in expert_cfgs_or_modules]
-        mixture = experts.VisionMixture(mods, fusion_name, fusion_options).to(dtype)
-        llm = build_llm(llm_spec, tokenizer, seed, dtype=dtype)
+        mods = [place(e if isinstance(e, nn.Module) else experts.build_expert(e, dtype))
+                for e in expert_cfgs_or_modules]  # one expert whole at a time
+        mixture = place(experts.VisionMixture(mods, fusion_name, fusion_options).to(dtype))
+        reads = engine is not None and llm_spec.source is not None  # read into the partitions
+        with engine.build_context() if reads else nullcontext():
+            llm = build_llm(llm_spec, tokenizer, seed, dtype=dtype)
+        llm = place(llm)
         torch.manual_seed(seed + 1)
-        model = EagleModel(mixture, projector, llm, tokenizer, fusion_name, fusion_options).to(dtype)
+        model = place(EagleModel(mixture, projector, llm, tokenizer, fusion_name, fusion_options).to(dtype))
     check_positions(llm_spec.max_length, model.num_image_tokens, model.max_length)
     return model
 

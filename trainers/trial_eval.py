@@ -1,6 +1,7 @@
 """Evaluation of a trial's model: the held-out loss and the benchmarks, on the trained weights as
-they live in the engine (ZeRO-3: gathered in place, no reload), under the trial's precision
-(bf16 autocast when training bf16, whatever the strategy)."""
+they live in the engine (ZeRO-3: on the partitions, DeepSpeed's hooks gathering one module at a
+time, so every rank runs the same forwards), under the trial's precision (bf16 autocast when
+training bf16, whatever the strategy)."""
 from __future__ import annotations
 
 import math
@@ -71,7 +72,6 @@ def interim_hook(runner: "TrialRunner", model):
     def hook(done: int, total: int) -> None:
         if done % every or done >= total:
             return
-        with runner.engine.gathered(model):
-            benchmarks(runner, model, done, final=False)
+        benchmarks(runner, model, done, final=False)
 
     return hook

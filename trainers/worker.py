@@ -111,7 +111,8 @@ class TrialRunner:
         if stage == "align_projector":
             return self._stage2_model()
         return S.build_model(S.resolve_experts(spec), spec.fusion.name, spec.fusion.options,
-                             spec.projector.type, spec.llm, self.tokenizer, seed_for(spec, stage), dtype=self.dtype)
+                             spec.projector.type, spec.llm, self.tokenizer, seed_for(spec, stage), dtype=self.dtype,
+                             engine=self.engine)
 
     def _stage2_model(self):
         import experts
@@ -119,13 +120,14 @@ class TrialRunner:
 
         cache = Stage1Cache(self.cache_dir)
         cfgs = S.resolve_experts(self.spec)
-        loaded = [experts.load_expert(cache.expert_dir(self.stage1_key(c)))
-                  for c in cfgs]
+        loaded = [self.engine.partition(experts.load_expert(cache.expert_dir(self.stage1_key(c)), dtype=self.dtype))
+                  for c in cfgs]  # one whole at a time (ZeRO-3)
         for cfg, mod in zip(cfgs, loaded):  # SFT freeze and checkpointing come from this trial
             mod.config = mod.config.with_overrides(freeze=cfg.freeze)
             mod.set_grad_checkpointing(cfg.grad_checkpointing)
         return S.build_model(loaded, self.spec.fusion.name, self.spec.fusion.options, self.spec.projector.type,
-                             self.spec.llm, self.tokenizer, seed_for(self.spec, "align_projector"), dtype=self.dtype)
+                             self.spec.llm, self.tokenizer, seed_for(self.spec, "align_projector"), dtype=self.dtype,
+                             engine=self.engine)
 
     def run_simple_stage(self, stage: str, prev: str | None, last: bool) -> dict[str, Any]:
         """pretrain / align_projector / sft: one model, one dataset."""
@@ -194,19 +196,18 @@ class TrialRunner:
 
             self.final_model = EagleModel.from_pretrained(self.stage_dir("sft") / "model", dtype=self.dtype)
             self.final_model.to(env.device)
-        model = self.final_model
+        model = self.final_model  # ZeRO-3: still partitioned; the engine's hooks gather per module
         t_eval = time.perf_counter()
-        with self.engine.gathered(model):
-            heldout = trial_eval.heldout_loss(self, model)
-            scores: dict[str, float] = {}
-            statistics: dict[str, Any] = {}  # intervals and blind scores (trainers/eval/runner._statistics)
-            objective, name, direction = heldout, "heldout_loss", "minimize"
-            if spec.eval.benchmarks:
-                ev = trial_eval.benchmarks(self, model, stage_info.get("sft", {}).get("steps", 0))
-                scores = dict(ev["scores"])
-                statistics = {k: v for k, v in ev.items() if k not in ("scores", "objective", "objective_name")}
-                if spec.eval.objective != "heldout_loss":
-                    objective, name, direction = float(ev["objective"]), spec.eval.objective, "maximize"
+        heldout = trial_eval.heldout_loss(self, model)
+        scores: dict[str, float] = {}
+        statistics: dict[str, Any] = {}  # intervals and blind scores (trainers/eval/runner._statistics)
+        objective, name, direction = heldout, "heldout_loss", "minimize"
+        if spec.eval.benchmarks:
+            ev = trial_eval.benchmarks(self, model, stage_info.get("sft", {}).get("steps", 0))
+            scores = dict(ev["scores"])
+            statistics = {k: v for k, v in ev.items() if k not in ("scores", "objective", "objective_name")}
+            if spec.eval.objective != "heldout_loss":
+                objective, name, direction = float(ev["objective"]), spec.eval.objective, "maximize"
         result = build_result(stage_info, scores, objective, name, direction, heldout,
                               peak_memory_all_ranks(env.device), env.world_size, spec.train.strategy,
                               "bf16" if self.bf16 else "fp32")

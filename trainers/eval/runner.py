@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,11 +102,18 @@ class _Generator:
 
 
 def _generate_shard(gen: _Generator, items: Sequence[EvalItem], rank: int, world_size: int,
-                    batch_size: int) -> list[tuple[int, str]]:
+                    batch_size: int, lockstep: bool = False) -> list[tuple[int, str]]:
+    """This rank's answers. With `lockstep` (a model partitioned over the ranks, whose every forward is
+    collective) each rank runs the same number of batches: one out of items repeats an item and drops
+    the answers."""
     mine = list(range(rank, len(items), world_size))  # strided: shards differ by at most one item
+    longest = math.ceil(len(items) / world_size) if lockstep else len(mine)
     out: list[tuple[int, str]] = []
-    for start in range(0, len(mine), batch_size):
+    for start in range(0, longest, batch_size):
         idx = mine[start:start + batch_size]
+        if not idx:
+            gen([items[mine[-1] if mine else 0]])
+            continue
         out.extend(zip(idx, gen([items[i] for i in idx])))
     return out
 
@@ -177,13 +185,14 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
     # Rank 0 scores. Under torch.distributed its errors are shared (the other ranks would otherwise
     # wait forever); alone, they propagate as they are.
     shared = _distributed(world_size)
+    lockstep = shared and bool(getattr(model, "partitioned_across_ranks", lambda: False)())
     scores: dict[str, float] = {}
     result, error = None, None
     try:
         for name in names:
             bench = get_benchmark(name, ev.scorer_profile)
             items = slim_subset(bench, bench.load(root / name), ev.limit, seed=SLIM_SEED)
-            local = _generate_shard(gen, items, rank, world_size, ev.batch_size)
+            local = _generate_shard(gen, items, rank, world_size, ev.batch_size, lockstep)
             preds = _gather(local, len(items), rank, world_size)
             if rank == 0 and error is None:
                 try:
@@ -196,7 +205,7 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
                         raise
                     error = f"{name}: {type(err).__name__}: {err}"
             if blind_gen is not None:
-                blind = _gather(_generate_shard(blind_gen, items, rank, world_size, ev.batch_size),
+                blind = _gather(_generate_shard(blind_gen, items, rank, world_size, ev.batch_size, lockstep),
                                 len(items), rank, world_size)
                 if rank == 0 and error is None:
                     try:

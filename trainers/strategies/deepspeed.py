@@ -71,6 +71,15 @@ class DeepSpeedEngine(Engine):
             return nullcontext()
         return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
 
+    def _init_config(self) -> dict:
+        """What zero.Init needs to partition: stage 3 and the weights' precision."""
+        return {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
+                "bf16": {"enabled": bool(self.bf16)}}
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.bf16 else torch.float32
+
     @contextmanager
     def build_context(self) -> Iterator[None]:
         """ZeRO-3: modules are partitioned as they are constructed (deepspeed.zero.Init) and
@@ -86,13 +95,20 @@ class DeepSpeedEngine(Engine):
 
         import experts  # noqa: F401  the families' transformers modules, for the same reason
 
-        dtype = torch.bfloat16 if self.bf16 else torch.float32
-        cfg = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
-               "bf16": {"enabled": bool(self.bf16)}}
+        cfg = self._init_config()
         hf = HfDeepSpeedConfig(cfg)  # transformers checks for it through a weak reference
-        with deepspeed.zero.Init(config_dict_or_path=cfg, dtype=dtype):
+        with deepspeed.zero.Init(config_dict_or_path=cfg, dtype=self._dtype):
             yield
         del hf
+
+    def partition(self, module: nn.Module) -> nn.Module:
+        """ZeRO-3: the parameters of `module` not partitioned yet are partitioned now (rank 0's values,
+        exactly as built: a random init stays the one DDP would train)."""
+        if self.zero3:
+            import deepspeed
+
+            deepspeed.zero.Init(module=module, config_dict_or_path=self._init_config(), dtype=self._dtype)
+        return module
 
     def release(self) -> None:
         if getattr(self, "ds", None) is not None:
