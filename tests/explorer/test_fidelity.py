@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 from optuna.trial import TrialState
@@ -221,3 +222,29 @@ def test_wilcoxon_matches_scipy():
         d = rng.integers(-3, 3, size=30).astype(float)
         ref = stats.wilcoxon(d, alternative="less", zero_method="zsplit", method="approx", correction=False)
         assert wilcoxon_less(d) == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+
+def test_plan_counts_the_sft_steps_each_rung_adds(tmp_path):
+    from explorer.plan import plan_document, rung_costs
+    from trainers.estimate import Assumptions, StageEstimate
+
+    def stage(hours, stage1=()):
+        return StageEstimate(1, 1, 1.0, 1.0, hours, 8, 8, {}, [dict(e) for e in stage1])
+
+    def stages():
+        return {"align_expert": stage(2.0, [{"expert": "x", "key": "kx", "gpu_hours": 2.0}]),
+                "align_projector": stage(1.0), "sft": stage(8.0)}
+
+    study = parse_study(study_data("plan", GREEDY_SH), "plan.yaml", tmp_path)
+    ts = SimpleNamespace(experts=[SimpleNamespace(preset="tiny-clip")])
+    rows = [(k, ts, stages()) for k in ("r1/A+B+C/s0@rung0", "r1/A+B+D/s0@rung0", "r1/A+B+C/s0@rung1",
+                                          "r1/A+B+C/s0")]
+    costs = {k: {n: s.gpu_hours for n, s in st.items()} for k, _, st in rung_costs(study, rows)}
+    assert costs["r1/A+B+C/s0@rung0"] == {"align_expert": 2.0, "align_projector": 1.0, "sft": 2.0}
+    assert costs["r1/A+B+C/s0@rung1"] == {"align_expert": 0.0, "align_projector": 0.0, "sft": 2.0}
+    assert costs["r1/A+B+C/s0"] == {"align_expert": 0.0, "align_projector": 0.0, "sft": 4.0}  # 1/2 -> all
+    doc = plan_document(rung_costs(study, rows), Assumptions(gpus=1), [])
+    # pre-alignment once per planned trial (the cache once per expert key), SFT once in all: 8 + 2
+    assert doc["total_gpu_hours"] == {"without_cache": 2 * 3.0 + 8.0 + 2.0, "with_cache": 2.0 + 2 * 1.0 + 10.0}
+    assert rung_costs(parse_study(study_data("p", {"type": "greedy"}), "p.yaml", tmp_path), rows) is rows
