@@ -37,7 +37,7 @@ def wilcoxon_less(diffs: Sequence[float]) -> float:
     mean = n * (n + 1) / 4.0
     _, counts = np.unique(ranks, return_counts=True)
     var = n * (n + 1) * (2 * n + 1) / 24.0 - float((counts ** 3 - counts).sum()) / 48.0
-    if var <= 0:  # every difference zero: nothing says it is behind
+    if var <= 0:  # not reached for n >= 1; kept so a bad input never divides by zero
         return 1.0
     z = (r_plus - mean) / math.sqrt(var)
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
