@@ -93,6 +93,16 @@ class Schedule:
         return Planned(key, p.params, {**p.user_attrs, "key": key, TRIAL_KEY_ATTR: p.key, RUNG_ATTR: rung,
                                        RUNGS_ATTR: len(self.fractions)})
 
+    def trials_for(self, n: int) -> int:
+        """Rung trials per seed of a round of n candidates (ASHA: when it promotes no more than SH)."""
+        total, alive = 0, n
+        for rung in range(self.top + 1):
+            if rung < self.top and alive <= 1 and (self.spec.schedule != "asha" or n <= 1):
+                continue  # straight to the top rung
+            total += alive
+            alive = math.ceil(alive / self.spec.eta)
+        return total
+
     def _mean(self, statuses: list[Status]) -> float | None:
         """Seed mean of a candidate's complete rung trials; None when none is, or one stopped early."""
         done = [next(t for t in s.trials if t.state == TrialState.COMPLETE) for s in statuses if s.state == "complete"]

@@ -56,9 +56,10 @@ class Greedy(Strategy):
         return rows
 
     def total_planned(self) -> int:
+        per_round = self.schedule.trials_for if self.schedule is not None else (lambda k: k)
         n, size, rest = 1, len(self.opts.base), len(self.candidates)
         while size < self.max_size and rest > 0:
-            n += rest
+            n += per_round(rest)
             size, rest = size + 1, rest - 1
         race = self.opts.resolve_ties
         rounds = len(range(len(self.opts.base), self.max_size + 1)) if self.candidates else 1

@@ -78,7 +78,8 @@ class Grid(Strategy):
         return [ps[0].params for _, ps in self._items()]
 
     def total_planned(self) -> int:
-        return len(self.points()) * len(self.seeds)
+        n = len(self.points())
+        return (self.schedule.trials_for(n) if self.schedule is not None else n) * len(self.seeds)
 
     def distributions(self) -> dict[str, BaseDistribution]:
         dists = super().distributions()

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from explorer.controller import run_study
 from explorer.report import status_json
 from explorer.storage import default_storage_url, open_study
+from explorer.strategies import build_strategy
 from explorer.strategies.fidelity import fractions
 from explorer.study import FidelitySpec, StudyError, parse_study
 from test_study_fixtures import PAPER_AVG, PAPER_PATH, letters, study_data
@@ -86,7 +87,7 @@ def test_fractions_and_bad_settings():
 
 def test_greedy_successive_halving_promotes_and_stops_by_rung(tmp_path):
     runner = RungRunner()
-    _, outcome, study = _run(tmp_path, GREEDY_SH, runner, resources={"max_concurrent_trials": 2})
+    spec, outcome, study = _run(tmp_path, GREEDY_SH, runner, resources={"max_concurrent_trials": 2})
     assert outcome.finished and outcome.greedy_path == PAPER_PATH and outcome.best_value == pytest.approx(666.5)
     # 4 candidates: 4 at 1/4, 2 at 1/2, 1 at full; a lone survivor (or a lone candidate) goes straight to the top
     assert _by_rung(study, 0) == {2: {"A+B"}}
@@ -95,6 +96,7 @@ def test_greedy_successive_halving_promotes_and_stops_by_rung(tmp_path):
     assert _by_rung(study, 3) == {0: {"A+B+F+E+C", "A+B+F+E+D"}, 2: {"A+B+F+E+C"}}
     trials = study.get_trials()
     assert len(trials) == 18 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert build_strategy(spec).total_planned() == 18
     # the rungs of a planned trial share its directory (each continues the previous checkpoints)
     dirs = {key.split("@")[0]: d for key, d, _ in runner.calls}
     assert all(dirs[key.split("@")[0]] == d for key, d, _ in runner.calls)
@@ -131,9 +133,9 @@ def test_grid_successive_halving(tmp_path):
     values = {"A": 600.0, "A+B": 640.0, "A+B+C": 650.0, "A+B+D": 630.0, "A+C": 610.0}
     runner = RungRunner(lambda s, f: values["+".join(sorted(s))] + 5 * f)
     strategy = {"type": "grid", "axes": {"experts": list(values)}, "fidelity": {"min_fraction": 0.5}}
-    _, outcome, study = _run(tmp_path, strategy, runner)
+    spec, outcome, study = _run(tmp_path, strategy, runner)
     rungs = Counter(t.user_attrs["rung"] for t in study.get_trials())
-    assert rungs == {0: 5, 1: 3}  # ceil(5 / 2) go on to the full steps
+    assert rungs == {0: 5, 1: 3} and build_strategy(spec).total_planned() == 8  # ceil(5 / 2) go on to full steps
     assert outcome.best_experts == "A+B+C" and outcome.best_value == pytest.approx(655.0)
     top = {t.user_attrs["experts"] for t in study.get_trials() if t.user_attrs["rung"] == 1}
     assert top == {"A+B+C", "A+B", "A+B+D"}
