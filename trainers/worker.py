@@ -148,8 +148,9 @@ class TrialRunner:
             self.engine.stop_at = stop_step(self.fidelity.fraction, total_steps(hp, len(job.dataset), stage))
         res = self.train(job)
         self.engine.stop_at = None
-        info = {"steps": res.steps, "full_steps": res.full_steps, "time_s": res.time_s, "samples_per_s": res.samples_per_s,
-                "tokens_per_s": res.tokens_per_s, "first_loss": res.first_loss, "last_loss": res.last_loss,
+        info = {"steps": res.steps, "full_steps": res.full_steps, "time_s": res.time_s,
+                "samples_per_s": res.samples_per_s, "tokens_per_s": res.tokens_per_s, "first_loss": res.first_loss,
+                "last_loss": res.last_loss,
                 "skipped_records": len(job.dataset.skipped), "truncated_records": job.dataset.truncated}
         if res.steps < res.full_steps:  # stopped at a rung: checkpointed, continued by a later launch
             self.final_model = self.engine.last_module
@@ -201,8 +202,8 @@ class TrialRunner:
                 ev = trial_eval.benchmarks(self, model, stage_info.get("sft", {}).get("steps", 0),
                                            fidelity=self.fidelity)
                 scores = dict(ev["scores"])
-                statistics = {k: v for k, v in ev.items() if k not in ("scores", "objective", "objective_name", "items_done",
-                                                                       "items_full", "early_stopped")}
+                statistics = {k: v for k, v in ev.items() if k not in (
+                    "scores", "objective", "objective_name", "items_done", "items_full", "early_stopped")}
                 if spec.eval.objective != "heldout_loss":
                     objective, name, direction = float(ev["objective"]), spec.eval.objective, "maximize"
         result = build_result(stage_info, scores, objective, name, direction, heldout,

@@ -117,7 +117,8 @@ class Greedy(Strategy):
                 rungs = self.schedule.walk([ps for _, _, ps in round_sets], status, set(groups))
                 items, statuses, resolved, top = rungs.items, rungs.statuses, rungs.resolved, rungs.top
                 stopped.update(rungs.stopped_trials())
-                entry["rungs"] = [{experts_name(round_sets[i][0]): m for i, m in means.items()} for means in rungs.means]
+                entry["rungs"] = [{experts_name(round_sets[i][0]): m for i, m in means.items()}
+                                  for means in rungs.means]  # per rung: candidate -> seed mean
             if not resolved:
                 return Plan(items, statuses, rnd, done=last_round, stopped=stopped), path
             cands = [self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in ps]) if i in top
