@@ -8,7 +8,8 @@ planned trial's own key at the top (so a study's answer is always a full-fidelit
 user attr "trial_key" (the planned key) naming the directory they share. Like a strategy, a
 schedule rebuilds its state from the stored trials alone:
 - successive_halving: a rung is decided once all its candidates are resolved; the best
-  ceil(n / eta) by seed mean go on; a lone survivor goes straight to the top rung.
+  ceil(n / eta) by seed mean go on (and any level with the last of them); a lone survivor goes
+  straight to the top rung.
 - asha (asynchronous, for many workers): a candidate goes on as soon as it is in the best
   floor(done / eta) of the rung's resolved candidates (ceil(n / eta) once the rung is complete);
   a promotion is never taken back (the next rung's trial is in the database).
@@ -110,8 +111,13 @@ class Schedule:
             return None
         return sum(float(t.value) for t in done) / len(done)
 
-    def _ranked(self, means: dict[int, float]) -> list[int]:
-        return sorted(means, key=lambda i: (-self.sign * means[i], i))
+    def _best(self, means: dict[int, float], k: int) -> set[int]:
+        """The k best by seed mean, and any candidate level with the k-th (a tie is not weaker)."""
+        ranked = sorted(means, key=lambda i: (-self.sign * means[i], i))
+        if k <= 0 or not ranked:
+            return set()
+        cut = means[ranked[min(k, len(ranked)) - 1]]
+        return set(ranked[:k]) | {i for i in ranked if means[i] == cut}
 
     def walk(self, cands: list[list[Planned]], status: Callable[[Planned], Status],
              known: set[str]) -> RoundRungs:
@@ -143,7 +149,7 @@ class Schedule:
                 return out
             means = {i: m for i in alive if (m := self._mean(sts[i])) is not None}
             out.means.append(means)
-            keep = set(self._ranked(means)[:math.ceil(len(alive) / self.spec.eta)])
+            keep = self._best(means, math.ceil(len(alive) / self.spec.eta))
             out.stopped.update({i: rung for i in alive if i not in keep})
             alive = [i for i in alive if i in keep]
             if not alive:
@@ -168,7 +174,7 @@ class Schedule:
             rung_complete = complete and len(done) == len(members)  # no more can be promoted into it
             quota = math.ceil(len(members) / self.spec.eta) if rung_complete else len(done) // self.spec.eta
             sticky = {i for i in members if any(self.rung_item(p, rung + 1).key in known for p in cands[i])}
-            promoted = sticky | set(self._ranked(means)[:quota])
+            promoted = sticky | self._best(means, quota)
             if rung_complete:
                 out.stopped.update({i: rung for i in members if i not in promoted})
             complete = rung_complete

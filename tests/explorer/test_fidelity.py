@@ -129,6 +129,19 @@ def test_the_low_rung_ranking_decides_who_stops(tmp_path):
     assert outcome.greedy_path == ["A+B", "A+B+C"]
 
 
+def test_a_tie_at_the_cut_goes_on(tmp_path):
+    # at 1/4 of the steps D, E and F score alike: all three go on (not two by their order)
+    def value(s, f):
+        if f < 0.5 and len(s) == 3:
+            return 600.0 if "C" in s else 640.0
+        return PAPER_AVG[s]
+
+    _, outcome, study = _run(tmp_path, {**GREEDY_SH, "max_size": 3}, RungRunner(value))
+    assert _by_rung(study, 1) == {0: {"A+B+C", "A+B+D", "A+B+E", "A+B+F"}, 1: {"A+B+D", "A+B+E", "A+B+F"},
+                                  2: {"A+B+E", "A+B+F"}}
+    assert outcome.greedy_path == ["A+B", "A+B+F"]
+
+
 def test_grid_successive_halving(tmp_path):
     values = {"A": 600.0, "A+B": 640.0, "A+B+C": 650.0, "A+B+D": 630.0, "A+C": 610.0}
     runner = RungRunner(lambda s, f: values["+".join(sorted(s))] + 5 * f)
