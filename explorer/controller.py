@@ -20,6 +20,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState
 
 from explorer.dashboard import LABEL_ATTR, name_metrics, score_attrs, trial_label
+from explorer.strategies import fidelity as F
 from explorer.executor import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor, trial_dir_name
 from explorer.overrides import build_trial_spec, write_trial_spec
 from explorer.storage import (
@@ -99,6 +100,7 @@ class Controller:
             fail_stale_trials(self.study)
             trials = self.study.get_trials(deepcopy=False)
             plan = self.strategy.plan(trials)
+            self._mark_stopped(plan)
             if not enqueue:
                 return plan, trials, 0
             groups = group_by_key(trials)
@@ -122,6 +124,15 @@ class Controller:
                 self.study.enqueue_trial(params, user_attrs=attrs)
                 logger.info("enqueued %s (attempt %d)", item.key, len(previous))
             return plan, trials, blocked
+
+    def _mark_stopped(self, plan: Plan) -> None:
+        """Multi-fidelity: which trials a candidate stopped at, and at which rung (status, leaderboard)."""
+        if not plan.stopped:
+            return
+        marks = F.stopped_marks(self.storage, self.study_id)
+        new = {str(n): rung for n, rung in plan.stopped.items() if str(n) not in marks}
+        if new:  # a finished trial's attrs are read-only: the marks are the study's
+            self.storage.set_study_system_attr(self.study_id, F.STOPPED_ATTR, {**marks, **new})
 
     def _sampled_params_of(self, previous: list[FrozenTrial]) -> dict[str, Any]:
         """A retry re-runs the sampled hyper-parameters of the first attempt that recorded them
@@ -181,7 +192,9 @@ class Controller:
         trial = optuna.Trial(self.study, trial_id)
         active = _Active(trial, trial_id, None)  # type: ignore[arg-type]
         threading.Thread(target=self._heartbeat, args=(trial_id, active.stop), daemon=True).start()
-        trial_dir = self.trials_dir / trial_dir_name(frozen.user_attrs.get("key") or str(trial.number))
+        # the rungs of a planned trial share its directory: each continues the previous one's checkpoints
+        dir_key = frozen.user_attrs.get(F.TRIAL_KEY_ATTR) or frozen.user_attrs.get("key") or str(trial.number)
+        trial_dir = self.trials_dir / trial_dir_name(dir_key)
         try:
             self._suggest(trial, frozen.system_attrs.get("fixed_params", {}))
             trial.set_user_attr("trial_dir", str(trial_dir))
@@ -190,6 +203,7 @@ class Controller:
             trial.set_user_attr(LABEL_ATTR, trial_label(attrs.get("experts", ""), attrs, trial.number))
             ts = build_trial_spec(self.spec, params, attrs, number=trial.number, cache_dir=self.cache_dir)
             spec_path = write_trial_spec(ts, trial_dir)
+            self._write_rung_request(attrs, trial_dir)
         except Exception as err:  # a spec that cannot be built fails this trial, not the study
             self._record(active, TrialOutcome("fail", error=f"{type(err).__name__}: {err}"), trial_dir)
             return
@@ -205,6 +219,18 @@ class Controller:
                               metric=self.spec.objective.metric, report=report, restart=self._base_changed())
         logger.info("trial %d started: %s", trial.number, attrs.get("key"))
         self.active[self.executor.submit(active.job)] = active
+
+    def _write_rung_request(self, attrs: dict[str, Any], trial_dir: Path) -> None:
+        """The rung a launch stops at (trainers/fidelity.py); none: full fidelity."""
+        from trainers.fidelity import write_request
+
+        schedule = getattr(self.strategy, "schedule", None)
+        if schedule is None or F.RUNG_ATTR not in attrs:
+            write_request(trial_dir, None)
+            return
+        maximize = self.spec.objective.direction == "maximize"
+        reference = F.leader_reference(self.study.get_trials(deepcopy=False), attrs, maximize)
+        write_request(trial_dir, F.request_for(schedule, attrs, reference))
 
     def _claim_and_start(self, plan: Plan) -> None:
         free = self.executor.max_concurrent - len(self.active)
@@ -234,6 +260,11 @@ class Controller:
                 for key, score in score_attrs(outcome.result["scores"]).items():
                     trial.set_user_attr(key, score)
             self._record_statistics(active.trial_id, outcome.result)
+            if outcome.result and isinstance(outcome.result.get("fidelity"), dict):
+                trial.set_user_attr(F.FIDELITY_ATTR, outcome.result["fidelity"])
+                if outcome.result.get("item_scores"):  # a later candidate's early-stop reference
+                    self.storage.set_trial_system_attr(active.trial_id, F.ITEM_SCORES_ATTR,
+                                                       outcome.result["item_scores"])
             if outcome.state == "complete":
                 self.study.tell(trial, outcome.value)
                 self.durations.append(outcome.duration_s)

@@ -6,6 +6,7 @@ as if the costliest candidate won each one (an upper bound on the study's GPU-ho
 memory check covers every expert set the greedy search could reach."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 from contextlib import contextmanager
@@ -50,6 +51,32 @@ def planned_trials(study: StudySpec, est: TrialEstimator) -> list[tuple[str, Tri
         if plan.finished or not new:
             return out
     raise StudyError(f"{study.source}: the plan of strategy {study.strategy.type!r} did not end")
+
+
+def rung_costs(study: StudySpec, rows: list[tuple[str, TrialSpec, dict[str, StageEstimate]]]):
+    """Multi-fidelity: a rung trial costs what it adds to its planned trial's directory, the SFT
+    steps from the previous rung's fraction to its own (pre-alignment is paid at the first rung)."""
+    from explorer.strategies.fidelity import fractions
+
+    spec = getattr(study.strategy, "fidelity", None)
+    if spec is None:
+        return rows
+    fracs, done, out = fractions(spec), {}, []
+    for key, ts, stages in rows:
+        base, _, rung = key.partition("@rung")
+        frac = fracs[int(rung)] if rung else 1.0
+        prev = done.get(base)
+        done[base] = frac
+        scaled = {}
+        for name, s in stages.items():
+            if name == "sft":
+                share = frac - (prev or 0.0)
+            else:
+                share = 0.0 if prev is not None else 1.0
+            hours = None if s.gpu_hours is None else s.gpu_hours * share
+            scaled[name] = dataclasses.replace(s, gpu_hours=hours, stage1=s.stage1 if share else [])
+        out.append((key, ts, scaled))
+    return out
 
 
 def reachable_trials(study: StudySpec) -> list[TrialSpec]:
@@ -136,11 +163,22 @@ def _named(source: str) -> Iterator[None]:
 def plan_study(study: StudySpec, a: Assumptions, cache_path: Path | None = None) -> dict[str, Any]:
     est = TrialEstimator(a, cache_path)
     with _named(study.source):
-        rows = planned_trials(study, est)
+        rows = rung_costs(study, planned_trials(study, est))
     notes = data_notes(rows[0][1], a) if rows else []
     if study.strategy.type == "greedy":
         notes.append("greedy: rounds planned as if the costliest candidate won each (an upper bound)")
-    return plan_document(rows, a, notes)
+    doc = plan_document(rows, a, notes)
+    if getattr(study.strategy, "fidelity", None) is not None:
+        full = study.model_copy(update={"strategy": study.strategy.model_copy(update={"fidelity": None})})
+        with _named(study.source):
+            naive = plan_document(planned_trials(full, est), a, [])["total_gpu_hours"]
+        tot = doc["total_gpu_hours"]
+        tot["full_fidelity"] = naive
+        if tot["with_cache"] is not None and naive["without_cache"]:
+            tot["ratio_to_naive"] = _sig(tot["with_cache"] / naive["without_cache"])
+        notes.append("strategy.fidelity: a rung trial counts the SFT steps it adds (pre-alignment at its first "
+                     "rung); evaluation is not counted; full_fidelity: the same study without rungs")
+    return doc
 
 
 def plan_trial(spec: TrialSpec, a: Assumptions, key: str, cache_path: Path | None = None) -> dict[str, Any]:

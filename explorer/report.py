@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from explorer.dashboard import trial_scores
 from explorer.strategies.base import trial_params
 from explorer import stats
+from explorer.strategies.fidelity import FIDELITY_ATTR, RUNG_ATTR, RUNGS_ATTR, stopped_marks
 from explorer.scales import (AVG_LABEL, CSV_DIGITS, LEGEND, PAPER_ORDER, column, fmt, fmt_ci, label,
                              objective_label)
 from explorer.tracking import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
@@ -78,8 +80,8 @@ def _stat(trial, key: str) -> Any:
     return (trial_result(trial) or {}).get(key)
 
 
-def trial_record(trial) -> dict[str, Any]:
-    """One trial as status JSON shows it."""
+def trial_record(trial, stopped: dict[str, int] | None = None) -> dict[str, Any]:
+    """One trial as status JSON shows it (`stopped`: the study's multi-fidelity stop marks)."""
     ua = trial.user_attrs
     rec: dict[str, Any] = {
         "number": trial.number,
@@ -94,6 +96,9 @@ def trial_record(trial) -> dict[str, Any]:
     if trial.state.name == "COMPLETE":
         for key in stats.STAT_ATTRS:
             rec[key] = _stat(trial, key)
+    rec["rung"] = ua.get(RUNG_ATTR)  # multi-fidelity: the rung, the result's fidelity block, where it stopped
+    rec["fidelity"] = ua.get(FIDELITY_ATTR)
+    rec["stopped_at_rung"] = (stopped or {}).get(str(trial.number))
     rec["datetime_start"] = trial.datetime_start.isoformat() if trial.datetime_start else None
     rec["datetime_complete"] = trial.datetime_complete.isoformat() if trial.datetime_complete else None
     rec["duration_s"] = trial.duration.total_seconds() if trial.duration else None
@@ -123,7 +128,7 @@ def status_json(study) -> dict[str, Any]:
         "greedy_path": greedy_path(study),
         "mlflow_experiment_id": study.user_attrs.get(STUDY_EXPERIMENT_ATTR),
         "mlflow_parent_run_id": study.user_attrs.get(STUDY_RUN_ATTR),
-        "trials": [trial_record(t) for t in trials],
+        "trials": [trial_record(t, stopped_marks(study._storage, study._study_id)) for t in trials],
     }
 
 
@@ -134,7 +139,7 @@ def _complete(study) -> list:
 
 
 def best_trial(study):
-    done = _complete(study)
+    done = [t for t in _complete(study) if not _below_top(t)]  # a lower rung trained less
     if not done:
         return None
     pick = max if _maximize(study) else min
@@ -156,7 +161,20 @@ def _configs(study, key=_config_key) -> list[tuple[list, set]]:
         seeds.setdefault(k, set()).add(t.user_attrs.get("seed", t.number))
         if t.state.name == "COMPLETE" and t.value is not None:
             done.setdefault(k, []).append(t)
+    # multi-fidelity: a configuration counts by its highest rung (the lower ones trained less)
+    for k, ts in done.items():
+        top = max(_rung(t) for t in ts)
+        done[k] = [t for t in ts if _rung(t) == top]
     return [(done[k], seeds[k]) for k in seeds if k in done]
+
+
+def _rung(t) -> float:
+    """A trial's rung; full fidelity (no rungs) ranks as the top."""
+    return float(t.user_attrs.get(RUNG_ATTR, math.inf))
+
+
+def _below_top(t) -> bool:
+    return RUNG_ATTR in t.user_attrs and t.user_attrs[RUNG_ATTR] < t.user_attrs.get(RUNGS_ATTR, 0) - 1
 
 
 def _mean(values: list) -> float | None:
@@ -185,9 +203,12 @@ def leaderboard(study) -> list[dict[str, Any]]:
         c = stats.candidate(f"config/{'/'.join(f'{k}={v}' for k, v in _config_key(first))}", trials, len(seeds))
         cands.append(c)
         firsts.append((first, trials))
-    stats.compare(cands, _maximize(study), stats.tie_threshold(study))
+    full = [c for c, (first, _) in zip(cands, firsts) if not _below_top(first)]
+    stats.compare(full, _maximize(study), stats.tie_threshold(study))
     rows = []
     for c, (first, trials) in zip(cands, firsts):
+        if _below_top(first):  # stopped at a lower rung: shown, never compared with full-fidelity rows
+            c.update(leader=False, tied=False, p_beats_leader=None, diff_ci=None)
         rows.append({
             "experts": expert_letters(first.params, first.user_attrs),
             "params": {k: v for k, v in trial_params(first).items() if not k.startswith("expert_")},
@@ -195,9 +216,11 @@ def leaderboard(study) -> list[dict[str, Any]]:
             "blind": _blind_objective(trials),
             "trials": c["trials"],
             "round": first.user_attrs.get("round"),
+            "rung": first.user_attrs.get(RUNG_ATTR), "stopped": _below_top(first),
             "mlflow_run_id": first.user_attrs.get(TRIAL_RUN_ATTR),
         })
-    rows.sort(key=lambda r: (not r["best"], -r["value"] if _maximize(study) else r["value"], r["trials"][0]))
+    rows.sort(key=lambda r: (not r["best"], r["stopped"], -r["value"] if _maximize(study) else r["value"],
+                             r["trials"][0]))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
         if row["partial"] and any(not r["partial"] for r in rows[rank:]):
@@ -222,17 +245,23 @@ def greedy_path(study) -> list[dict[str, Any]]:
         if rnd is None:
             continue
         c = stats.candidate(f"r{int(rnd)}/{experts}", done, len(seeds))
-        c["experts"] = experts
+        c["experts"], c["stopped"] = experts, _below_top(done[0])
         rounds.setdefault(int(rnd), []).append(c)
     sign = 1 if _maximize(study) else -1
     path = []
     for rnd in sorted(rounds):
         cands = rounds[rnd]
-        lead = stats.compare(cands, sign > 0, stats.tie_threshold(study))
+        lead = stats.compare([c for c in cands if not c["stopped"]], sign > 0, stats.tie_threshold(study))
+        if lead is None:
+            continue  # its round's rungs are not decided yet
+        for c in cands:
+            if c["stopped"]:  # stopped at a lower rung: listed, not compared
+                c.update(leader=False, tied=False, p_beats_leader=None, diff_ci=None)
         path.append({"round": rnd, "experts": lead["experts"], "value": lead["mean"], "std": lead["std"],
                      "ci": lead["ci"], "n": lead["n"], "planned": lead["planned"], "best": False,
                      "tied": stats.tied_labels(cands), "tie_note": stats.tie_note(cands),
-                     "candidates": [{"experts": c["experts"], "trial_numbers": c["trials"], **_row_stats(c, "leader")}
+                     "candidates": [{"experts": c["experts"], "trial_numbers": c["trials"], "stopped": c["stopped"],
+                                     **_row_stats(c, "leader")}
                                     for c in cands]})
     if path:
         max(path, key=lambda p: sign * p["value"])["best"] = True

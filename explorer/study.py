@@ -7,9 +7,11 @@ Schema (every key optional unless marked):
       {type: greedy, base: [A, B], candidates: [C, D, E, F], max_size: 6,
        stop_on_no_improvement: false, repeats: 1, seeds: null, seed_scope: sft,
        tie_threshold: 0.05, resolve_ties: null,     # or {extra_seeds: 2, max_extra_trials: 6}
-       fusion: null, resolution: preset, freeze: preset}   # fusion null: the base trial's
+       fusion: null, resolution: preset, freeze: preset,   # fusion null: the base trial's
+       fidelity: null}   # or {schedule: successive_halving|asha, min_fraction: 0.25, eta: 2,
+                         #     eval_limits: null, early_stop: null|{alpha: 0.05, min_items: 20, every: 16}}
       {type: grid, experts: [A], axes: {fusion: [...], resolution: [...], freeze: [...],
-       experts: ["A", "A+B"], train.stages.sft.lr: [1e-5, 2e-5]}, repeats: 1, ...fixed}
+       experts: ["A", "A+B"], train.stages.sft.lr: [1e-5, 2e-5]}, repeats: 1, fidelity: null, ...fixed}
       {type: tpe, experts: [A, B], sampler: tpe, sampler_options: {}, hparams: [names], ...fixed}
     search_space: eagle_tiny               # bundled name, path (relative to the study file) or mapping
     base_trial: trials/tiny.yaml           # required; path (relative to the study file) or mapping;
@@ -76,6 +78,25 @@ class ResolveTies(_Strict):
     max_extra_trials: int = Field(default=6, ge=2)  # per round
 
 
+class EarlyStopSpec(_Strict):
+    """Stop a rung's evaluation when the candidate is clearly behind the round's leader at that
+    rung: one-sided Wilcoxon signed-rank test over the paired per-item scores."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    min_items: int = Field(default=20, ge=5)  # paired items before the first test
+    every: int = Field(default=16, gt=0)  # items between tests
+
+
+class FidelitySpec(_Strict):
+    """Multi-fidelity rounds (explorer/fidelity.py): rungs at min_fraction * eta^r of the SFT steps."""
+
+    schedule: Literal["successive_halving", "asha"] = "successive_halving"
+    min_fraction: float = Field(default=0.25, gt=0, lt=1)
+    eta: int = Field(default=2, ge=2)  # 1/eta of a rung's candidates go on to the next
+    eval_limits: list[int] | None = None  # items per benchmark at each rung below the top; null: the base trial's
+    early_stop: EarlyStopSpec | None = None
+
+
 class GreedyStrategy(_Fixed):
     type: Literal["greedy"]
     base: list[str] = Field(default_factory=lambda: ["A", "B"])
@@ -83,12 +104,14 @@ class GreedyStrategy(_Fixed):
     max_size: int | None = Field(default=None, gt=0)  # default: base + all candidates
     stop_on_no_improvement: bool = False
     resolve_ties: ResolveTies | None = None
+    fidelity: FidelitySpec | None = None
 
 
 class GridStrategy(_Fixed):
     type: Literal["grid"]
     experts: list[str] = Field(default_factory=lambda: ["A"])
     axes: dict[str, list[Any]] = Field(min_length=1)
+    fidelity: FidelitySpec | None = None
 
 
 class TPEStrategy(_Fixed):
@@ -203,7 +226,8 @@ class StudySpec(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-_LATER_DEFAULTS: dict[str, Any] = {"seed_scope": "sft", "tie_threshold": DEFAULT_TIE_THRESHOLD, "resolve_ties": None}
+_LATER_DEFAULTS: dict[str, Any] = {"seed_scope": "sft", "tie_threshold": DEFAULT_TIE_THRESHOLD, "resolve_ties": None,
+                                   "fidelity": None}
 
 
 def _fmt(source: str, err: ValidationError) -> str:

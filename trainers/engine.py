@@ -93,6 +93,7 @@ class StageResult:
     first_loss: float
     last_loss: float
     resumed_from: int | None = None
+    full_steps: int = 0  # the stage's planned steps (more than `steps` when it stopped at a rung)
 
 
 def optimizer_groups(job: StageJob, weight_decay: float) -> list[dict]:
@@ -123,6 +124,7 @@ class Engine(ABC):
         self.env, self.metrics = env, metrics
         self.seed, self.checkpoint_every, self.bf16 = seed, checkpoint_every, bf16
         self.stop_after: int | None = None  # tests: simulate a crash after this many steps
+        self.stop_at: int | None = None  # a rung (trainers/fidelity.py): end the stage here, checkpointed
         self.preempt_dir: Path | None = None  # the trial directory whose request file means "stop"
         self.last_module: nn.Module | None = None  # the trained module, on the device (evaluation uses it)
 
@@ -189,7 +191,8 @@ class Engine(ABC):
         samples = tokens = 0.0
         t_stage = time.perf_counter()
         wrapped.train()
-        for step in range(start, steps):
+        end = min(steps, self.stop_at) if self.stop_at else steps
+        for step in range(start, end):
             t0 = time.perf_counter()
             loss_sum, tok = 0.0, 0
             for i in range(accum):
@@ -212,7 +215,7 @@ class Engine(ABC):
                                 "tokens_per_s": total_tok / dt, **job.extra_metrics})
             done = step + 1
             stop = stop_votes > 0 and done < steps
-            if (done % self.checkpoint_every == 0 or stop) and done < steps:
+            if (done % self.checkpoint_every == 0 or stop or done == end) and done < steps:
                 self.save(ckpt_dir, done, job)
             if stop:
                 raise preempt.Preempted(job.tag, done)
@@ -222,12 +225,12 @@ class Engine(ABC):
             if self.stop_after is not None and done >= self.stop_after:
                 raise SystemExit(f"stop_after={self.stop_after} reached (test hook)")
         elapsed = time.perf_counter() - t_stage
-        ran = steps - start
-        return StageResult(steps=steps, time_s=elapsed, samples_per_s=samples / elapsed if ran else 0.0,
+        ran = max(end - start, 0)
+        return StageResult(steps=max(end, start), time_s=elapsed, samples_per_s=samples / elapsed if ran else 0.0,
                            tokens_per_s=tokens / elapsed if ran else 0.0,
                            first_loss=losses[0] if losses else float("nan"),
                            last_loss=losses[-1] if losses else float("nan"),
-                           resumed_from=start or None)
+                           resumed_from=start or None, full_steps=steps)
 
 
 def make_engine(strategy: str, env: DistEnv, metrics: MetricsWriter, seed: int, checkpoint_every: int,

@@ -4,7 +4,9 @@ time, so every rank runs the same forwards), under the trial's precision (bf16 a
 training bf16, whatever the strategy)."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -51,16 +53,40 @@ def heldout_loss(runner: "TrialRunner", model) -> float:
     return float(total[0] / total[1])
 
 
-def benchmarks(runner: "TrialRunner", model, step: int, final: bool = True) -> dict[str, Any]:
+def benchmarks(runner: "TrialRunner", model, step: int, final: bool = True, fidelity=None) -> dict[str, Any]:
     """Evaluate on every rank; rank 0 logs an eval line (scores + objective) that pruners read.
-    The final evaluation also has intervals and the blind control (trainers/eval/runner.py)."""
+    The final evaluation also has intervals and the blind control (trainers/eval/runner.py). A rung
+    below the top (trainers/fidelity.py) evaluates on its slim subsets, without intervals, and
+    stops early when its early-stop test says the model is behind the reference."""
     from trainers.eval import evaluate  # the evaluation package (required when benchmarks are set)
+    from trainers.eval.early_stop import EarlyStop
 
+    spec, stop = runner.spec, None
+    if fidelity is not None and not fidelity.final:
+        final = False
+        if fidelity.eval_limit is not None:
+            limit = min(fidelity.eval_limit, spec.eval.limit or fidelity.eval_limit)
+            spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"limit": limit})})
+        es = fidelity.early_stop
+        if es is not None:
+            stop = EarlyStop(es.reference, es.alpha, es.min_items, es.every,
+                             maximize=spec.eval.objective != "heldout_loss")
     with eval_mode(runner, model):
-        ev = evaluate(model, model.tokenizer, runner.spec, runner.out, runner.env.rank, runner.env.world_size,
-                      final)
+        ev = evaluate(model, model.tokenizer, spec, runner.out, runner.env.rank, runner.env.world_size,
+                      final, early_stop=stop)
     runner.metrics.write({"stage": "eval", "tag": "sft", "step": step, "objective": ev["objective"], **ev["scores"]})
     return ev
+
+
+def item_scores(out_dir: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    """Per-item scores of the evaluation just written (predictions/<bench>.jsonl), by question id."""
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        path = out_dir / "predictions" / f"{name}.jsonl"
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            out[name] = {str(r["question_id"]): float(r["score"]) for r in rows}
+    return out
 
 
 def interim_hook(runner: "TrialRunner", model):

@@ -19,7 +19,8 @@ from trainers import preempt
 from trainers import stages as S
 from trainers import trial_eval
 from trainers.distributed import DistEnv
-from trainers.engine import StageJob, StageResult, make_engine
+from trainers.engine import StageJob, StageResult, make_engine, total_steps
+from trainers.fidelity import fidelity_block, read_request, stop_step
 from trainers.data.verify import read_checks
 from trainers.logging_utils import setup_logging
 from trainers.metrics import MetricsWriter
@@ -47,6 +48,7 @@ class TrialRunner:
         self._align_tok = None
         self.final_model = None  # the SFT model as trained (on the device; ZeRO-3: partitioned)
         self.resumed_from: dict[str, int] = {}  # stage tag -> the step this attempt started from
+        self.fidelity = read_request(out_dir)  # a rung of a multi-fidelity study, or None
 
     # ----- pieces the stages share -----
     def stage_dir(self, tag: str) -> Path:
@@ -153,13 +155,20 @@ class TrialRunner:
         job = StageJob(stage, stage, model, S.param_groups(model, hp), dataset, collate, hp,
                        loader=S.loader_options(spec),
                        on_step=trial_eval.interim_hook(self, model) if stage == "sft" else None)
+        if stage == "sft" and self.fidelity is not None:
+            self.engine.stop_at = stop_step(self.fidelity.fraction, total_steps(hp, len(job.dataset), stage))
         res = self.train(job)
-        info = {"steps": res.steps, "time_s": res.time_s, "samples_per_s": res.samples_per_s,
-                "tokens_per_s": res.tokens_per_s, "first_loss": res.first_loss, "last_loss": res.last_loss,
+        self.engine.stop_at = None
+        info = {"steps": res.steps, "full_steps": res.full_steps, "time_s": res.time_s,
+                "samples_per_s": res.samples_per_s, "tokens_per_s": res.tokens_per_s, "first_loss": res.first_loss,
+                "last_loss": res.last_loss,
                 "skipped_records": len(job.dataset.skipped), "truncated_records": job.dataset.truncated}
         if stage == "align_projector":  # the images the experts encoded in the loop (0 on cached features)
             info["feature_cache"] = {**features, "expert_forwards": counter.close()}
             info["time_s"] += features_s  # making or opening the entries is this stage's work
+        if res.steps < res.full_steps:  # stopped at a rung: checkpointed, continued by a later launch
+            self.final_model = self.engine.last_module
+            return info
         with self.engine.gathered(model):
             if self.env.is_main:
                 model.save_pretrained(self.stage_dir(stage) / "model")
@@ -202,10 +211,13 @@ class TrialRunner:
         scores: dict[str, float] = {}
         statistics: dict[str, Any] = {}  # intervals and blind scores (trainers/eval/runner._statistics)
         objective, name, direction = heldout, "heldout_loss", "minimize"
+        ev = None
         if spec.eval.benchmarks:
-            ev = trial_eval.benchmarks(self, model, stage_info.get("sft", {}).get("steps", 0))
+            ev = trial_eval.benchmarks(self, model, stage_info.get("sft", {}).get("steps", 0),
+                                       fidelity=self.fidelity)
             scores = dict(ev["scores"])
-            statistics = {k: v for k, v in ev.items() if k not in ("scores", "objective", "objective_name")}
+            statistics = {k: v for k, v in ev.items() if k not in (
+                "scores", "objective", "objective_name", "items_done", "items_full", "early_stopped")}
             if spec.eval.objective != "heldout_loss":
                 objective, name, direction = float(ev["objective"]), spec.eval.objective, "maximize"
         result = build_result(stage_info, scores, objective, name, direction, heldout,
@@ -214,6 +226,11 @@ class TrialRunner:
         result["cost"] = trial_cost(stage_info, time.perf_counter() - t_eval, env.world_size, env.device.type)
         result.update({"scorer_profile": spec.eval.scorer_profile, "resumed_from": self.resumed_from,
                        "seeds": {"sft": spec.seed, "align": seed_for(spec, "align_expert")}, **statistics})
+        sft = stage_info.get("sft", {})
+        result["fidelity"] = fidelity_block(self.fidelity, sft.get("steps", 0), sft.get("full_steps") or
+                                            sft.get("steps", 0), ev)
+        if self.fidelity is not None and not self.fidelity.final and ev is not None and env.is_main:
+            result["item_scores"] = trial_eval.item_scores(self.out, spec.eval.benchmarks)  # a later reference
         write_result(self.out, result, env.is_main)
         return result
 

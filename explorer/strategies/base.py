@@ -46,6 +46,7 @@ class Plan:
     round: int
     done: bool  # no round follows the current items
     stop_reason: str | None = None
+    stopped: dict[int, int] = field(default_factory=dict)  # multi-fidelity: trial number -> rung it stopped at
 
     @property
     def finished(self) -> bool:

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explorer.stats import candidate, compare, public, tie_note, tied_labels
 from explorer.strategies.base import Plan, Planned, Status, Strategy, group_by_key, status_of
+from explorer.strategies.fidelity import build_schedule
 from explorer.study import GreedyStrategy, StudySpec
 
 
@@ -42,6 +43,7 @@ class Greedy(Strategy):
             raise self.fail("max_size", f"{self.max_size} > {limit} experts available (base + candidates)")
         if self.max_size < len(o.base):
             raise self.fail("max_size", f"{self.max_size} < {len(o.base)} experts in the base set")
+        self.schedule = build_schedule(o, spec.objective.direction == "maximize", spec.source)
 
     def sample_point(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return self.fixed_params(list(self.opts.base)), self._attrs(0, list(self.opts.base), None, self.seeds[0])
@@ -54,9 +56,10 @@ class Greedy(Strategy):
         return rows
 
     def total_planned(self) -> int:
+        per_round = self.schedule.trials_for if self.schedule is not None else (lambda k: k)
         n, size, rest = 1, len(self.opts.base), len(self.candidates)
         while size < self.max_size and rest > 0:
-            n += rest
+            n += per_round(rest)
             size, rest = size + 1, rest - 1
         race = self.opts.resolve_ties
         rounds = len(range(len(self.opts.base), self.max_size + 1)) if self.candidates else 1
@@ -92,6 +95,7 @@ class Greedy(Strategy):
     def _walk(self, trials: list[FrozenTrial]) -> tuple[Plan, list[dict[str, Any]]]:
         """Replay the rounds over the stored trials; stop at the first unresolved round."""
         groups = group_by_key(trials)
+        stopped: dict[int, int] = {}
         current, remaining = list(self.opts.base), list(self.candidates)
         best: tuple[float, list[str]] | None = None
         path: list[dict[str, Any]] = []
@@ -100,24 +104,34 @@ class Greedy(Strategy):
         status = lambda p: status_of(groups.get(p.key, []), self.spec.retries, self.spec.max_interruptions)  # noqa: E731
         while True:
             round_sets = self._round_items(rnd, current, remaining)
-            items = [p for _, _, ps in round_sets for p in ps]
-            statuses = {p.key: status(p) for p in items}
             if rnd == 0:
                 last_round = len(current) >= self.max_size or not remaining
             else:
                 last_round = len(current) + 1 >= self.max_size or len(remaining) <= 1
-            if not all(s.resolved for s in statuses.values()):
-                return Plan(items, statuses, rnd, done=last_round), path
-            cands = [self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in ps])
-                     for letters, cand, ps in round_sets]
+            entry: dict[str, Any] = {"round": rnd}
+            if self.schedule is None:
+                items = [p for _, _, ps in round_sets for p in ps]
+                statuses = {p.key: status(p) for p in items}
+                resolved, top = all(s.resolved for s in statuses.values()), range(len(round_sets))
+            else:  # multi-fidelity: rung trials (explorer/fidelity.py); the decision is the top rung's
+                rungs = self.schedule.walk([ps for _, _, ps in round_sets], status, set(groups))
+                items, statuses, resolved, top = rungs.items, rungs.statuses, rungs.resolved, rungs.top
+                stopped.update(rungs.stopped_trials())
+                entry["rungs"] = [{experts_name(round_sets[i][0]): m for i, m in means.items()}
+                                  for means in rungs.means]  # per rung: candidate -> seed mean
+            if not resolved:
+                return Plan(items, statuses, rnd, done=last_round, stopped=stopped), path
+            cands = [self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in ps]) if i in top
+                     else self._stopped_stats(rnd, letters, cand, rungs.stopped.get(i))
+                     for i, (letters, cand, ps) in enumerate(round_sets)]
             compare(cands, maximize, self.opts.tie_threshold)
-            entry: dict[str, Any] = {"round": rnd, "candidates": cands}
+            entry["candidates"] = cands
             racing = self._racing(rnd, cands, round_sets)
             if racing:  # decide on every seed of the racers once their extra trials are resolved
                 extra = [p for _, ps in racing for p in ps]
                 statuses.update({p.key: status(p) for p in extra})
                 if not all(statuses[p.key].resolved for p in extra):
-                    return Plan(items + extra, statuses, rnd, done=False), path
+                    return Plan(items + extra, statuses, rnd, done=False, stopped=stopped), path
                 entry["racing"] = {"before": tied_labels(cands), "seeds": [p.user_attrs["seed"] for p in racing[0][1]]}
                 for i, ps in racing:
                     letters, cand, base = round_sets[i]
@@ -127,7 +141,8 @@ class Greedy(Strategy):
             leader = next((c for c in cands if c.get("leader")), None)
             if leader is None:
                 entry["best_experts"] = None
-                return Plan(items, statuses, rnd, True, f"round {rnd}: every candidate failed or was pruned"), path
+                return Plan(items, statuses, rnd, True, f"round {rnd}: every candidate failed or was pruned",
+                            stopped), path
             entry.update(best_experts=leader["experts"], best_value=leader["mean"], best_std=leader["std"],
                          best_ci=leader["ci"], tied=tied_labels(cands), tie_note=tie_note(cands))
             complete = [c for c in cands if c["n"] and not c["partial"]]
@@ -140,9 +155,9 @@ class Greedy(Strategy):
                 best = (leader["mean"], leader["letters"])
             new_current = leader["letters"]
             if last_round:
-                return Plan(items, statuses, rnd, True, "maximum size reached"), path
+                return Plan(items, statuses, rnd, True, "maximum size reached", stopped), path
             if not improved and self.opts.stop_on_no_improvement:
-                return Plan(items, statuses, rnd, True, f"round {rnd}: no improvement"), path
+                return Plan(items, statuses, rnd, True, f"round {rnd}: no improvement", stopped), path
             if rnd > 0:
                 remaining = [c for c in remaining if c != leader["candidate"]]
             current = new_current
@@ -154,6 +169,13 @@ class Greedy(Strategy):
         out = candidate(f"r{rnd}/{experts_name(letters)}", done, planned=len(statuses))
         out.update(experts=experts_name(letters), letters=list(letters), candidate=cand or "base",
                    states=[s.state for s in statuses])
+        return out
+
+    @staticmethod
+    def _stopped_stats(rnd: int, letters: list[str], cand: str | None, rung: int | None) -> dict[str, Any]:
+        """A candidate that stopped below the top rung (or failed there): no full-fidelity value."""
+        out = Greedy._candidate_stats(rnd, letters, cand, [])
+        out.update(stopped_rung=rung, states=[f"stopped at rung {rung}" if rung is not None else "failed"])
         return out
 
     def plan(self, trials: list[FrozenTrial]) -> Plan:

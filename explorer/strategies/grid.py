@@ -7,7 +7,8 @@ from typing import Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial
 
-from explorer.strategies.base import Plan, Planned, Strategy, group_by_key, mean_std, status_of
+from explorer.strategies.base import Plan, Planned, Status, Strategy, group_by_key, mean_std, status_of
+from explorer.strategies.fidelity import build_schedule
 from explorer.study import GridStrategy, StudySpec
 
 _SECTIONS = ("fusion", "resolution", "freeze")
@@ -42,6 +43,7 @@ class Grid(Strategy):
             else:
                 raise self.fail(where, "unknown axis (known: fusion, resolution, freeze, experts, "
                                 "or a dotted trial-spec path such as train.stages.sft.lr)")
+        self.schedule = build_schedule(o, spec.objective.direction == "maximize", spec.source)
 
     def points(self) -> list[dict[str, Any]]:
         names = list(self.opts.axes)
@@ -76,7 +78,8 @@ class Grid(Strategy):
         return [ps[0].params for _, ps in self._items()]
 
     def total_planned(self) -> int:
-        return len(self.points()) * len(self.seeds)
+        n = len(self.points())
+        return (self.schedule.trials_for(n) if self.schedule is not None else n) * len(self.seeds)
 
     def distributions(self) -> dict[str, BaseDistribution]:
         dists = super().distributions()
@@ -87,15 +90,18 @@ class Grid(Strategy):
 
     def plan(self, trials: list[FrozenTrial]) -> Plan:
         groups = group_by_key(trials)
+        status = lambda p: status_of(groups.get(p.key, []), self.spec.retries, self.spec.max_interruptions)  # noqa: E731
+        if self.schedule is not None:  # every point is a candidate of one multi-fidelity round
+            rungs = self.schedule.walk([ps for _, ps in self._items()], status, set(groups))
+            return Plan(rungs.items, rungs.statuses, 0, done=True, stopped=rungs.stopped_trials())
         items = [p for _, ps in self._items() for p in ps]
-        statuses = {p.key: status_of(groups.get(p.key, []), self.spec.retries, self.spec.max_interruptions) for p in items}
-        return Plan(items, statuses, 0, done=True)
+        return Plan(items, {p.key: status(p) for p in items}, 0, done=True)
 
     def summary(self, trials: list[FrozenTrial]) -> dict[str, Any]:
         plan = self.plan(trials)
         cands, best = [], None
         for point, items in self._items():
-            sts = [plan.statuses[p.key] for p in items]
+            sts = [plan.statuses.get(p.key, Status("stopped")) for p in items]  # stopped below the top rung
             values = [s.value for s in sts if s.state == "complete" and s.value is not None]
             mean, std = mean_std(values)
             c = {"candidate": items[0].user_attrs["candidate"], "experts": items[0].user_attrs["experts"],

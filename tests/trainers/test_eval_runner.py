@@ -157,7 +157,8 @@ def test_final_eval_carries_intervals_and_the_blind_control(tmp_path):
     assert sum(n for _, n, _ in model.batches) == 2 * (6 + 18 + 6)  # every item twice: sighted and blind
     # an interim evaluation (pruners) does neither
     interim = evaluate(PixelModel(), None, spec, tmp_path / "two", final=False)
-    assert set(interim) == {"scores", "objective", "objective_name", "scorer_profile"}
+    assert set(interim) == {"scores", "objective", "objective_name", "scorer_profile", "items_done", "items_full",
+                            "early_stopped"}
     # the same items and bootstrap seed: a second model's replicates pair with the first's
     again = evaluate(PixelModel(), None, spec, tmp_path / "three")
     assert again["bootstrap"] == res["bootstrap"]

@@ -165,15 +165,47 @@ def _statistics(ev, runs: list, blind_runs: list) -> dict[str, Any]:
     return out
 
 
+def _generate_checked(gen: _Generator, bench: Benchmark, items: Sequence[EvalItem], rank: int, world_size: int,
+                      batch_size: int, early_stop, lockstep: bool = False) -> tuple[list[str] | None, int, bool]:
+    """Predictions of `items` (rank 0; None elsewhere), in chunks that each end with the early-stop
+    test (the chunks are whole rounds of batches over the ranks, so every batch is as without
+    them). Returns (predictions, items done, stopped early)."""
+    if early_stop is None:
+        return _gather(_generate_shard(gen, items, rank, world_size, batch_size, lockstep), len(items), rank,
+                       world_size), \
+            len(items), False
+    per_round = batch_size * world_size
+    chunk = -(-early_stop.every // per_round) * per_round
+    preds: list[str] = []
+    for start in range(0, len(items), chunk):
+        part = items[start:start + chunk]
+        got = _gather(_generate_shard(gen, part, rank, world_size, batch_size, lockstep), len(part), rank, world_size)
+        stop = False
+        if rank == 0:
+            preds.extend(got)
+            stop = early_stop.add(bench.name, [it.qid for it in part],
+                                  [bench.score_item(it, p) for it, p in zip(part, got)])
+        if _share(stop, world_size):
+            return (preds if rank == 0 else None), start + len(part), True
+    return (preds if rank == 0 else None), len(items), False
+
+
 def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int = 0,
-             world_size: int = 1, final: bool = True) -> dict[str, Any]:
+             world_size: int = 1, final: bool = True, early_stop=None) -> dict[str, Any]:
     """Run spec.eval on this process's shard; every rank returns {"scores", "objective",
-    "objective_name", "scorer_profile"} (objective None when it is the held-out loss, which the
-    trainer computes), and when `final` the intervals and blind scores of `_statistics`."""
+    "objective_name", "scorer_profile", "items_done", "items_full", "early_stopped"} (objective
+    None when it is the held-out loss, which the trainer computes), and when `final` the
+    intervals and blind scores of `_statistics`. With `early_stop` (trainers/eval/early_stop.py)
+    the evaluation ends at the first test that finds the model behind its reference: the scores
+    are those of the items done."""
     out_dir = Path(out_dir)
     ev = spec.eval
     names = parse_benchmark_list(ev.benchmarks)
     root = _data_root(spec, out_dir, rank, world_size)
+    benches = [get_benchmark(name, ev.scorer_profile) for name in names]
+    subsets = [slim_subset(bench, bench.load(root / name), ev.limit, seed=SLIM_SEED)
+               for name, bench in zip(names, benches)]
+    items_done, stopped = 0, False
     gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, data_image_size(spec))
     blind_gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, gen.side, blank=True) \
         if final and ev.blind else None
@@ -189,11 +221,12 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
     scores: dict[str, float] = {}
     result, error = None, None
     try:
-        for name in names:
-            bench = get_benchmark(name, ev.scorer_profile)
-            items = slim_subset(bench, bench.load(root / name), ev.limit, seed=SLIM_SEED)
-            local = _generate_shard(gen, items, rank, world_size, ev.batch_size, lockstep)
-            preds = _gather(local, len(items), rank, world_size)
+        for name, bench, items in zip(names, benches, subsets):
+            if stopped:
+                break
+            preds, done, stopped = _generate_checked(gen, bench, items, rank, world_size, ev.batch_size, early_stop,
+                                                     lockstep)
+            items, items_done = items[:done], items_done + done
             if rank == 0 and error is None:
                 try:
                     write_predictions(out_dir / "predictions" / f"{name}.jsonl", bench, items, preds, gen)
@@ -220,8 +253,9 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
                 value = None if ev.objective == "heldout_loss" and "heldout_loss" not in scores \
                     else objective(scores, ev)
                 result = {"scores": scores, "objective": value, "objective_name": ev.objective,
-                          "scorer_profile": ev.scorer_profile}
-                if final:
+                          "scorer_profile": ev.scorer_profile, "items_done": items_done,
+                          "items_full": sum(len(s) for s in subsets), "early_stopped": stopped}
+                if final and not stopped:
                     result.update(_statistics(ev, runs, blind_runs))
             except Exception as err:
                 if not shared:
