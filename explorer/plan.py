@@ -170,16 +170,3 @@ def check_memory(study: StudySpec, gpu_memory_gb: float | None = None, cache_pat
                     f"peak {s.peak_memory_gb:.1f} GB per GPU exceeds resources.gpu_memory_gb={limit:g} "
                     f"({ts.train.strategy}, micro batch {ts.train.stages[stage].micro_batch_size}); see "
                     "`eagle-explore plan`")
-
-
-def load_plan_target(path: Path):
-    """A study file or a trial file: (StudySpec, None) or (None, TrialSpec)."""
-    from explorer.study import load_study
-    from trainers.spec import load_trial_spec, read_yaml_mapping
-
-    data = read_yaml_mapping(path, "a study or trial file", StudyError) if path.is_file() else None
-    if data is None:
-        raise StudyError(f"{path}: file not found")
-    if "strategy" in data or "base_trial" in data:
-        return load_study(path), None
-    return None, load_trial_spec(path)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from trainers.flops import flop_counter
 from trainers.memory_estimate import Saved, count_saved
@@ -119,7 +120,9 @@ class ArchProfiler:
             raise ValueError(f"precision {precision!r}: use fp32, autocast or bf16")
         self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.mode = FakeTensorMode()
+        # a shape env: a data-dependent check (SigLIP2's `.item()` on its patch grid) becomes a
+        # deferred assert instead of an error; shapes stay static
+        self.mode = FakeTensorMode(shape_env=ShapeEnv(allow_scalar_outputs=True))
         self.cache: dict[str, Profile] = {}
         self.cache_path = cache_path
         self._stored: dict[str, Any] | None = None

@@ -101,8 +101,10 @@ def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
     return Path(spec.cache_dir).expanduser() if spec.cache_dir else out_dir.resolve().parent / "cache"
 
 
-def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> None:
-    """Everything that can be checked before a process starts; SpecError with one line otherwise."""
+def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1,
+                  unstaged: list[str] | None = None) -> None:
+    """Everything that can be checked before a process starts; SpecError with one line otherwise.
+    `unstaged` (planning): a data file or image folder not there yet is appended to it, not an error."""
     import experts
     from trainers.engine import BatchSplitError, accumulation_steps
     from trainers.llm import LLMSetupError, check_llm_spec, check_positions, llm_positions
@@ -161,9 +163,13 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> 
     for field in ("pretrain", "sft", "heldout"):
         path = getattr(d, field)
         if path is not None and not Path(path).is_file():
-            fail(f"data.{field}", f"file not found: {path}")
+            if unstaged is None or Path(path).exists():
+                fail(f"data.{field}", f"file not found: {path}")
+            unstaged.append(f"data.{field} {path}")
     if d.image_folder is not None and not Path(d.image_folder).is_dir():
-        fail("data.image_folder", f"directory not found: {d.image_folder}")
+        if unstaged is None or Path(d.image_folder).exists():
+            fail("data.image_folder", f"directory not found: {d.image_folder}")
+        unstaged.append(f"data.image_folder {d.image_folder}")
     if spec.eval.benchmarks:
         try:
             from trainers.eval import BENCHMARKS
