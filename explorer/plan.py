@@ -140,13 +140,16 @@ def plan_study(study: StudySpec, a: Assumptions, cache_path: Path | None = None)
     notes = data_notes(rows[0][1], a) if rows else []
     if study.strategy.type == "greedy":
         notes.append("greedy: rounds planned as if the costliest candidate won each (an upper bound)")
+    est.save()
     return plan_document(rows, a, notes)
 
 
 def plan_trial(spec: TrialSpec, a: Assumptions, key: str, cache_path: Path | None = None) -> dict[str, Any]:
     est = TrialEstimator(a, cache_path)
     with _named(key):
-        return plan_document([(key, spec, est.trial(spec))], a, data_notes(spec, a))
+        doc = plan_document([(key, spec, est.trial(spec))], a, data_notes(spec, a))
+    est.save()
+    return doc
 
 
 def check_memory(study: StudySpec, gpu_memory_gb: float | None = None, cache_path: Path | None = None) -> None:
@@ -170,3 +173,4 @@ def check_memory(study: StudySpec, gpu_memory_gb: float | None = None, cache_pat
                     f"peak {s.peak_memory_gb:.1f} GB per GPU exceeds resources.gpu_memory_gb={limit:g} "
                     f"({ts.train.strategy}, micro batch {ts.train.stages[stage].micro_batch_size}); see "
                     "`eagle-explore plan`")
+    est.save()  # counts of a study that fits: its next plan or run counts none again

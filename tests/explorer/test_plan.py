@@ -82,6 +82,7 @@ def test_plan_of_an_llm_unknown_offline_is_one_line(tmp_path, plan_cache):
     assert res.exit_code == 2, res.output
     err = res.stderr.strip()
     assert len(err.splitlines()) == 1 and "someone/unknown-7b" in err and "not known offline" in err
+    assert not plan_cache.exists()  # the experts counted before it are not saved by a refused plan
 
 
 def _unstaged_study(tmp_path: Path, **data) -> Path:
