@@ -196,11 +196,14 @@ def check_study_trials(spec: StudySpec, nproc: int | None = None, unstaged: list
 
 def preflight_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: int | None = None,
                    data_root: str | Path | None = None) -> CheckedEval:
-    """What `eval` needs before it writes: a finished model, its trial.yaml, known benchmarks and
-    their copies (under data_root, or in the synthetic suite)."""
-    from trainers.eval.cli import eval_spec, resolve_checkpoint
+    """What `eval` needs before it writes: a finished model, its trial.yaml (its experts built on the
+    meta device; training data need not be there), known benchmarks and their copies (under
+    data_root, or in the synthetic suite)."""
+    from trainers.eval.cli import MODEL_CONFIG, eval_spec, resolve_checkpoint
     from trainers.preflight import check_eval_spec
 
+    if data_root is not None and not Path(data_root).expanduser().is_dir():
+        raise PreflightError(f"--data-root: directory not found: {data_root}")
     try:
         model_dir, trial_yaml = resolve_checkpoint(checkpoint)
         spec = eval_spec(trial_yaml, benchmarks, limit, data_root)
@@ -209,4 +212,17 @@ def preflight_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: i
     except KeyError as err:  # an unknown benchmark: the message lists the known ones
         raise PreflightError(f"--benchmarks: {err.args[0] if err.args else err}") from None
     check_eval_spec(spec.eval, f"{trial_yaml} (with --benchmarks/--limit/--data-root)")
+    try:
+        check_trial_spec(spec, str(trial_yaml), unstaged=[])
+    except SpecError as err:
+        raise PreflightError(str(err)) from None
+    config = model_dir / MODEL_CONFIG
+    try:
+        saved = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise PreflightError(f"{config}: not a saved model ({str(err).splitlines()[0]})") from None
+    n = saved.get("num_experts") if isinstance(saved, dict) else None
+    if n != len(spec.experts):
+        raise PreflightError(f"{config}: num_experts is {n!r}, {trial_yaml} has {len(spec.experts)} experts "
+                             "(not the model this trial saved)")
     return CheckedEval(model_dir, trial_yaml, spec)

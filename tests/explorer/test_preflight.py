@@ -196,6 +196,14 @@ def test_eval_checks_its_benchmarks_before_writing(tmp_path):
     _one_error_line(res, "eval.data_root", "gqa: no copy at")
     res = runner.invoke(app, ["eval", str(ckpt), "--benchmarks", "gqa,nope"])
     _one_error_line(res, "--benchmarks", "unknown benchmark 'nope'")
+    # a model config that is not this trial's used to end in KeyError: 'num_experts' after eval/ was made
+    res = runner.invoke(app, ["eval", str(ckpt), "--benchmarks", "gqa"])
+    _one_error_line(res, "eagle.json: num_experts is None", "has 2 experts")
+    trial = yaml.safe_load((ckpt / "trial.yaml").read_text())
+    trial["experts"][0]["input_size"] = 50  # its experts are built on the meta device too
+    (ckpt / "trial.yaml").write_text(yaml.safe_dump(trial))
+    res = runner.invoke(app, ["eval", str(ckpt), "--benchmarks", "gqa"])
+    _one_error_line(res, f"{ckpt / 'trial.yaml'}: experts.0", "not a multiple of the backbone stride")
     assert not (ckpt / "eval").exists()
 
 
