@@ -158,6 +158,8 @@ def test_plan_of_the_paper_greedy_study(tmp_path, plan_cache):
     sft = doc["trials"][0]["stages"]["sft"]
     assert 7.8e9 < sft["trainable_params"] < 8.0e9  # Vicuna-7B + projector + CLIP-L + ConvNeXt-XXL (trained in SFT)
     assert sft["frozen_params"] < 2e7  # only what the features never reach (the experts train in SFT)
+    peaks = [s["peak_memory_gb"] for t in doc["trials"] for s in t["stages"].values()]
+    assert max(peaks) <= doc["gpu_memory_gb"] == 80  # `run` would refuse the study otherwise
     six = doc["trials"][-1]["stages"]
     assert six["align_projector"]["flops_per_sample"] > sft["flops_per_sample"] / 2
     assert [e["expert"] for e in six["align_expert"]["stage1"]][:2] == ["clip-l-448", "convnext-xxl-1024"]
