@@ -59,6 +59,7 @@ def choose(gpu_gb: float, tiny: bool = False) -> tuple[dict[str, Any], dict[str,
             rows = {k: v.as_dict() for k, v in est.trial(spec, vocab=32000 if not tiny else None).items()}
             alone = spec.model_copy(update={"experts": [spec.experts[ALIGN_EXPERT]]})  # what run_stage trains
             rows["align_expert"] = est.trial(alone, vocab=32000 if not tiny else None)["align_expert"].as_dict()
+            est.save()
             return spec, rows
     raise RuntimeError(f"no benchmark configuration fits {gpu_gb:.0f} GB")
 

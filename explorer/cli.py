@@ -116,14 +116,17 @@ def _sigterm_stops() -> Iterator[None]:
 
 
 def _checked_study(study_file: Path, storage: str | None, tracking_uri: str | None, workdir: Path,
-                   backend: str | None, ray_address: str | None, *, join: bool = False):
+                   backend: str | None, ray_address: str | None, *, join: bool = False,
+                   accept_base_change: bool = False):
     """The pre-flight of `run` and `worker`: the study file, its trials and the command line checked,
-    then the workdir, the MLflow store and the database reached; nothing is written."""
+    then the workdir, the MLflow store and the database (a stored study's base trial) reached;
+    nothing is written."""
     from explorer.preflight import preflight, reach_services
 
     checked = preflight(study_file, storage=storage, tracking_uri=tracking_uri, workdir=workdir, services=False,
                         expect="study")
-    checked = reach_services(replace(checked, spec=_with_backend(checked.spec, backend, ray_address)), join=join)
+    checked = reach_services(replace(checked, spec=_with_backend(checked.spec, backend, ray_address)), join=join,
+                             accept_base_change=accept_base_change)
     return checked
 
 
@@ -228,7 +231,8 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         ) -> None:
     """Run a study to the end, or resume it (same command)."""
     with _guard():
-        checked = _checked_study(study_file, storage, tracking_uri, workdir, backend, ray_address)
+        checked = _checked_study(study_file, storage, tracking_uri, workdir, backend, ray_address,
+                                 accept_base_change=accept_base_change)
         spec, workdir, storage_url = checked.spec, checked.workdir, checked.storage_url
         uri, artifacts = checked.tracking_uri, checked.artifact_root
         from explorer.plan import check_memory
@@ -449,14 +453,19 @@ def _study_url(spec, uri: str, port: int) -> str:
 def check(file: Annotated[Path, typer.Argument(help="Study file or trial spec (YAML).")],
           storage: StorageOpt = None, tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = Path("."),
           nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="Processes per trial (default: the study's).")] = None,
-          offline: Annotated[bool, typer.Option("--offline", help="Do not reach the database and tracking store.")] = False) -> None:
+          offline: Annotated[bool, typer.Option("--offline", help="Do not reach the database and tracking store.")] = False,
+          unstaged: Annotated[bool, typer.Option(
+              "--unstaged", help="Data, images, benchmark copies and local weights may be absent (listed in a "
+                                 "notice), as `plan` checks.")] = False) -> None:
     """The pre-flight of run/worker/trial alone: the whole file, every trial spec it makes, its files,
     experts built on the meta device, storage and tracking reached. Writes nothing; exit 2 on a problem."""
     with _guard():
-        from explorer.preflight import CheckedTrial, preflight
+        from explorer.preflight import CheckedTrial, not_staged_line, preflight
 
         checked = preflight(file, storage=storage, tracking_uri=tracking_uri, workdir=workdir, nproc=nproc,
-                            services=not offline)
+                            services=not offline, staged=not unstaged)
+        if not_staged_line(checked):
+            typer.echo(not_staged_line(checked), err=True)
         if isinstance(checked, CheckedTrial):
             ts = checked.spec
             typer.echo(f"ok: {file}: trial {ts.name}: {'+'.join(e.preset for e in ts.experts)}, fusion {ts.fusion.name}, "

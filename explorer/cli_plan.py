@@ -35,13 +35,18 @@ def plan_cmd(target: Annotated[Path, typer.Argument(help="Study file or trial fi
              caption_tokens: Annotated[int, typer.Option("--caption-tokens", min=1, help="Text tokens of a pre-training sample.")] = 64,
              sft_tokens: Annotated[int, typer.Option("--sft-tokens", min=1, help="Text tokens of an SFT sample.")] = 512,
              as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False) -> None:
-    """Before anything runs: what each trial costs and whether it fits on the GPUs."""
+    """Before anything runs: what each trial costs and whether it fits on the GPUs. The file is
+    pre-flighted first as `check --offline --unstaged` does: data not staged yet is a notice."""
     with _HOOKS["guard"]():
-        from explorer.plan import load_plan_target, plan_study, plan_trial
+        from explorer.plan import plan_study, plan_trial
+        from explorer.preflight import CheckedStudy, not_staged_line, preflight
         from trainers.arch_profile import default_cache_path
         from trainers.estimate import Assumptions
 
-        study, trial = load_plan_target(target)
+        checked = preflight(target, nproc=gpus, services=False, staged=False)  # before the cache is written
+        study, trial = (checked.spec, None) if isinstance(checked, CheckedStudy) else (None, checked.spec)
+        if not_staged_line(checked):
+            typer.echo(not_staged_line(checked), err=True)
         n = gpus or (study.resources.nproc_per_trial if study is not None else 1)
         a = Assumptions(gpus=n, mfu=mfu, peak_tflops=peak_tflops, caption_tokens=caption_tokens,
                         sft_tokens=sft_tokens, samples=_samples(samples or []))
@@ -49,6 +54,7 @@ def plan_cmd(target: Annotated[Path, typer.Argument(help="Study file or trial fi
         doc = plan_study(study, a, cache) if study is not None else plan_trial(trial, a, str(target), cache)
         limit = gpu_memory_gb or (study.resources.gpu_memory_gb if study is not None else None)
         doc["gpu_memory_gb"] = limit
+        doc["not_staged"] = list(checked.not_staged)
         if as_json:
             typer.echo(json.dumps(doc, indent=2))
             return

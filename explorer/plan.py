@@ -178,13 +178,16 @@ def plan_study(study: StudySpec, a: Assumptions, cache_path: Path | None = None)
             tot["ratio_to_naive"] = _sig(tot["with_cache"] / naive["without_cache"])
         notes.append("strategy.fidelity: a rung trial counts the SFT steps it adds (pre-alignment at its first "
                      "rung); evaluation is not counted; full_fidelity: the same study without rungs")
+    est.save()
     return doc
 
 
 def plan_trial(spec: TrialSpec, a: Assumptions, key: str, cache_path: Path | None = None) -> dict[str, Any]:
     est = TrialEstimator(a, cache_path)
     with _named(key):
-        return plan_document([(key, spec, est.trial(spec))], a, data_notes(spec, a))
+        doc = plan_document([(key, spec, est.trial(spec))], a, data_notes(spec, a))
+    est.save()
+    return doc
 
 
 def check_memory(study: StudySpec, gpu_memory_gb: float | None = None, cache_path: Path | None = None) -> None:
@@ -208,16 +211,4 @@ def check_memory(study: StudySpec, gpu_memory_gb: float | None = None, cache_pat
                     f"peak {s.peak_memory_gb:.1f} GB per GPU exceeds resources.gpu_memory_gb={limit:g} "
                     f"({ts.train.strategy}, micro batch {ts.train.stages[stage].micro_batch_size}); see "
                     "`eagle-explore plan`")
-
-
-def load_plan_target(path: Path):
-    """A study file or a trial file: (StudySpec, None) or (None, TrialSpec)."""
-    from explorer.study import load_study
-    from trainers.spec import load_trial_spec, read_yaml_mapping
-
-    data = read_yaml_mapping(path, "a study or trial file", StudyError) if path.is_file() else None
-    if data is None:
-        raise StudyError(f"{path}: file not found")
-    if "strategy" in data or "base_trial" in data:
-        return load_study(path), None
-    return None, load_trial_spec(path)
+    est.save()  # counts of a study that fits: its next plan or run counts none again

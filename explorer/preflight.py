@@ -4,6 +4,10 @@ spec the study can generate built and checked by trainers.preflight (files, benc
 experts and fusion on the meta device), and the work directory, the study database and the MLflow
 store reached without writing. Problems are one line naming the file and the field.
 
+`staged=False` (what `plan` and `check --unstaged` check): files only a run reads (data, image
+folder, benchmark copies, local expert weights) may be absent; they are returned in `not_staged`
+(one notice line, see `not_staged_line`) while everything else is checked as for a run.
+
 `preflight(path, ...)` takes a study or a trial file and returns a CheckedStudy or a CheckedTrial."""
 from __future__ import annotations
 
@@ -21,14 +25,15 @@ from trainers.spec import SpecError, TrialSpec, parse_trial_spec, read_yaml_mapp
 STUDY_ONLY_KEYS = frozenset(StudySpec.model_fields) - frozenset(TrialSpec.model_fields) - {"description"}
 _KINDS = {"study": "study file", "trial": "trial spec", None: "study or trial file"}
 
-__all__ = ["CheckedEval", "CheckedStudy", "CheckedTrial", "PreflightError", "preflight", "preflight_eval",
-           "reach_services", "storage_url_for", "study_trial_points", "tracking_for"]
+__all__ = ["CheckedEval", "CheckedStudy", "CheckedTrial", "PreflightError", "not_staged_line", "preflight",
+           "preflight_eval", "reach_services", "storage_url_for", "study_trial_points", "tracking_for"]
 
 
 @dataclass(frozen=True)
 class CheckedTrial:
     path: Path
     spec: TrialSpec
+    not_staged: tuple[str, ...] = ()  # "field path" of each absent file (staged=False only)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class CheckedStudy:
     services_reached: bool
     storage_from: str = "study storage"  # where the URL came from, for its errors
     tracking_from: str = "tracking URI"
+    not_staged: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,13 @@ def is_study_file(data: dict[str, Any]) -> bool:
 
 def preflight(path: str | Path, *, storage: str | None = None, tracking_uri: str | None = None,
               workdir: str | Path = ".", nproc: int | None = None, services: bool = True,
-              join: bool = False, expect: str | None = None) -> CheckedStudy | CheckedTrial:
+              join: bool = False, expect: str | None = None, staged: bool = True,
+              accept_base_change: bool = False) -> CheckedStudy | CheckedTrial:
     """Check a study or trial file completely; raises a one-line error, writes nothing.
     `nproc`: processes per trial (default: the study's resources, 1 for a trial file); `services`:
     reach the workdir, storage and tracking store; `join`: the study must exist (a worker);
-    `expect`: "study" or "trial" when the command takes only one kind."""
+    `expect`: "study" or "trial" when the command takes only one kind; `staged=False`: planning
+    (module doc); `accept_base_change`: a stored study's changed base trial is no error."""
     path = Path(path)
     if not path.is_file():
         raise PreflightError(f"{path}: {_KINDS[expect]} not found")
@@ -90,18 +98,31 @@ def preflight(path: str | Path, *, storage: str | None = None, tracking_uri: str
     if expect is not None and kind != expect:
         raise PreflightError(f"{path}: a {_KINDS[kind]}, not a {_KINDS[expect]} "
                              f"(run it with `eagle-explore {'run' if kind == 'study' else 'trial'}`)")
+    unstaged: list[str] | None = None if staged else []
     if kind == "trial":
         spec = parse_trial_spec(data, str(path))
-        check_trial_spec(spec, str(path), nproc or 1)
-        return CheckedTrial(path, spec)
+        check_trial_spec(spec, str(path), nproc or 1, unstaged)
+        return CheckedTrial(path, spec, _distinct(unstaged))
     spec = parse_study(data, str(path), path.resolve().parent)
-    n = check_study_trials(spec, nproc)
+    n = check_study_trials(spec, nproc, unstaged)
     work = Path(workdir).expanduser().resolve()
     uri, artifacts = tracking_for(spec, tracking_uri, work)
     checked = CheckedStudy(path, spec, work, storage_url_for(spec, storage, work), uri, artifacts, n, False,
                            _origin(path, "storage", storage, spec.storage, "study database"),
-                           _origin(path, "tracking_uri", tracking_uri, spec.tracking_uri, "MLflow store"))
-    return reach_services(checked, join=join) if services else checked
+                           _origin(path, "tracking_uri", tracking_uri, spec.tracking_uri, "MLflow store"),
+                           _distinct(unstaged))
+    return reach_services(checked, join=join, accept_base_change=accept_base_change) if services else checked
+
+
+def _distinct(items: list[str] | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items or ()))  # every trial of a study names the base trial's files
+
+
+def not_staged_line(checked: CheckedStudy | CheckedTrial) -> str | None:
+    """The one notice line of a planning pre-flight: the absent files a run will need."""
+    if not checked.not_staged:
+        return None
+    return f"notice: {checked.path}: not staged yet (a run needs them): {', '.join(checked.not_staged)}"
 
 
 def _origin(path: Path, field: str, cli: str | None, spec_value: str | None, default: str) -> str:
@@ -111,18 +132,19 @@ def _origin(path: Path, field: str, cli: str | None, spec_value: str | None, def
     return f"{path}: {field}" if spec_value else f"--workdir ({default})"
 
 
-def reach_services(checked: CheckedStudy, *, join: bool = False) -> CheckedStudy:
+def reach_services(checked: CheckedStudy, *, join: bool = False, accept_base_change: bool = False) -> CheckedStudy:
     """The work directory, the MLflow store and the study database, reached without writing."""
     creatable_dir(checked.workdir, "--workdir")
     reach_tracking(checked.tracking_uri, checked.tracking_from)  # first: run creates the MLflow store first
-    reach_storage(checked.spec, checked.storage_url, join=join, what=checked.storage_from)
+    reach_storage(checked.spec, checked.storage_url, join=join, what=checked.storage_from,
+                  accept_base_change=accept_base_change)
     return replace(checked, services_reached=True)
 
 
-def check_trial_spec(spec: TrialSpec, source: str, nproc: int = 1) -> None:
+def check_trial_spec(spec: TrialSpec, source: str, nproc: int = 1, unstaged: list[str] | None = None) -> None:
     from trainers.preflight import check_trial
 
-    check_trial(spec, source, nproc)
+    check_trial(spec, source, nproc, unstaged=unstaged)
 
 
 def study_trial_points(strategy) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -154,7 +176,7 @@ def study_trial_points(strategy) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     return list(seen.values())
 
 
-def check_study_trials(spec: StudySpec, nproc: int | None = None) -> int:
+def check_study_trials(spec: StudySpec, nproc: int | None = None, unstaged: list[str] | None = None) -> int:
     """Build and check the trial specs of study_trial_points; returns how many."""
     from explorer.overrides import build_trial_spec
     from explorer.strategies import build_strategy
@@ -164,7 +186,7 @@ def check_study_trials(spec: StudySpec, nproc: int | None = None) -> int:
         where = f"{spec.source}: base_trial (as trial {attrs.get('key', attrs.get('experts'))})"
         try:
             ts = build_trial_spec(spec, params, attrs)
-            check_trial_spec(ts, where, nproc or spec.resources.nproc_per_trial)
+            check_trial_spec(ts, where, nproc or spec.resources.nproc_per_trial, unstaged)
         except SpecError as err:
             msg = str(err)
             prefix = f"{spec.source}: base_trial: "
@@ -174,11 +196,14 @@ def check_study_trials(spec: StudySpec, nproc: int | None = None) -> int:
 
 def preflight_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: int | None = None,
                    data_root: str | Path | None = None) -> CheckedEval:
-    """What `eval` needs before it writes: a finished model, its trial.yaml, known benchmarks and
-    their copies (under data_root, or in the synthetic suite)."""
-    from trainers.eval.cli import eval_spec, resolve_checkpoint
+    """What `eval` needs before it writes: a finished model, its trial.yaml (its experts built on the
+    meta device; training data need not be there), known benchmarks and their copies (under
+    data_root, or in the synthetic suite)."""
+    from trainers.eval.cli import MODEL_CONFIG, eval_spec, resolve_checkpoint
     from trainers.preflight import check_eval_spec
 
+    if data_root is not None and not Path(data_root).expanduser().is_dir():
+        raise PreflightError(f"--data-root: directory not found: {data_root}")
     try:
         model_dir, trial_yaml = resolve_checkpoint(checkpoint)
         spec = eval_spec(trial_yaml, benchmarks, limit, data_root)
@@ -187,4 +212,17 @@ def preflight_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: i
     except KeyError as err:  # an unknown benchmark: the message lists the known ones
         raise PreflightError(f"--benchmarks: {err.args[0] if err.args else err}") from None
     check_eval_spec(spec.eval, f"{trial_yaml} (with --benchmarks/--limit/--data-root)")
+    try:
+        check_trial_spec(spec, str(trial_yaml), unstaged=[])
+    except SpecError as err:
+        raise PreflightError(str(err)) from None
+    config = model_dir / MODEL_CONFIG
+    try:
+        saved = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise PreflightError(f"{config}: not a saved model ({str(err).splitlines()[0]})") from None
+    n = saved.get("num_experts") if isinstance(saved, dict) else None
+    if n != len(spec.experts):
+        raise PreflightError(f"{config}: num_experts is {n!r}, {trial_yaml} has {len(spec.experts)} experts "
+                             "(not the model this trial saved)")
     return CheckedEval(model_dir, trial_yaml, spec)

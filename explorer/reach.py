@@ -64,12 +64,15 @@ def _server_tables(url: str, what: str) -> set[str]:
         raise PreflightError(f"{what}: cannot reach {mask(url)}: {str(err).strip().splitlines()[0]}") from None
 
 
-def reach_storage(spec: StudySpec, url: str, *, join: bool = False, what: str = "study storage") -> None:
+def reach_storage(spec: StudySpec, url: str, *, join: bool = False, what: str = "study storage",
+                  accept_base_change: bool = False) -> None:
     """The study database answers (or can be created), and a study stored under this name matches
-    the spec; `join`: the study must already exist (a worker joins what `run` created)."""
+    the spec, its base trial included (unless `accept_base_change`); `join`: the study must already
+    exist (a worker joins what `run` created)."""
     from sqlalchemy.engine import make_url
 
-    from explorer.storage import SUPPORTED_BACKENDS, StorageError, check_stored_study, make_storage, normalize_storage_url
+    from explorer.storage import (SUPPORTED_BACKENDS, StorageError, changed_base_trial, check_stored_study, make_storage,
+                                  normalize_storage_url)
 
     url = normalize_storage_url(url)
     try:
@@ -99,6 +102,7 @@ def reach_storage(spec: StudySpec, url: str, *, join: bool = False, what: str = 
         return
     storage = make_storage(spec, url)  # its tables exist: opening it writes nothing
     check_stored_study(spec, storage, url)
+    changed_base_trial(spec, storage, url, accept_base_change)
     if join and spec.name not in {s.study_name for s in storage.get_all_studies()}:
         raise StorageError(f"{mask(url)}: no study named {spec.name!r} to join (start it with `eagle-explore run`)")
 

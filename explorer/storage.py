@@ -156,24 +156,36 @@ def check_stored_study(spec: StudySpec, storage: optuna.storages.BaseStorage, st
     return stored
 
 
+def changed_base_trial(spec: StudySpec, storage: optuna.storages.BaseStorage, storage_url: str,
+                       accept: bool = False) -> list[str] | None:
+    """Fields of the base trial changed since the stored study was created (None: no study or no
+    base trial stored); read only. A change is an error naming them unless `accept`."""
+    if spec.name not in {s.study_name for s in storage.get_all_studies()}:
+        return None
+    stored = storage.get_study_system_attrs(storage.get_study_id_from_name(spec.name)).get(BASE_TRIAL_ATTR)
+    if stored is None:  # a new study (or one created before the base trial was recorded)
+        return None
+    changed = changed_fields(stored, spec.base_trial_data)
+    if changed and not accept:
+        more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} was created from a different base trial: "
+                           f"changed {', '.join(changed[:4])}{more}; pass --accept-base-change to `run` to continue with "
+                           "the new one (recorded in the study), or use a new study name")
+    return changed
+
+
 def _check_base_trial(storage: optuna.storages.RDBStorage, study_id: int, spec: StudySpec, storage_url: str,
                       accept: bool) -> None:
     """A resumed study runs its trials from the base trial it was created with; a changed one is an
     error naming the fields, or, with `accept`, an override recorded in the study."""
     current = spec.base_trial_data
-    attrs = storage.get_study_system_attrs(study_id)
-    stored = attrs.get(BASE_TRIAL_ATTR)
-    if stored is None:  # a new study (or one created before the base trial was recorded)
+    changed = changed_base_trial(spec, storage, storage_url, accept)
+    if changed is None:
         storage.set_study_system_attr(study_id, BASE_TRIAL_ATTR, current)
         return
-    changed = changed_fields(stored, current)
     if not changed:
         return
-    if not accept:
-        more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
-        raise StorageError(f"{mask(storage_url)}: study {spec.name!r} was created from a different base trial: "
-                           f"changed {', '.join(changed[:4])}{more}; pass --accept-base-change to `run` to continue with "
-                           "the new one (recorded in the study), or use a new study name")
+    attrs = storage.get_study_system_attrs(study_id)
     history = list(attrs.get(BASE_CHANGES_ATTR, []))
     history.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "trials_before": len(storage.get_all_trials(study_id, deepcopy=False)), "changed": changed})

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from trainers.flops import flop_counter
 from trainers.memory_estimate import Saved, count_saved
@@ -136,17 +137,21 @@ def _versions() -> str:
 class ArchProfiler:
     """Counts parts of a trial at batch 1 on fake tensors. Counts are cached by what determines
     them (and the library versions) in memory and, given `cache_path`, in a JSON file, so a plan
-    counts each architecture once and a second plan on this machine counts none."""
+    counts each architecture once and a second plan on this machine counts none. New counts reach
+    the file on `save()` (a plan that is refused half-way writes nothing)."""
 
     def __init__(self, precision: Precision, cache_path: Path | None = None) -> None:
         if precision not in ("fp32", "autocast", "bf16"):
             raise ValueError(f"precision {precision!r}: use fp32, autocast or bf16")
         self.precision = precision
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.mode = FakeTensorMode()
+        # a shape env: a data-dependent check (SigLIP2's `.item()` on its patch grid) becomes a
+        # deferred assert instead of an error; shapes stay static
+        self.mode = FakeTensorMode(shape_env=ShapeEnv(allow_scalar_outputs=True))
         self.cache: dict[str, Profile] = {}
         self.cache_path = cache_path
         self._stored: dict[str, Any] | None = None
+        self._new: dict[str, Any] = {}  # counted here, not yet saved
 
     def _disk(self) -> dict[str, Any]:
         if self._stored is None:
@@ -169,13 +174,20 @@ class ArchProfiler:
                                     "blocks": [tuple(b) for b in stored["saved"]["blocks"]]})})
             return self.cache[k]
         self.cache[k] = prof = make()
-        if self.cache_path is not None:
-            self._disk()[k] = asdict(prof)
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(self._disk()))
-            tmp.replace(self.cache_path)
+        self._new[k] = asdict(prof)
         return prof
+
+    def save(self) -> None:
+        """Add the new counts to the cache file (merged with what other profilers saved meanwhile)."""
+        if self.cache_path is None or not self._new:
+            return
+        self._stored = None  # re-read: another profiler or plan may have saved since
+        merged = {**self._disk(), **self._new}
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(merged))
+        tmp.replace(self.cache_path)
+        self._stored, self._new = merged, {}
 
     def _run(self, module: nn.Module, forward: Callable[[], torch.Tensor], backward: bool) -> tuple[int, Saved]:
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "autocast" else nullcontext()

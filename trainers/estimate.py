@@ -112,6 +112,11 @@ class TrialEstimator:
             self.profilers[mode] = ArchProfiler(mode, self.cache_path)
         return self.profilers[mode]
 
+    def save(self) -> None:
+        """The new architecture counts to the cache file (after a plan that succeeded)."""
+        for prof in self.profilers.values():
+            prof.save()
+
     def _memory(self, spec: TrialSpec, hp: StageSpec, parts: list[tuple[Profile, bool]], bf16: bool) -> dict[str, float]:
         trainable = sum(p.trainable for p, _ in parts)
         frozen = sum(p.frozen for p, _ in parts)

@@ -114,8 +114,10 @@ def _check_sva_layers(spec: TrialSpec, grid: int, visual_tokens: int, fail) -> N
         fail("fusion.options", str(err))
 
 
-def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> None:
-    """Everything that can be checked before a process starts; SpecError with one line otherwise."""
+def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1,
+                  unstaged: list[str] | None = None) -> None:
+    """Everything that can be checked before a process starts; SpecError with one line otherwise.
+    `unstaged` (planning): a data file or image folder not there yet is appended to it, not an error."""
     import experts
     from trainers.engine import BatchSplitError, accumulation_steps
     from trainers.llm import LLMSetupError, check_llm_spec, check_positions, llm_positions
@@ -176,9 +178,13 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1) -> 
     for field in ("pretrain", "sft", "heldout"):
         path = getattr(d, field)
         if path is not None and not Path(path).is_file():
-            fail(f"data.{field}", f"file not found: {path}")
+            if unstaged is None or Path(path).exists():
+                fail(f"data.{field}", f"file not found: {path}")
+            unstaged.append(f"data.{field} {path}")
     if d.image_folder is not None and not Path(d.image_folder).is_dir():
-        fail("data.image_folder", f"directory not found: {d.image_folder}")
+        if unstaged is None or Path(d.image_folder).exists():
+            fail("data.image_folder", f"directory not found: {d.image_folder}")
+        unstaged.append(f"data.image_folder {d.image_folder}")
     if spec.eval.benchmarks:
         try:
             from trainers.eval import BENCHMARKS

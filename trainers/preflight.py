@@ -2,7 +2,11 @@
 or a file is written. Beyond the schema and the registries (trainers.launch.validate_spec): each
 expert and the fusion built on the meta device (grids and widths, no weights), the local sources,
 the data files' first record, the benchmark copies and the objective's name. Errors are SpecError,
-one line naming the file and the field."""
+one line naming the file and the field.
+
+Planning (`unstaged`, a list): what only a run reads -- data files, the image folder, benchmark
+copies, local expert weights -- may be absent; each absent one is appended to the list ("field path")
+instead of failing. What is there is still read and checked."""
 from __future__ import annotations
 
 import contextlib
@@ -20,18 +24,21 @@ IMAGES_CHECKED = 8  # image files of a benchmark copy looked up (the questions f
 _OBJECTIVES = ("avg", "weighted", "heldout_loss")
 
 
-def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1) -> None:
+def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1,
+                unstaged: list[str] | None = None) -> None:
     """The whole pre-flight of one trial spec; SpecError (one line) on the first problem."""
     from trainers.launch import validate_spec
 
-    validate_spec(spec, source, nproc, nnodes)
+    validate_spec(spec, source, nproc, nnodes, unstaged)
 
     def fail(field: str, msg: str) -> None:
         raise SpecError(f"{source}: {field}: {msg}")
 
     for i, entry in enumerate(spec.experts):
         if entry.source is not None and _looks_local(entry.source) and not Path(entry.source).expanduser().exists():
-            fail(f"experts.{i}.source", f"no such file or directory: {entry.source}")
+            if unstaged is None:
+                fail(f"experts.{i}.source", f"no such file or directory: {entry.source}")
+            unstaged.append(f"experts.{i}.source {entry.source}")  # weights: the meta build needs none
     shapes = []
     for i, cfg_json in enumerate(_expert_configs(spec)):
         try:
@@ -45,10 +52,10 @@ def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1) -
         fail("fusion.name", _line(err))
     except (ValueError, TypeError, RuntimeError) as err:
         fail("fusion.options", _line(err))
-    _check_data(spec, fail)
+    _check_data(spec, fail, unstaged)
     _check_epochs(spec, fail)
     _check_feature_cache(spec, shapes, fail)
-    check_eval_spec(spec.eval, source)
+    check_eval_spec(spec.eval, source, unstaged)
 
 
 def _line(err: BaseException) -> str:
@@ -133,7 +140,7 @@ def first_record(path: Path) -> dict[str, Any]:
     return rec
 
 
-def _check_data(spec: TrialSpec, fail) -> None:
+def _check_data(spec: TrialSpec, fail, unstaged: list[str] | None = None) -> None:
     d = spec.data
     if d.synthetic is not None:
         return
@@ -145,6 +152,8 @@ def _check_data(spec: TrialSpec, fail) -> None:
         path = Path(path)
         if path.suffix not in (".json", ".jsonl"):
             fail(f"data.{field}", f"{path}: expected a .json or .jsonl LLaVA-format file")
+        if unstaged is not None and not path.exists():
+            continue  # listed by validate_spec
         try:
             rec = first_record(path)
         except (OSError, ValueError) as err:
@@ -153,7 +162,10 @@ def _check_data(spec: TrialSpec, fail) -> None:
         if isinstance(image, str) and image:
             if folder is None:
                 fail("data.image_folder", f"{path} has images (first: {image}) but no image_folder is given")
-            if not (folder / image).is_file():
+            if unstaged is not None and not (folder / image).exists():
+                if folder.is_dir():  # an absent folder is listed by validate_spec
+                    unstaged.append(f"data.image_folder {folder / image}")
+            elif not (folder / image).is_file():
                 fail("data.image_folder", f"{folder}: no {image} (the first image of {path})")
 
 
@@ -187,7 +199,7 @@ def _check_feature_cache(spec: TrialSpec, shapes: list[tuple[int, int]], fail) -
                                            f"{syn.n_pretrain} items need {need / GB:.3g} GB")
 
 
-def check_eval_spec(ev: EvalSpec, source: str) -> None:
+def check_eval_spec(ev: EvalSpec, source: str, unstaged: list[str] | None = None) -> None:
     """Benchmark copies (or the synthetic suite) and the objective's name; SpecError otherwise."""
     def fail(field: str, msg: str) -> None:
         raise SpecError(f"{source}: {field}: {msg}")
@@ -195,9 +207,15 @@ def check_eval_spec(ev: EvalSpec, source: str) -> None:
     names = ev.benchmarks
     if ev.data_root is not None:
         root = Path(ev.data_root).expanduser()
-        if not root.is_dir():
+        staged = root.exists() or unstaged is None
+        if not staged:
+            unstaged.append(f"eval.data_root {root}")
+        elif not root.is_dir():
             fail("eval.data_root", f"directory not found: {root}")
-        for name in names:
+        for name in names if staged else ():
+            if unstaged is not None and not (root / name).exists():
+                unstaged.append(f"eval.data_root {root / name}")
+                continue
             try:
                 check_benchmark_copy(name, str(root.resolve()))
             except (OSError, ValueError) as err:

@@ -82,6 +82,48 @@ def test_plan_of_an_llm_unknown_offline_is_one_line(tmp_path, plan_cache):
     assert res.exit_code == 2, res.output
     err = res.stderr.strip()
     assert len(err.splitlines()) == 1 and "someone/unknown-7b" in err and "not known offline" in err
+    assert not plan_cache.exists()  # the experts counted before it are not saved by a refused plan
+
+
+def _unstaged_study(tmp_path: Path, **data) -> Path:
+    """SMALL reading data files, an image folder and benchmark copies that are not there."""
+    base = json.loads(json.dumps(SMALL["base_trial"]))
+    base["data"] = {"pretrain": str(tmp_path / "d" / "p.json"), "sft": str(tmp_path / "d" / "s.json"),
+                    "image_folder": str(tmp_path / "d" / "images"), **data}
+    base["eval"] = {"benchmarks": ["gqa"], "data_root": str(tmp_path / "eval")}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**SMALL, "base_trial": base}))
+    return path
+
+
+def test_plan_before_the_data_is_staged_is_one_notice(tmp_path, plan_cache):
+    study = _unstaged_study(tmp_path)
+    res = runner.invoke(app, ["plan", str(study), "--json", "--samples", "pretrain=64", "--samples", "sft=64"])
+    assert res.exit_code == 0, res.output
+    want = [f"data.pretrain {tmp_path / 'd' / 'p.json'}", f"data.sft {tmp_path / 'd' / 's.json'}",
+            f"data.image_folder {tmp_path / 'd' / 'images'}", f"eval.data_root {tmp_path / 'eval'}"]
+    assert json.loads(res.stdout)["not_staged"] == want
+    assert res.stderr.strip() == f"notice: {study}: not staged yet (a run needs them): {', '.join(want)}"
+    same = runner.invoke(app, ["check", str(study), "--offline", "--unstaged"])  # the same pre-flight
+    assert same.exit_code == 0 and same.stderr == res.stderr, same.output
+    refused = runner.invoke(app, ["check", str(study), "--offline"])  # a run needs them
+    assert refused.exit_code == 2 and f"data.pretrain: file not found: {tmp_path / 'd' / 'p.json'}" in refused.stderr
+
+
+def test_plan_checks_what_is_there_and_writes_nothing_on_a_bad_input(tmp_path, plan_cache):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "s.json").write_text('{"not": "a list"}')  # staged, but not LLaVA data
+    res = runner.invoke(app, ["plan", str(_unstaged_study(tmp_path))])
+    assert res.exit_code == 2 and "data.sft" in res.stderr and "a list of records" in res.stderr, res.output
+    bad = json.loads(json.dumps(SMALL))
+    bad["base_trial"]["experts"] = [{"preset": "tiny-clip", "input_size": 50}]  # no grid reaches the mixture's
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    res = runner.invoke(app, ["plan", str(path), "--json"])
+    assert res.exit_code == 2 and res.stdout == "", res.output
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: base_trial") and "experts.0" in err[0]
+    assert not plan_cache.exists()  # refused before anything was counted or written
 
 
 def test_run_refuses_an_oversized_trial_before_anything_starts(tmp_path, plan_cache, monkeypatch):
@@ -110,9 +152,14 @@ def test_plan_of_the_paper_greedy_study(tmp_path, plan_cache):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert len(doc["trials"]) == 11 and doc["trials"][0]["key"] == "r0/A+B/s0"
+    # planned before the data is staged: what a run will need is listed, not an error
+    assert [n.split()[0] for n in doc["not_staged"]] == ["data.pretrain", "data.sft", "data.image_folder",
+                                                          "eval.data_root"]
     sft = doc["trials"][0]["stages"]["sft"]
     assert 7.8e9 < sft["trainable_params"] < 8.0e9  # Vicuna-7B + projector + CLIP-L + ConvNeXt-XXL (trained in SFT)
     assert sft["frozen_params"] < 2e7  # only what the features never reach (the experts train in SFT)
+    peaks = [s["peak_memory_gb"] for t in doc["trials"] for s in t["stages"].values()]
+    assert max(peaks) <= doc["gpu_memory_gb"] == 80  # `run` would refuse the study otherwise
     six = doc["trials"][-1]["stages"]
     assert six["align_projector"]["flops_per_sample"] > sft["flops_per_sample"] / 2
     assert [e["expert"] for e in six["align_expert"]["stage1"]][:2] == ["clip-l-448", "convnext-xxl-1024"]

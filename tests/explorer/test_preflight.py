@@ -196,4 +196,40 @@ def test_eval_checks_its_benchmarks_before_writing(tmp_path):
     _one_error_line(res, "eval.data_root", "gqa: no copy at")
     res = runner.invoke(app, ["eval", str(ckpt), "--benchmarks", "gqa,nope"])
     _one_error_line(res, "--benchmarks", "unknown benchmark 'nope'")
+    # a model config that is not this trial's used to end in KeyError: 'num_experts' after eval/ was made
+    res = runner.invoke(app, ["eval", str(ckpt), "--benchmarks", "gqa"])
+    _one_error_line(res, "eagle.json: num_experts is None", "has 2 experts")
+    trial = yaml.safe_load((ckpt / "trial.yaml").read_text())
+    trial["experts"][0]["input_size"] = 50  # its experts are built on the meta device too
+    (ckpt / "trial.yaml").write_text(yaml.safe_dump(trial))
+    res = runner.invoke(app, ["eval", str(ckpt), "--benchmarks", "gqa"])
+    _one_error_line(res, f"{ckpt / 'trial.yaml'}: experts.0", "not a multiple of the backbone stride")
     assert not (ckpt / "eval").exists()
+
+
+def test_a_changed_base_trial_is_found_before_anything_is_written(tmp_path, monkeypatch):
+    import explorer.controller
+    from explorer.storage import BASE_CHANGES_ATTR, open_study
+
+    work = tmp_path / "work"
+    url = f"sqlite:///{work / 'study.db'}"
+    open_study(load_study(_study(tmp_path)), url)  # the study as `run` created it
+    changed = _study(tmp_path, lambda d: d["base_trial"]["eval"].update(limit=2), "changed.yaml")
+    before = sorted(p.name for p in work.iterdir())
+    for args in (["run"], ["check"], ["worker", "--storage", url]):
+        res = runner.invoke(app, [*args[:1], str(changed), "--workdir", str(work), *args[1:]])
+        _one_error_line(res, "different base trial", "changed eval.limit (4 -> 2)", "--accept-base-change")
+        assert sorted(p.name for p in work.iterdir()) == before, args  # no MLflow store, no lock file
+
+    # accepted: past the pre-flight, the change is recorded in the study
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(explorer.controller, "run_study", stop)
+    res = runner.invoke(app, ["run", str(changed), "--workdir", str(work), "--accept-base-change"])
+    assert res.exit_code == 130, res.output
+    import optuna
+
+    study = optuna.load_study(study_name="pf", storage=url)
+    history = study._storage.get_study_system_attrs(study._study_id)[BASE_CHANGES_ATTR]
+    assert [h["changed"] for h in history] == [["eval.limit (4 -> 2)"]]
