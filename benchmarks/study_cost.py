@@ -70,6 +70,10 @@ def study_data(path: Path, variant: str, seed: int, quick: bool, fidelity: dict[
         base = yaml.safe_load((path.parent / base).read_text())
     base = copy.deepcopy(base)
     base["seed"] = seed
+    if variant == "savings":  # stage 2 on the shared expert-feature cache as well
+        base.setdefault("train", {})["feature_cache"] = {"enabled": True}
+    elif variant == "naive":
+        base.setdefault("train", {}).pop("feature_cache", None)
     data["base_trial"] = base
     return data
 
