@@ -25,11 +25,11 @@ STAGE1_CODE = ("experts", "trainers/data", "trainers/strategies", "trainers/engi
                "trainers/checkpoint.py", "trainers/dsconfig.py", "trainers/distributed.py")
 
 
-def code_version() -> str:
-    """sha256 over the stage-1 source files (path + content, sorted): a change to that code is a new
-    cache version, with no constant to remember to bump."""
+def code_version(parts: tuple[str, ...] = STAGE1_CODE) -> str:
+    """sha256 over the source files of `parts` (default: stage 1's; path + content, sorted): a change
+    to that code is a new cache version, with no constant to remember to bump."""
     h, root = hashlib.sha256(), ROOT
-    for part in STAGE1_CODE:
+    for part in parts:
         p = root / part
         files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
         for f in files:

@@ -1,0 +1,141 @@
+"""The CPU testbed whose answer is known (issue 12, part 5): does the README's main job
+(studies/tiny_greedy.yaml, skilled tiny experts) rank mixtures for a reason?
+
+    python benchmarks/testbed.py [--workdir runs/testbed] [--seeds 0 1 2]
+
+Measures, and prints as one JSON line (also benchmarks/results/testbed.json):
+  a) the best mixture of the seed-0 study against its blind control, per benchmark (the paired
+     interval of score - blind score lies above 0);
+  b) the per-skill table: every skilled single expert probed on every skill (a fresh head on its
+     frozen tokens); each skill's best expert should be the one trained on it;
+  c) round 1's gap between the best and the worst candidate (seed means) against the seed spread
+     (the mean over candidates of the standard deviation across the study seeds);
+  d) the greedy selection of each study seed (same mixture? covering read, classify and count?);
+  e) the wall time of the seed-0 study, skill pre-training included (fresh cache), and the load.
+The studies share one cache (skills and stage 1 are trained once; the seeds vary the SFT seed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "studies" / "tiny_greedy.yaml"
+LETTER_SKILL = {"A": "caption", "B": "classify", "C": "mask", "D": "rotation", "E": "read", "F": "count"}
+NEEDED = ({"B"}, {"E"}, {"C", "F"})  # colour/shape, reading, existence/counting
+
+
+def _study_yaml(workdir: Path, seed: int) -> Path:
+    spec = yaml.safe_load(STUDY.read_text())
+    spec["name"] = f"tiny_greedy_seed{seed}"
+    spec["base_trial"]["seed"] = seed
+    spec["base_trial"]["cache_dir"] = str(workdir / "cache")
+    spec["search_space"] = str(ROOT / "search_spaces" / f"{spec['search_space']}.yaml")
+    path = workdir / f"study_seed{seed}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _run_study(workdir: Path, seed: int) -> tuple[dict, float]:
+    study = _study_yaml(workdir, seed)
+    wd = workdir / f"seed{seed}"
+    t0 = time.time()
+    subprocess.run(["eagle-explore", "run", str(study), "--workdir", str(wd)], check=True, cwd=ROOT)
+    wall = time.time() - t0
+    out = subprocess.run(["eagle-explore", "status", str(study), "--workdir", str(wd), "--json"], check=True,
+                         capture_output=True, text=True, cwd=ROOT).stdout
+    return json.loads(out), wall
+
+
+def skill_table(cache_dir: Path) -> dict:
+    """probe[expert][skill] for the six skilled tiny experts; `owner_best` per skill."""
+    import experts
+    from trainers.skills.train import SkillCache, probe
+    from trainers.skills.tasks import FAMILY_SKILL, SKILLS
+
+    cfgs = [experts.get_preset(p) for p in experts.TINY_PRESETS]
+    dirs = SkillCache(cache_dir).ensure(cfgs)
+    table = {}
+    for cfg, d in zip(cfgs, dirs):
+        expert = experts.load_expert(d)
+        table[cfg.name] = {s: round(probe(expert, s), 3) for s in SKILLS}
+    best = {s: max(table, key=lambda n: table[n][s]) for s in SKILLS}
+    owner = {FAMILY_SKILL[c.family]: c.name for c in cfgs}
+    return {"probe": table, "best_per_skill": best, "owner_best": {s: best[s] == owner[s] for s in SKILLS}}
+
+
+def _best_vs_blind(doc: dict) -> dict:
+    best = doc["best"]
+    trial = next(t for t in doc["trials"] if t["number"] == best["number"])
+    gap = trial.get("blind_gap_ci") or {}
+    result = json.loads((Path(trial["trial_dir"]) / "result.json").read_text())
+    rows = {b: {"score": round(result["scores"][b], 2), "ci": [round(x, 2) for x in (trial["scores_ci"] or {}).get(b, [])],
+                "blind": round(result["blind_scores"][b], 2), "gap_ci": [round(x, 2) for x in ci],
+                "beats_blind": ci[0] > 0} for b, ci in gap.items()}
+    return {"experts": best["experts"], "value": best["value"], "benchmarks": rows,
+            "n_beating_blind": sum(r["beats_blind"] for r in rows.values())}
+
+
+def _round(doc: dict, rnd: int) -> dict[str, float]:
+    for entry in doc["greedy_path"]:
+        if entry["round"] == rnd:
+            return {c["experts"]: c["value"] for c in entry["candidates"]}
+    return {}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "testbed")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--keep", action="store_true", help="reuse the workdir (no fresh-machine timing)")
+    args = ap.parse_args(argv)
+    wd = args.workdir.resolve()
+    if wd.exists() and not args.keep:
+        shutil.rmtree(wd)
+    wd.mkdir(parents=True, exist_ok=True)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    docs, walls, loads = {}, {}, {}
+    for seed in args.seeds:
+        loads[seed] = os.getloadavg()
+        docs[seed], walls[seed] = _run_study(wd, seed)
+    first = args.seeds[0]
+    rounds = [_round(docs[s], 1) for s in args.seeds]
+    cands = sorted(set.intersection(*(set(r) for r in rounds)))
+    means = {c: statistics.fmean(r[c] for r in rounds) for c in cands}
+    spread = statistics.fmean(statistics.stdev(r[c] for r in rounds) for c in cands) if len(rounds) > 1 else None
+    gap = max(means.values()) - min(means.values()) if means else None
+    selections = {s: docs[s]["best"]["experts"] for s in args.seeds}
+    chosen = set(selections[first].split("+"))
+    table = skill_table(wd / "cache")
+    blind = _best_vs_blind(docs[first])
+    out = {
+        "benchmark": "testbed", "measured_on": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "eagle-explore run studies/tiny_greedy.yaml (seeds " + " ".join(map(str, args.seeds)) + ")",
+        "cpus": os.cpu_count(), "load_avg_at_start": {s: [round(x, 2) for x in loads[s]] for s in args.seeds},
+        "wall_s": {s: round(w, 1) for s, w in walls.items()},
+        "a_best_vs_blind": blind, "b_skill_table": table,
+        "c_round1": {"means": {c: round(v, 2) for c, v in means.items()}, "gap": gap, "seed_spread": spread,
+                     "per_seed": rounds},
+        "d_selections": selections,
+        "criteria": {"a": blind["n_beating_blind"] >= 4, "b": all(table["owner_best"].values()),
+                     "c": gap is not None and spread is not None and gap > 2 * spread,
+                     "d": len(set(selections.values())) == 1 and all(chosen & need for need in NEEDED),
+                     "e": walls[first] < 600},
+    }
+    res = ROOT / "benchmarks" / "results" / "testbed.json"
+    res.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
