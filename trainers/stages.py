@@ -38,7 +38,7 @@ def resolve_experts(spec: TrialSpec, cache_dir: str | Path | None = None) -> lis
 
         dirs = SkillCache(cache_dir).ensure([cfgs[i] for i in skilled])
         for i, d in zip(skilled, dirs):
-            cfgs[i] = cfgs[i].with_overrides(source=str(d), pretrained=True)
+            cfgs[i] = cfgs[i].with_overrides(source=str(d.resolve()), pretrained=True)  # one key across links
     return cfgs
 
 

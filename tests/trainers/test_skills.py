@@ -47,7 +47,7 @@ def test_each_skill_pretraining_lowers_its_own_loss(name):
 def test_reading_and_masks_become_decodable():
     """The two skills no random-init feature carries: a probe on the trained tokens beats the random init's."""
     for name in ("tiny-pix2struct", "tiny-sam"):
-        _, stats = T.train_skill(_cfg(name), 0, T.SkillRecipe(steps=120, n_train=256, n_eval=64, probe_steps=60))
+        _, stats = T.train_skill(_cfg(name), 0, T.SkillRecipe(steps=80, n_train=192, n_eval=64, probe_steps=40))
         assert stats["metric_trained_head"] > stats["metric_random_init"] + 0.1, stats
 
 
