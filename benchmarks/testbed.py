@@ -36,12 +36,14 @@ NEEDED = ({"B"}, {"E"}, {"C", "F"})  # colour/shape, reading, existence/counting
 
 
 def _study_yaml(workdir: Path, seed: int) -> Path:
+    path = workdir / f"study_seed{seed}.yaml"
+    if path.is_file():  # --keep: the study continues with the file it was created from
+        return path
     spec = yaml.safe_load(STUDY.read_text())
     spec["name"] = f"tiny_greedy_seed{seed}"
     spec["base_trial"]["seed"] = seed  # the SFT seed; pre-alignment keeps seed 0 (one stage-1 cache)
     spec["base_trial"]["align_seed"] = 0
     spec["search_space"] = str(ROOT / "search_spaces" / f"{spec['search_space']}.yaml")
-    path = workdir / f"study_seed{seed}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "testbed")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--keep", action="store_true", help="reuse the workdir (no fresh-machine timing)")
+    ap.add_argument("--keep", action="store_true", help="report on the finished studies of the workdir (no run)")
     args = ap.parse_args(argv)
     wd = args.workdir.resolve()
     if wd.exists() and not args.keep:
@@ -133,9 +135,10 @@ def main(argv=None) -> int:
     loads = {first: os.getloadavg()}  # the first seed alone, on a fresh cache: the main job's time
     cache = wd / "cache"
     cache.mkdir(exist_ok=True)
-    _wait({first: _start_study(wd, first, cache)})  # with --keep, a finished study returns at once
-    loads.update({s: os.getloadavg() for s in rest})  # the others together, on the warm cache
-    _wait({s: _start_study(wd, s, cache) for s in rest})
+    if not args.keep:
+        _wait({first: _start_study(wd, first, cache)})
+        loads.update({s: os.getloadavg() for s in rest})  # the others together, on the warm cache
+        _wait({s: _start_study(wd, s, cache) for s in rest})
     docs = {s: _status(wd, s) for s in args.seeds}
     walls = {s: _wall(docs[s]) for s in args.seeds}
     rounds = [_round(docs[s], 1) for s in args.seeds]
@@ -152,7 +155,7 @@ def main(argv=None) -> int:
     out = {
         "benchmark": "testbed", "measured_on": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "eagle-explore run studies/tiny_greedy.yaml (seeds " + " ".join(map(str, args.seeds)) + ")",
-        "cpus": os.cpu_count(), "load_avg_at_start": {s: [round(x, 2) for x in loads[s]] for s in args.seeds},
+        "cpus": os.cpu_count(), "load_avg_at_start": {s: [round(x, 2) for x in v] for s, v in loads.items()},
         "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
         "wall_s": {s: round(w, 1) for s, w in walls.items()},
         "a_best_vs_blind": blind, "b_skill_table": table,
