@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     wd.mkdir(parents=True, exist_ok=True)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     first, rest = args.seeds[0], args.seeds[1:]
-    loads = {first: os.getloadavg()}  # the first seed alone, on a fresh cache: the main job's time
+    loads = {} if args.keep else {first: os.getloadavg()}  # the first seed alone, on a fresh cache
     cache = wd / "cache"
     cache.mkdir(exist_ok=True)
     if not args.keep:
