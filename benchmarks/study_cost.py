@@ -33,22 +33,44 @@ FIDELITY_STUDY = ROOT / "studies" / "tiny_greedy_fidelity.yaml"
 VARIANTS = ("naive", "default", "savings")
 
 
-class OwnCacheRunner:
-    """naive: the real trial runner, each trial with a cache directory of its own (nothing shared)."""
+class StudyCostRunner:
+    """The real trial runner. naive: each trial with a cache directory of its own (nothing shared).
+    Every variant reads the skilled experts' weights (the stand-in for downloaded ones, not part of
+    the protocol) from one directory trained before the clocks start."""
 
-    def __init__(self) -> None:
+    def __init__(self, own_cache: bool, skills: Path) -> None:
         from explorer.executor import LocalRunner
 
-        self.inner = LocalRunner()
+        self.inner, self.own_cache, self.skills = LocalRunner(), own_cache, skills
 
     def __call__(self, job):
+        from trainers.launch import default_cache_dir
+        from trainers.spec import TrialSpec
+
         spec = yaml.safe_load(Path(job.spec_path).read_text())
-        spec["cache_dir"] = str(Path(job.trial_dir) / "own_cache")
-        Path(job.spec_path).write_text(yaml.safe_dump(spec, sort_keys=False))
+        if self.own_cache:
+            spec["cache_dir"] = str(Path(job.trial_dir) / "own_cache")
+            Path(job.spec_path).write_text(yaml.safe_dump(spec, sort_keys=False))
+        cache = default_cache_dir(TrialSpec.model_validate(spec), Path(job.trial_dir))
+        cache.mkdir(parents=True, exist_ok=True)
+        if not (cache / "skills").exists():
+            (cache / "skills").symlink_to(self.skills, target_is_directory=True)
         return self.inner(job)
 
     def terminate_all(self) -> None:
         self.inner.terminate_all()
+
+
+def train_skills(path: Path, root: Path) -> Path:
+    """The study's skilled experts, trained once into root/skills (in this process, before timing)."""
+    from explorer.study import parse_study
+    from trainers.spec import TrialSpec
+    from trainers.stages import resolve_experts
+
+    spec = TrialSpec.model_validate(parse_study(yaml.safe_load(path.read_text()), str(path), path.parent)
+                                    .base_trial_data())
+    resolve_experts(spec, root)
+    return root / "skills"
 
 
 def children_cpu_s() -> float:
@@ -78,15 +100,15 @@ def study_data(path: Path, variant: str, seed: int, quick: bool, fidelity: dict[
     return data
 
 
-def run_variant(path: Path, variant: str, seed: int, quick: bool, fidelity: dict[str, Any], work: Path) -> dict:
+def run_variant(path: Path, variant: str, seed: int, quick: bool, fidelity: dict[str, Any], work: Path,
+                skills: Path) -> dict:
     from explorer.controller import run_study
-    from explorer.executor import LocalRunner
     from explorer.storage import default_storage_url
     from explorer.study import parse_study
 
     work.mkdir(parents=True, exist_ok=True)
     spec = parse_study(study_data(path, variant, seed, quick, fidelity), str(path), path.parent)
-    runner = OwnCacheRunner() if variant == "naive" else LocalRunner()
+    runner = StudyCostRunner(variant == "naive", skills)
     cpu0, t0 = children_cpu_s(), time.perf_counter()
     out = run_study(spec, default_storage_url(work), work, runner=runner)
     if not out.finished:
@@ -173,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="study-cost-") as tmp:
         root = Path(args.workdir) if args.workdir else Path(tmp)
+        skills = train_skills(path, root)
         for seed in seeds:
             for v in variants:
-                runs[v].append(run_variant(path, v, seed, args.quick, fidelity, root / v / f"s{seed}"))
+                runs[v].append(run_variant(path, v, seed, args.quick, fidelity, root / v / f"s{seed}", skills))
     fig: dict[str, Any] = {"benchmark": "study_cost", "study": str(path.relative_to(ROOT) if path.is_relative_to(ROOT)
                                                                      else path),
                            "seeds": seeds, "quick": args.quick, "fidelity": fidelity,

@@ -26,8 +26,8 @@ STAGE1_CODE = ("experts", "trainers/data", "trainers/strategies", "trainers/engi
 
 
 def code_version(parts: tuple[str, ...] = STAGE1_CODE) -> str:
-    """sha256 over the source files a cache's entries depend on (path + content, sorted): a change to
-    that code is a new cache version, with no constant to remember to bump."""
+    """sha256 over the source files of `parts` (default: stage 1's; path + content, sorted): a change
+    to that code is a new cache version, with no constant to remember to bump."""
     h, root = hashlib.sha256(), ROOT
     for part in parts:
         p = root / part

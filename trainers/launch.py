@@ -40,9 +40,16 @@ def spec_state(spec: TrialSpec) -> dict[str, Any]:
     """What a trial directory's progress depends on: the resolved spec less its name (attempts of
     one planned trial differ in name only) and train.feature_cache (the same stage 2 either way,
     so a directory from before the setting, or one resumed with the cache toggled, continues)."""
+    from trainers.skills.train import skill_keys
+
     data = spec.model_dump(mode="json")
     data.pop("name", None)
     data["train"].pop("feature_cache", None)
+    for entry in data.get("experts", []):  # random init (the default) hashes as before the setting
+        if isinstance(entry, dict) and entry.get("skill") is False:
+            entry.pop("skill")
+    if skills := skill_keys(spec):  # skilled init: the weights' key, so a new skill recipe is a new spec
+        data["skills"] = skills
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     return {"hash": digest, "spec": data}
 
@@ -137,6 +144,13 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1,
             fail(f"experts.{i}.preset", str(err.args[0]) if err.args else str(err))
         except ValueError as err:
             fail(f"experts.{i}", str(err).splitlines()[0])
+        if e.skill:
+            from trainers.skills.train import skill_of
+
+            try:
+                skill_of(cfgs[-1])
+            except ValueError as err:
+                fail(f"experts.{i}.skill", str(err))
     grids = {c.grid for c in cfgs}
     if len(grids) > 1:
         fail("experts", f"all experts of a mixture must share a token grid, got {sorted(grids)}")
@@ -233,6 +247,10 @@ def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
         from trainers.data.synthetic import ensure_synthetic
 
         ensure_synthetic(spec.data.synthetic, cache)  # once, here, before any worker starts
+    if any(e.skill for e in spec.experts):
+        from trainers.stages import resolve_experts
+
+        resolve_experts(spec, cache)  # skilled init trained (or found) here, before any worker starts
     _verify_images(resolved, str(spec_path), cache, out)
     trial_yaml = out / "trial.yaml"
     dump_trial_spec(resolved, trial_yaml)

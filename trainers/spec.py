@@ -39,6 +39,9 @@ class ExpertEntry(_Strict):
     max_tiles: int | None = Field(default=None, ge=1)  # highres=dynamic
     freeze: bool | None = None  # during SFT; pre-alignment stages freeze by recipe
     grad_checkpointing: bool | None = None
+    # skilled init: start from the preset pre-trained on its family's synthetic skill (trainers/skills;
+    # tiny presets), cached per machine; False: the preset's own weights (random init for tiny ones)
+    skill: bool = False
 
 
 class FusionSpec(_Strict):

@@ -75,7 +75,7 @@ def run_align_expert(runner: "TrialRunner") -> dict[str, Any]:
     tok = runner.stage1_tokenizer()
     summary: dict[str, Any] = {"experts": {}, "steps": 0, "time_s": 0.0}
     samples = tokens = 0.0
-    for i, cfg in enumerate(S.resolve_experts(spec)):
+    for i, cfg in enumerate(S.resolve_experts(spec, runner.cache_dir)):
         key = runner.stage1_key(cfg)
         fd = claim(cache, key, cfg.name, env.is_main)
         if fd is None:  # cached (by an earlier trial or one that trained it while we waited)

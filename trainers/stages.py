@@ -27,9 +27,19 @@ class TrialData:
     identity: dict[str, Any]  # what the stage-1 cache key records about the data
 
 
-def resolve_experts(spec: TrialSpec) -> list:
-    """ExpertConfigs of the trial: presets + per-trial overrides (UnknownNameError on a bad preset)."""
-    return [resolve_expert(e) for e in spec.experts]
+def resolve_experts(spec: TrialSpec, cache_dir: str | Path | None = None) -> list:
+    """ExpertConfigs of the trial: presets + per-trial overrides (UnknownNameError on a bad preset).
+    With `cache_dir`, an entry with `skill` points at its skilled weights (trained there if missing);
+    without, it keeps the preset's architecture and random init (enough for checks and estimates)."""
+    cfgs = [resolve_expert(e) for e in spec.experts]
+    skilled = [i for i, e in enumerate(spec.experts) if e.skill]
+    if cache_dir is not None and skilled:
+        from trainers.skills.train import SkillCache
+
+        dirs = SkillCache(cache_dir).ensure([cfgs[i] for i in skilled])
+        for i, d in zip(skilled, dirs):
+            cfgs[i] = cfgs[i].with_overrides(source=str(d.resolve()), pretrained=True)  # one key across links
+    return cfgs
 
 
 def resolve_expert(entry):
@@ -239,6 +249,10 @@ def stage1_key_for(cfg, spec: TrialSpec, data: TrialData, bf16: bool, tokenizer)
     llm = spec.train.align_llm or spec.llm
     hp = spec.train.stages["align_expert"]
     expert = cfg.model_dump(mode="json", exclude={"freeze"})  # freeze is an SFT setting
+    from trainers.skills.train import skill_weights
+
+    if (weights := skill_weights(cfg)) is not None:  # skilled init: the weights' own content hash
+        expert["skill_weights"] = weights
     llm_id = llm.model_dump(mode="json", exclude={"freeze"})
     if llm.preset is not None:
         llm_id["vocabulary"] = vocabulary_identity(tokenizer)

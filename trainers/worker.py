@@ -112,7 +112,7 @@ class TrialRunner:
                                                   dtype=self.dtype)
         if stage == "align_projector":
             return self._stage2_model()
-        return S.build_model(S.resolve_experts(spec), spec.fusion.name, spec.fusion.options,
+        return S.build_model(S.resolve_experts(spec, self.cache_dir), spec.fusion.name, spec.fusion.options,
                              spec.projector.type, spec.llm, self.tokenizer, seed_for(spec, stage), dtype=self.dtype,
                              engine=self.engine)
 
@@ -121,7 +121,7 @@ class TrialRunner:
         from trainers.cache import Stage1Cache
 
         cache = Stage1Cache(self.cache_dir)
-        cfgs = S.resolve_experts(self.spec)
+        cfgs = S.resolve_experts(self.spec, self.cache_dir)
         loaded = [self.engine.partition(experts.load_expert(cache.expert_dir(self.stage1_key(c)), dtype=self.dtype))
                   for c in cfgs]  # one whole at a time (ZeRO-3)
         for cfg, mod in zip(cfgs, loaded):  # SFT freeze and checkpointing come from this trial

@@ -24,7 +24,7 @@ from trainers.data.templates import IMAGE_TOKEN
 logger = logging.getLogger(__name__)
 
 IMAGE_SUBDIR = "images"
-GENERATOR_VERSION = 1  # bump when scenes change, so cached datasets are regenerated
+GENERATOR_VERSION = 2  # bump when scenes change, so cached datasets are regenerated
 _MANIFEST = "manifest.json"
 
 

@@ -153,8 +153,10 @@ def _exists(rng: random.Random, image_size: int) -> SyntheticItem:
 
 
 def _choice(rng: random.Random, image_size: int) -> SyntheticItem:
+    """Multiple choice over the other skills: the tallest bar's colour, a shape, a count, a word."""
     cv = Canvas(rng, image_size)
-    if rng.random() < 0.5:  # bar chart: which colour is the tallest bar
+    variant = rng.randrange(4)
+    if variant == 0:  # bar chart: which colour is the tallest bar
         n = rng.randint(3, 4)
         names = rng.sample(tuple(COLOURS), n)
         heights = [0.2 + 0.7 * (k + 1) / n for k in range(n)]
@@ -164,12 +166,25 @@ def _choice(rng: random.Random, image_size: int) -> SyntheticItem:
         pool = names + rng.sample([c for c in COLOURS if c not in names], N_OPTIONS - n)
         question = "Which colour is the tallest bar?"
         cap = "a bar chart with " + ", ".join(_a(f"{c} bar") for c in names) + f"; the {correct} bar is the tallest"
-    else:
+    elif variant == 1:
         colour, correct = rng.choice(tuple(COLOURS)), rng.choice(SHAPES)
         _one_shape(rng, cv, correct, colour)
         pool = list(SHAPES)
         question = "What shape is shown in the image?"
         cap = _a(f"{colour} {correct}")
+    elif variant == 2:
+        n, colour, shape = int(rng.choice(COUNTS)), rng.choice(tuple(COLOURS)), rng.choice(SHAPES)
+        _scatter(rng, cv, [(shape, colour)] * n)
+        correct, pool = str(n), list(COUNTS)
+        question = f"How many {shape}s are there in the image?"
+        cap = f"{n} {colour} {_plural(shape, n)}"
+    else:
+        correct = rng.choice(WORDS)
+        draw_text(cv, correct, cv.px(rng.uniform(0.42, 0.58)), cv.px(rng.uniform(0.3, 0.7)),
+                  cv.px(rng.uniform(0.3, 0.36)), dark_ink(rng))
+        pool = [correct] + rng.sample([w for w in WORDS if w != correct], N_OPTIONS - 1)
+        question = "Which word is written in the image?"
+        cap = f"the word {correct}"
     options = rng.sample(pool, N_OPTIONS)
     answer = OPTION_LETTERS[options.index(correct)]
     return SyntheticItem(cv.finish(), multiple_choice_question(question, options), answer, "choice", options, cap)

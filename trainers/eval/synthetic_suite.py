@@ -2,15 +2,16 @@
 official scorers run on it. Items come from trainers.data.synthetic.make_item (an independent
 random stream per benchmark, not the SFT one) and keep the SFT questions' phrasing:
 
-    gqa            attribute questions (colour, shape, count)      official GQA json + images/
+    gqa            attributes (colour, shape, count) and existence   official GQA json + images/
     textvqa        reading (word, number, table cell), 10 answers   TextVQA json + train_images/
     pope           existence, the three split files                  coco_pope_<split>.json + images/
-    mme            existence, two questions per image (yes and no)   existence/<name>.{png,txt}
-    scienceqa_img  multiple choice (choice)                          problems.json + pid_splits.json
+    mme            existence, count, color: a yes and a no per image <subtask>/<name>.{png,txt}
+    scienceqa_img  multiple choice over colour, shape, count, words problems.json + pid_splits.json
     ocrbench       word reading, the question as given               OCRBench.json + OCRBench_Images/
     mmmu           multiple choice (choice) and open reading (number) Synthetic/validation-*.parquet
 
-MME keeps MME's scale: only its existence subtask is written, so the synthetic "mme" is out of 200.
+MME keeps MME's scale: its existence, count and color subtasks are written, so the synthetic "mme"
+is out of 600.
 Its files hold MME's own "... Please answer yes or no." questions, which the MME loader turns into
 LLaVA-1.5's short-answer prompt; POPE's text field holds the bare question, as the real files do.
 """
@@ -29,13 +30,13 @@ from pathlib import Path
 
 from trainers.data.prompts import OPTION_LETTERS, SHORT_ANSWER_SUFFIX, yes_no_question
 from trainers.data.synthetic import SyntheticItem, make_item
-from trainers.data.synthetic_draw import SHAPES
+from trainers.data.synthetic_draw import COLOURS, SHAPES
 from trainers.eval.base import BenchmarkDataError
 from trainers.eval.benchmarks.pope import SPLITS
 
 logger = logging.getLogger(__name__)
 
-SUITE_VERSION = 1  # bump when the suite's content changes, so cached suites are rewritten
+SUITE_VERSION = 2  # bump when the suite's content changes, so cached suites are rewritten
 MANIFEST = "suite.json"
 
 
@@ -60,7 +61,7 @@ def _items(bench: str, seed: int, n: int, kinds: Sequence[str], image_size: int)
 
 def _write_gqa(root: Path, n: int, seed: int, size: int) -> None:
     questions = {}
-    for i, it in enumerate(_items("gqa", seed, n, ("colour", "shape", "count"), size)):
+    for i, it in enumerate(_items("gqa", seed, n, ("colour", "shape", "count", "exists"), size)):
         image_id = f"syn{i:05d}"
         _save(it.image, root / "images" / f"{image_id}.jpg")
         questions[f"{i:05d}"] = {"imageId": image_id, "question": _strip_short_suffix(it.question),
@@ -92,21 +93,38 @@ def _present_shapes(it: SyntheticItem) -> list[str]:
     return [s for s in SHAPES if s in words]
 
 
-def _write_mme(root: Path, n: int, seed: int, size: int) -> None:
-    task = root / "existence"
-    task.mkdir(parents=True, exist_ok=True)
-    n_images = max(1, n // 2)  # MME asks two questions per image: one yes, one no
-    for i, it in enumerate(_items("mme", seed, n_images, ("exists",), size)):
+def _mme_pair(task: str, it: SyntheticItem, rng: random.Random) -> tuple[str, str]:
+    """MME's two questions about one image: one answered yes, one no."""
+    words = it.caption.split()
+    if task == "existence":
         present = _present_shapes(it)
         absent = [s for s in SHAPES if s not in present]
         if not present or not absent:
-            raise BenchmarkDataError(f"synthetic MME image {i}: caption {it.caption!r} names no usable shapes")
-        rng = random.Random(f"eagle-eval-suite:mme-pair:{seed}:{i}")
-        yes_q = yes_no_question(f"Is there a {rng.choice(present)} in the image?")
-        no_q = yes_no_question(f"Is there a {rng.choice(absent)} in the image?")
-        name = f"syn{i:05d}"
-        _save(it.image, task / f"{name}.png")
-        (task / f"{name}.txt").write_text(f"{yes_q}\tYes\n{no_q}\tNo\n")
+            raise BenchmarkDataError(f"synthetic MME image: caption {it.caption!r} names no usable shapes")
+        return (f"Is there a {rng.choice(present)} in the image?", f"Is there a {rng.choice(absent)} in the image?")
+    if task == "count":  # caption "<n> <colour> <shapes>"
+        n, shape = int(words[0]), words[-1].removesuffix("s")
+        other = rng.choice([k for k in range(1, 5) if k != n])
+        return (f"Are there {n} {shape}s in the image?", f"Are there {other} {shape}s in the image?")
+    colour, shape = words[-2:]  # color: caption "a <colour> <shape>"
+    other = rng.choice([c for c in COLOURS if c != colour])
+    return (f"Is there a {colour} {shape} in the image?", f"Is there a {other} {shape} in the image?")
+
+
+MME_TASKS = {"existence": "exists", "count": "count", "color": "colour"}  # subtask -> synthetic kind
+
+
+def _write_mme(root: Path, n: int, seed: int, size: int) -> None:
+    n_images = max(1, n // (2 * len(MME_TASKS)))  # MME asks two questions per image: one yes, one no
+    for task, kind in MME_TASKS.items():
+        folder = root / task
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, it in enumerate(_items(f"mme-{task}", seed, n_images, (kind,), size)):
+            rng = random.Random(f"eagle-eval-suite:mme-pair:{task}:{seed}:{i}")
+            yes_q, no_q = (yes_no_question(q) for q in _mme_pair(task, it, rng))
+            name = f"syn{i:05d}"
+            _save(it.image, folder / f"{name}.png")
+            (folder / f"{name}.txt").write_text(f"{yes_q}\tYes\n{no_q}\tNo\n")
 
 
 def _write_scienceqa(root: Path, n: int, seed: int, size: int) -> None:

@@ -1,0 +1,1 @@
+"""Synthetic vision skills for the tiny experts (skilled init)."""
