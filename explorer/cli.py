@@ -18,6 +18,8 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from explorer.cli_errors import (CliError, StorageOpt, StudyArg, TrackingOpt, WorkdirOpt,
+                                 err_console as _err_console, guard as _guard)
 from explorer.redact import MaskingFilter, mask, remember
 
 logger = logging.getLogger(__name__)
@@ -25,61 +27,6 @@ logger = logging.getLogger(__name__)
 app = typer.Typer(name="eagle-explore", add_completion=False, no_args_is_help=True,
                   pretty_exceptions_enable=False,
                   help="Eagle Explorer: design-space studies of mixture-of-encoder MLLMs (Optuna + MLflow).")
-
-EXIT_USAGE = 2
-WorkdirOpt = Annotated[Path, typer.Option("--workdir", "-w", help="Work directory: study database, MLflow store, trial directories.")]
-StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: the study file's, else sqlite in the workdir).")]
-TrackingOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: the study file's, else sqlite in the workdir).")]
-StudyArg = Annotated[Path, typer.Argument(help="Study file (YAML).")]
-
-
-class CliError(RuntimeError):
-    """A user-facing problem found by the CLI itself."""
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Error classes that mean 'bad input or unreachable service' (only modules already imported
-    can have raised theirs, so nothing heavy is imported here)."""
-    found: list[type[BaseException]] = [CliError]
-    for module, names in (("explorer.study", ("StudyError",)), ("trainers.spec", ("SpecError",)),
-                          ("search_spaces.loader", ("SearchSpaceError",)), ("explorer.tracking", ("TrackingError",)),
-                          ("explorer.storage", ("StorageError",)), ("explorer.reach", ("PreflightError",)),
-                          ("explorer.report", ("ReportError",)), ("sqlalchemy.exc", ("SQLAlchemyError",)),
-                          ("optuna.exceptions", ("StorageInternalError", "DuplicatedStudyError")),
-                          ("experts.registry", ("UnknownNameError",)), ("trainers.eval", ("UnknownBenchmarkError", "BenchmarkDataError"))):
-        mod = sys.modules.get(module)
-        found += [getattr(mod, n) for n in names if mod is not None and isinstance(getattr(mod, n, None), type)]
-    return tuple(found)
-
-
-def _err_console():
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    if "sqlalchemy" in type(err).__module__:
-        text = f"study storage: {text}"
-    return mask(text.splitlines()[0])
-
-
-@contextlib.contextmanager
-def _guard() -> Iterator[None]:
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except Exception as err:  # noqa: BLE001 -- filtered just below
-        if not isinstance(err, _expected_errors()):
-            raise
-        from rich.markup import escape
-
-        logger.debug("expected error", exc_info=True)
-        _err_console().print(f"[red]error:[/red] {escape(_one_line(err))}")
-        raise typer.Exit(EXIT_USAGE) from None
-
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
@@ -476,91 +423,13 @@ def check(file: Annotated[Path, typer.Argument(help="Study file or trial spec (Y
         typer.echo(f"ok: {file}: study {checked.spec.name}: {checked.trials_checked} trial spec(s) checked{where}")
 
 
-@app.command()
-def trial(trial_file: Annotated[Path, typer.Argument(help="Trial spec (YAML).")],
-          out: Annotated[Path, typer.Option("--out", help="Trial directory (relative: under --workdir).")],
-          nproc: Annotated[int, typer.Option("--nproc", min=1, help="Processes (ranks) for torchrun.")] = 1,
-          workdir: WorkdirOpt = Path("."),
-          restart: Annotated[bool, typer.Option(
-              "--restart", help="Start over if OUT holds progress of another spec (it moves aside).")] = False) -> None:
-    """Run one trial on this machine (torchrun; DeepSpeed when the spec says so). Run it again on
-    the same OUT to continue from its last checkpoint; SIGTERM makes it checkpoint and stop."""
-    with _guard():
-        from explorer.preflight import preflight
-        from trainers.launch import TrialFailed, TrialPreempted, run_trial
-        from trainers.preempt import PREEMPT_EXIT
-
-        preflight(trial_file, nproc=nproc, services=False, expect="trial")
-        out_dir = out if out.is_absolute() else workdir.resolve() / out
-        try:
-            result = run_trial(trial_file, out_dir, nproc, restart=restart)
-        except TrialPreempted as err:
-            _err_console().print(f"[yellow]stopped:[/yellow] {_one_line(err)}")
-            raise typer.Exit(PREEMPT_EXIT) from None
-        except TrialFailed as err:
-            _err_console().print(f"[red]trial failed:[/red] {_one_line(err)} (logs: {out_dir / 'logs'})")
-            raise typer.Exit(1) from None
-        _print_result(result, out_dir)
-
-
-def _print_result(result: dict, out_dir: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from explorer.scales import column, fmt, fmt_ci, label, objective_label
-
-    name = objective_label(result.get("objective_name"))
-    ci = f" ({fmt_ci(result['objective_ci'])})" if result.get("objective_ci") else ""
-    profile = f" (scorer profile {result['scorer_profile']})" if result.get("scorer_profile") else ""
-    table = Table(title=f"{out_dir}: {name} = {fmt(result.get('objective'))}{ci}{profile}")
-    cis, blind = result.get("scores_ci") or {}, result.get("blind_scores") or {}
-    for col in ("benchmark", "score", "95% CI", *(["blind"] if blind else [])):
-        table.add_column(col)
-    for bench, score in (result.get("scores") or {}).items():
-        if "/" in bench:  # sub-figures (pope/random/f1) are in result.json
-            continue
-        table.add_row(label(column(bench)), fmt(score), fmt_ci(cis.get(bench)),
-                      *([fmt(blind.get(bench))] if blind else []))
-    Console().print(table)
-
-
-@app.command("eval")
-def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or saved model directory.")],
-             benchmarks: Annotated[str, typer.Option("--benchmarks", help="Comma-separated benchmark names.")],
-             limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Items per benchmark (slim subsets).")] = None,
-             data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Real benchmark copies (default: the synthetic suite).")] = None,
-             out: Annotated[Optional[Path], typer.Option("--out", help="Predictions and scores (default: <trial dir>/eval).")] = None,
-             nproc: Annotated[int, typer.Option("--nproc", min=1, help="Evaluation processes (shards).")] = 1,
-             profile: Annotated[Optional[str], typer.Option(
-                 "--profile", help="Scoring rules: official | lmms_eval (default: the trial's eval.scorer_profile).")] = None,
-             workdir: WorkdirOpt = Path(".")) -> None:
-    """Evaluate a trained checkpoint on benchmarks."""
-    with _guard():
-        from trainers.eval.base import SCORER_PROFILES
-        from trainers.eval.cli import run_eval
-
-        if profile is not None and profile not in SCORER_PROFILES:
-            raise CliError(f"--profile: unknown scorer profile {profile!r}; known: {', '.join(SCORER_PROFILES)}")
-        names = [b.strip() for b in benchmarks.split(",") if b.strip()]
-        if not names:
-            raise CliError("--benchmarks: give at least one benchmark name")
-        base = workdir.resolve()
-        ckpt = checkpoint if checkpoint.is_absolute() else base / checkpoint
-        out_dir = None if out is None else (out if out.is_absolute() else base / out)
-        from explorer.preflight import preflight_eval
-
-        preflight_eval(ckpt, names, limit=limit, data_root=data_root)
-        try:
-            result = run_eval(ckpt, names, limit=limit, data_root=data_root, out_dir=out_dir, nproc=nproc,
-                              profile=profile)
-        except (FileNotFoundError, ValueError) as err:  # bad checkpoint, limit or benchmark name
-            raise CliError(_one_line(err)) from None
-        _print_result(result, out_dir or ckpt)
-
-
 from explorer.cli_plan import register as _register_plan  # noqa: E402
 
 _register_plan(app, _guard, CliError)  # `plan` lives in its own file
+
+from explorer.cli_trial import register as _register_trial  # noqa: E402
+
+_register_trial(app)  # `trial` and `eval`: one job on this machine
 
 from explorer.cli_experts import experts_cmd  # noqa: E402  (its own module; registered here)
 
