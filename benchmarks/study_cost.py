@@ -68,7 +68,7 @@ def train_skills(path: Path, root: Path) -> Path:
     from trainers.stages import resolve_experts
 
     spec = TrialSpec.model_validate(parse_study(yaml.safe_load(path.read_text()), str(path), path.parent)
-                                    .base_trial_data())
+                                    .base_trial_data)
     resolve_experts(spec, root)
     return root / "skills"
 
