@@ -1,8 +1,9 @@
 """Synthetic scenes: determinism, closed answer sets, image/answer dependence, learnability."""
 import hashlib
 import json
-import multiprocessing as mp
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -102,15 +103,23 @@ def test_vocab_covers_every_answer_and_synthetic_loads(tmp_path):
             assert item["has_image"] and tok.unk_token_id not in item["input_ids"].tolist()
 
 
-def _ensure(args):
-    spec, root = args
-    return {k: str(v) for k, v in ensure_synthetic(SyntheticSpec(**spec), root).items()}
+_ENSURE = """
+import json, sys
+from trainers.data.synthetic import ensure_synthetic
+from trainers.spec import SyntheticSpec
+out = ensure_synthetic(SyntheticSpec(**json.loads(sys.argv[1])), sys.argv[2])
+print(json.dumps({k: str(v) for k, v in out.items()}))
+"""
 
 
 def test_ensure_synthetic_reuses_and_survives_races(tmp_path):
     spec = dict(n_pretrain=16, n_sft=16, n_heldout=8, image_size=32, seed=1)
-    with mp.get_context("fork").Pool(2) as pool:
-        results = pool.map(_ensure, [(spec, str(tmp_path))] * 2)
+    # two fresh interpreters at once (a fork of this threaded test process can deadlock)
+    procs = [subprocess.Popen([sys.executable, "-c", _ENSURE, json.dumps(spec), str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert results[0] == results[1]
     root = tmp_path / "synthetic"
     assert [p.name for p in root.iterdir()] == [results[0]["dir"].rsplit("/", 1)[1]]  # no temp leftovers
