@@ -67,6 +67,14 @@ def read_safetensors(path: str | Path, prefix: str = "", dtype: torch.dtype | No
     return out
 
 
+def check_keys(expected, given, owner: str = "") -> None:
+    """A strict load's key check: missing or unexpected keys are a RuntimeError naming a few of each."""
+    missing, unexpected = sorted(expected.keys() - given.keys()), sorted(given.keys() - expected.keys())
+    if missing or unexpected:
+        raise RuntimeError(f"{owner}{': ' if owner else ''}missing keys {missing[:3]} ({len(missing)}), "
+                           f"unexpected keys {unexpected[:3]} ({len(unexpected)})")
+
+
 def stream_safetensors(module: nn.Module, path: str | Path, prefix: str = "") -> None:
     """Strict load of a .safetensors file into `module`, one tensor at a time, each converted to the
     dtype of the weight it fills: peak memory is the module plus one tensor. Missing, unexpected or
@@ -74,10 +82,7 @@ def stream_safetensors(module: nn.Module, path: str | Path, prefix: str = "") ->
     targets = module.state_dict(keep_vars=True)
     with safe_open(str(path), framework="pt") as f:
         keys = {k[len(prefix):]: k for k in f.keys() if k.startswith(prefix)}
-        missing, unexpected = sorted(targets.keys() - keys.keys()), sorted(keys.keys() - targets.keys())
-        if missing or unexpected:
-            raise RuntimeError(f"missing keys {missing[:3]} ({len(missing)}), unexpected keys {unexpected[:3]} "
-                               f"({len(unexpected)})")
+        check_keys(targets, keys)
         with torch.no_grad():
             for name, key in keys.items():
                 t, dst = f.get_tensor(key), targets[name]

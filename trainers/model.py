@@ -29,11 +29,9 @@ def load_state(module: nn.Module, state: dict[str, Tensor]) -> None:
         return
     import deepspeed
 
-    expected = module.state_dict(keep_vars=True)
-    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    if missing or unexpected:
-        raise RuntimeError(f"{type(module).__name__}: missing keys {missing[:3]} ({len(missing)}), "
-                           f"unexpected keys {unexpected[:3]} ({len(unexpected)})")
+    from experts.loading import check_keys
+
+    check_keys(module.state_dict(keep_vars=True), state, type(module).__name__)
     with torch.no_grad():
         for prefix, mod in module.named_modules():
             head = f"{prefix}." if prefix else ""
