@@ -15,15 +15,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import yaml
-
+from explorer import mlflow_batch as mb
 from explorer import run_fields as rf
-from explorer.live_metrics import LIVE_ROWS_TAG, LiveMetrics
-from explorer.redact import mask
-from explorer.stats import interval_metrics
 from explorer.dashboard import RUN_URL_ATTR, SCORE_PREFIX, trial_label, trial_scores
+from explorer.live_metrics import LIVE_ROWS_TAG, LiveMetrics
 from explorer.mlflow_store import (
     KIND,
     KIND_TAG,
@@ -36,6 +33,8 @@ from explorer.mlflow_store import (
     run_url,
     view_state,
 )
+from explorer.redact import mask
+from explorer.trial_record import trial_record
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +54,6 @@ PARENT_TAG = "mlflow.parentRunId"
 # Optuna TrialState name -> MLflow RunStatus name.
 RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 
-# log_batch limits of the MLflow REST API (the SQL store accepts the same).
-_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
-_MAX_PARAM_LEN = 6000
-
-
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, bad URI, deleted experiment)."""
 
@@ -70,22 +64,6 @@ def expert_letters(params: dict[str, Any], user_attrs: dict[str, Any]) -> str:
         return str(user_attrs["experts"])
     letters = [k.split("_", 1)[1] for k, v in sorted(params.items()) if k.startswith("expert_") and v]
     return "+".join(letters)
-
-
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _read(path: Path, parse=json.loads) -> Any:
-    """A trial file's content, None when missing or unreadable (logged: a half-written trial)."""
-    try:
-        return parse(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, yaml.YAMLError) as err:
-        logger.warning("cannot read %s: %s", path, err)
-        return None
 
 
 def _check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -213,7 +191,7 @@ class MlflowTracker:
             from explorer.study_report import study_params
 
             run = self.client.get_run(run_id)
-            self._log(run_id, params=self._params(study_params(self.spec), run.data.params), metrics=[], tags=[])
+            self._log(run_id, params=mb.params(study_params(self.spec), run.data.params), metrics=[], tags=[])
         self.sync(study)
         return run_id
 
@@ -223,7 +201,7 @@ class MlflowTracker:
         self.update_report(study)
         best = self._best(study)
         if best is not None:
-            self.client.log_batch(self.parent_run_id, tags=self._tags(
+            self.client.log_batch(self.parent_run_id, tags=mb.tags(
                 {"best_trial": best.number, "best_experts": expert_letters(best.params, best.user_attrs)}))
         self.client.set_terminated(self.parent_run_id, status=status)
 
@@ -235,8 +213,8 @@ class MlflowTracker:
         for number, (metrics, tags) in per_trial.items():
             run_id = self._child(study, number, create=False)
             if run_id:
-                self.client.log_batch(run_id, metrics=self._metrics(metrics), tags=self._tags(tags))
-        self.client.log_batch(self.parent_run_id, tags=self._tags(parent))
+                self.client.log_batch(run_id, metrics=mb.metrics(metrics), tags=mb.tags(tags))
+        self.client.log_batch(self.parent_run_id, tags=mb.tags(parent))
 
     @staticmethod
     def _best(study):
@@ -255,7 +233,7 @@ class MlflowTracker:
         if best is not None:
             scores = {f"{SCORE_PREFIX}{k}": v for k, v in trial_scores(best.user_attrs).items()}
             values = {self._objective(): rf.rounded(best.value), "n_complete": done, **scores}
-            self.client.log_batch(self.parent_run_id, metrics=self._metrics(values, step=done))
+            self.client.log_batch(self.parent_run_id, metrics=mb.metrics(values, step=done))
             lead = ["experts", "n_experts", "round", "candidate", "visual_tokens"]
             params = lead + [k for k in rf.setting_params(best.params, best.user_attrs) if k not in lead]
             view = view_state(self._objective(), study.direction.name == "MAXIMIZE",
@@ -270,7 +248,7 @@ class MlflowTracker:
         from explorer.ledger import ledger_metrics
 
         ledger = json.loads((out / "cost.json").read_text())
-        self.client.log_batch(self.parent_run_id, metrics=self._metrics(ledger_metrics(ledger), step=done))
+        self.client.log_batch(self.parent_run_id, metrics=mb.metrics(ledger_metrics(ledger), step=done))
         self.client.log_artifacts(self.parent_run_id, str(out), artifact_path="report")
         return files
 
@@ -350,7 +328,7 @@ class MlflowTracker:
             tags["trial_dir"] = self._where(trial_dir)
         run = self.client.get_run(run_id)
         params = rf.setting_params(trial.params, trial.user_attrs)
-        self._log(run_id, params=self._params(params, run.data.params), metrics=[], tags=self._tags(tags))
+        self._log(run_id, params=mb.params(params, run.data.params), metrics=[], tags=mb.tags(tags))
         self.client.update_run(run_id, status="RUNNING", name=trial_label(experts, trial.user_attrs, number))
         if trial_dir is not None:
             self.live.watch(number, run_id, Path(trial_dir) / "metrics.jsonl")
@@ -390,38 +368,23 @@ class MlflowTracker:
             trial_dir = Path(frozen_trial.user_attrs["trial_dir"])
         ua = frozen_trial.user_attrs
         experts = expert_letters(frozen_trial.params, ua)
-        spec = _read(trial_dir / "trial.yaml", yaml.safe_load) if trial_dir else None
-        result = _read(trial_dir / "result.json") if trial_dir else None
-        objective = self._objective(result)
-        params = rf.setting_params(frozen_trial.params, ua)
-        if isinstance(spec, dict):  # its experts are in the order of the trial's letters
-            params.update(rf.spec_params(spec, [x for x in experts.split("+") if x]))
-            tokens = rf.visual_tokens(spec)
-            if tokens is not None:
-                params["visual_tokens"] = str(tokens)
-        if result and result.get("world_size") is not None:
-            params["world_size"] = str(result["world_size"])
-        values = rf.result_metrics(result, objective)
-        values.update(interval_metrics(result or {}))  # intervals and the blind control
-        if frozen_trial.value is not None:
-            values.setdefault(objective, rf.rounded(frozen_trial.value))
-        rows = rf.read_steps(trial_dir / "metrics.jsonl") if trial_dir else []
-        metrics = self._metrics(values, step=rf.final_eval_step(rows))
-        final_from_result = bool(result and result.get("scores"))
+        rec = trial_record(frozen_trial, trial_dir, experts, self._objective())
+        rows, objective = rec.rows, rec.objective
+        metrics = mb.metrics(rec.values, step=rf.final_eval_step(rows))
         live = run.data.tags.get(LIVE_ROWS_TAG)
         if live is not None:  # its training rows went live: the evaluation rows and what came after
             n = int(live)
             rest = [r for r in rows[:n] if r.get("stage") == "eval"] + rows[n:]
-            metrics = self._step_metrics(rest, objective, final_from_result) + metrics
+            metrics = mb.step_metrics(rest, objective, rec.final_from_result) + metrics
         elif not run.data.metrics:  # a half-logged earlier attempt keeps its history
-            metrics = self._step_metrics(rows, objective, final_from_result) + metrics
+            metrics = mb.step_metrics(rows, objective, rec.final_from_result) + metrics
         tags = self._trial_tags(frozen_trial, experts, state)
         tags["objective_name"] = objective
         if ua.get("error"):
             tags["error"] = str(ua["error"])[:5000]
-        self._log(run_id, params=self._params(params, run.data.params), metrics=metrics, tags=self._tags(tags))
+        self._log(run_id, params=mb.params(rec.params, run.data.params), metrics=metrics, tags=mb.tags(tags))
         if trial_dir is not None:
-            self._artifacts(run_id, trial_dir)
+            mb.log_trial_files(self.client, run_id, trial_dir)
         label = trial_label(experts, ua, frozen_trial.number)
         if run.info.run_name != label:
             self.client.update_run(run_id, name=label)
@@ -430,45 +393,5 @@ class MlflowTracker:
         self.client.set_terminated(run_id, status=status, end_time=end_ms)
         return run_id
 
-    # -- pieces -------------------------------------------------------------------------------
-    @staticmethod
-    def _step_metrics(rows: list[dict], objective: str, final_from_result: bool) -> list:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        return [Metric(k, v, stamp or now, step) for k, v, stamp, step in rf.step_metrics(rows, objective, final_from_result)]
-
-    @staticmethod
-    def _metrics(values: dict[str, float], step: int = 0) -> list:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        return [Metric(k, float(v), now, step) for k, v in values.items() if rf.is_number(v)]
-
-    @staticmethod
-    def _params(values: dict[str, Any], existing: dict[str, str]) -> list:
-        from mlflow.entities import Param
-
-        # params are immutable in MLflow; a resume logs only new ones
-        return [Param(k[:250], str(v)[:_MAX_PARAM_LEN]) for k, v in values.items() if k not in existing]
-
-    @staticmethod
-    def _tags(values: dict[str, Any]) -> list:
-        from mlflow.entities import RunTag
-
-        return [RunTag(k, str(v)) for k, v in values.items()]
-
     def _log(self, run_id: str, params: list, metrics: list, tags: list) -> None:
-        for chunk in _chunks(params, _MAX_PARAMS):
-            self.client.log_batch(run_id, params=chunk)
-        for chunk in _chunks(tags, _MAX_TAGS):
-            self.client.log_batch(run_id, tags=chunk)
-        for chunk in _chunks(metrics, _MAX_METRICS):
-            self.client.log_batch(run_id, metrics=chunk)
-
-    def _artifacts(self, run_id: str, trial_dir: Path) -> None:
-        for path, folder in rf.artifact_files(trial_dir):
-            if path.is_dir():
-                self.client.log_artifacts(run_id, str(path), artifact_path=folder)
-            else:
-                self.client.log_artifact(run_id, str(path), artifact_path=folder)
+        mb.log(self.client, run_id, params, metrics, tags)
