@@ -7,19 +7,20 @@ red line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shlex
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
 
-from explorer.cli_errors import (CliError, StorageOpt, StudyArg, TrackingOpt, WorkdirOpt,
-                                 err_console as _err_console, guard as _guard)
+from explorer.cli_errors import CliError, StorageOpt, StudyArg, TrackingOpt, WorkdirOpt
+from explorer.cli_errors import err_console as _err_console
+from explorer.cli_errors import guard as _guard
+from explorer.cli_views import existing_study, print_leaderboard, print_path
+from explorer.cli_views import register as _register_views
 from explorer.redact import MaskingFilter, mask, remember
 
 logger = logging.getLogger(__name__)
@@ -93,65 +94,6 @@ def _exit_if_failed(outcome, study) -> None:
     raise typer.Exit(1)
 
 
-def _existing_study(spec, storage_url: str):
-    """Load a study for reading; never creates a database or a study."""
-    import optuna
-
-    if storage_url.startswith("sqlite:///"):
-        db = Path(storage_url[len("sqlite:///"):])
-        if not db.is_file():
-            raise CliError(f"no study database at {db} (run `eagle-explore run` first, or pass --storage/--workdir)")
-    from explorer.storage import make_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(spec, storage_url)  # unreachable or unsupported: StorageError, one line
-    try:
-        return optuna.load_study(study_name=spec.name, storage=storage)
-    except KeyError:
-        raise CliError(f"study {spec.name!r} not found in {mask(storage_url)}") from None
-
-
-def _load(study_file: Path, storage: str | None, workdir: Path):
-    from explorer.preflight import storage_url_for
-    from explorer.study import load_study
-
-    spec = load_study(study_file)
-    return spec, _existing_study(spec, storage_url_for(spec, storage, workdir.resolve()))
-
-
-def _ui_command(tracking_uri: str, artifact_root: str | None, port: int, workers: int) -> list[str]:
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    if artifact_root:
-        cmd += ["--default-artifact-root", artifact_root]
-    return cmd
-
-
-def _print_leaderboard(study, limit: int | None = None, workdir: Path | None = None) -> None:
-    from rich.console import Console
-
-    from explorer.ledger import ledger_lines
-    from explorer.study_report import study_cost
-    from explorer.terminal import leaderboard_table
-
-    Console().print(leaderboard_table(study, limit))
-    ledger = study_cost(study, workdir)
-    if ledger["recorded"]:  # the footer: what the study cost and saved
-        typer.echo("\n".join(ledger_lines(ledger)))
-
-
-def _print_path(study) -> None:
-    from rich.console import Console
-
-    from explorer.report import format_path, greedy_path
-
-    path = greedy_path(study)
-    if path:
-        from rich.markup import escape
-
-        Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {escape(format_path(path))}")
-
-
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="optuna | ray | slurm (default: the study file's).")]
 RayAddressOpt = Annotated[Optional[str], typer.Option(
     "--ray-address", help="Address of an existing Ray cluster (default: the study file's, RAY_ADDRESS, or a local Ray).")]
@@ -206,11 +148,11 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         except KeyboardInterrupt:
             _err_console().print("[yellow]interrupted[/yellow]: run the same command to resume")
             raise typer.Exit(130) from None
-        study = _existing_study(spec, storage_url)
+        study = existing_study(spec, storage_url)
         if outcome.finished:
             tracker.on_study_end(study)
-        _print_leaderboard(study, workdir=workdir)
-        _print_path(study)
+        print_leaderboard(study, workdir=workdir)
+        print_path(study)
         ui = ["eagle-explore", "ui", str(study_file), "--workdir", str(workdir)] + (["--tracking-uri", uri] if artifacts is None else [])
         typer.echo(f"Open the MLflow UI: {mask(shlex.join(ui))}")
         if not outcome.finished:
@@ -249,7 +191,7 @@ def worker(study_file: StudyArg,
 
         tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
         remember(storage)
-        study = _existing_study(spec, storage)  # joining needs a study that `run` created
+        study = existing_study(spec, storage)  # joining needs a study that `run` created
         workdir.mkdir(parents=True, exist_ok=True)
         tracker.check()
         from explorer.controller import run_worker
@@ -268,132 +210,7 @@ def worker(study_file: StudyArg,
             _exit_if_failed(outcome, study)
 
 
-@app.command()
-def status(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt = Path("."),
-           as_json: Annotated[bool, typer.Option("--json", help="One JSON document with every trial.")] = False) -> None:
-    """Every trial of a study: state, params, value, round, candidate, MLflow run."""
-    with _guard():
-        from explorer.report import status_json
-
-        _, study = _load(study_file, storage, workdir)
-        doc = status_json(study)
-        if as_json:
-            typer.echo(json.dumps(doc, indent=2, default=str))
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"{doc['study']}: " + ", ".join(f"{k.lower()} {v}" for k, v in doc["states"].items()))
-        from explorer.scales import fmt, fmt_ci
-
-        for col in ("#", "state", "experts", "value", "95% CI", "round", "candidate", "MLflow run"):
-            table.add_column(col, overflow="fold")
-        for t in doc["trials"]:
-            table.add_row(str(t["number"]), t["state"], t["experts"], fmt(t["value"]), fmt_ci(t.get("objective_ci")),
-                          "" if t["round"] is None else str(t["round"]), t["candidate"] or "", t["mlflow_run_id"] or "")
-        Console().print(table)
-
-
-@app.command("leaderboard")
-def leaderboard_cmd(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt = Path("."),
-                    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show the best N only.")] = None) -> None:
-    """Completed configurations ranked by the objective (seed repeats averaged), and the greedy path."""
-    with _guard():
-        _, study = _load(study_file, storage, workdir)
-        _print_leaderboard(study, top, workdir)
-        _print_path(study)
-
-
-@app.command()
-def export(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt = Path("."),
-           fmt: Annotated[str, typer.Option("--format", "-f", help="markdown | csv")] = "markdown",
-           out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of stdout.")] = None) -> None:
-    """The study as a paper-style table: #Enc, expert letters, per-benchmark columns, Avg."""
-    with _guard():
-        from explorer.report import EXPORT_FORMATS, export as export_table
-
-        if fmt not in EXPORT_FORMATS:
-            raise CliError(f"--format: unknown format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
-        _, study = _load(study_file, storage, workdir)
-        text = export_table(study, fmt)
-        if out is None:
-            typer.echo(text, nl=False)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text)
-            _err_console().print(f"wrote {out}")
-
-
-@app.command()
-def ui(study_file: Annotated[Optional[Path], typer.Argument(help="Study file (for its tracking URI).")] = None,
-       tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = Path("."),
-       port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 5000,
-       workers: Annotated[int, typer.Option("--workers", min=1, help="MLflow UI server processes (more for many users).")] = 1,
-       dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command, start nothing.")] = False) -> None:
-    """Start the MLflow UI on the study's tracking store (localhost only)."""
-    with _guard():
-        spec = None
-        if study_file is not None:
-            from explorer.study import load_study
-
-            spec = load_study(study_file)
-        from explorer.preflight import tracking_for
-
-        uri, artifacts = tracking_for(spec, tracking_uri, workdir.resolve())
-        if uri.startswith(("http://", "https://")):
-            typer.echo(f"MLflow UI: {uri} (a tracking server is already serving it)")
-            return
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file() and not dry_run:
-            raise CliError(f"no MLflow store at {uri[len('sqlite:///'):]} (run a study first, or pass --workdir)")
-        from explorer.mlflow_store import reroot, ui_environment
-
-        if artifacts is not None and not dry_run:
-            reroot(workdir)  # the work directory's own store: find its artifacts where it is now
-        cmd = _ui_command(uri, artifacts, port, workers)
-        typer.echo(f"MLflow UI: {_study_url(spec, uri, port) if spec is not None and not dry_run else f'http://127.0.0.1:{port}'}")
-        if dry_run:
-            typer.echo(shlex.join(cmd))
-            return
-        sys.stdout.flush()
-        # the UI replaces this process: Ctrl-C and signals reach it directly
-        os.execve(cmd[0], cmd, ui_environment())
-
-
-@app.command("report")
-def report_cmd(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: TrackingOpt = None,
-               workdir: WorkdirOpt = Path(".")) -> None:
-    """Rewrite the study's report (tables, plots) in the workdir and in its MLflow parent run."""
-    with _guard():
-        spec, study = _load(study_file, storage, workdir)
-        from explorer.study_report import report_dir, write_report
-        from explorer.tracking import STUDY_RUN_ATTR, MlflowTracker
-
-        workdir = workdir.resolve()
-        from explorer.preflight import tracking_for
-
-        uri, artifacts = tracking_for(spec, tracking_uri, workdir)
-        if STUDY_RUN_ATTR in study.user_attrs:  # the study was tracked: its parent run gets them too
-            tracker = MlflowTracker(uri, spec.name, artifact_root=artifacts, spec=spec, workdir=workdir)
-            files = tracker.refresh_report(study)
-        else:
-            files = write_report(study, spec, workdir, report_dir(workdir, spec.name))
-        for path in files:
-            typer.echo(str(path))
-        from explorer.ledger import ledger_lines
-
-        for line in ledger_lines(json.loads((report_dir(workdir, spec.name) / "cost.json").read_text())):
-            typer.echo(line)
-
-
-def _study_url(spec, uri: str, port: int) -> str:
-    """The study's runs table (model-training mode, objective first), or the UI's home page."""
-    from mlflow.tracking import MlflowClient
-
-    from explorer.mlflow_store import experiment_url
-
-    base = f"http://127.0.0.1:{port}"
-    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(spec.name)
-    return experiment_url(base, exp.experiment_id) if exp is not None else base
+_register_views(app)  # status, leaderboard, export, ui, report (their own file)
 
 
 @app.command()
@@ -430,6 +247,7 @@ _register_plan(app, _guard, CliError)  # `plan` lives in its own file
 from explorer.cli_trial import register as _register_trial  # noqa: E402
 
 _register_trial(app)  # `trial` and `eval`: one job on this machine
+
 
 from explorer.cli_experts import experts_cmd  # noqa: E402  (its own module; registered here)
 

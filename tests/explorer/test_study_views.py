@@ -10,13 +10,14 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from test_report_support import TINY_BASE, PaperRunner
 from typer.testing import CliRunner
 
-from explorer.cli import _study_url, app
+from explorer.cli import app
+from explorer.cli_views import study_url
 from explorer.controller import run_study
 from explorer.study import load_study
 from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
-from test_report_support import TINY_BASE, PaperRunner
 
 pytestmark = pytest.mark.slow  # 11 scripted trials through the controller, MLflow and the plots
 
@@ -158,7 +159,7 @@ def test_moved_workdir_still_finds_its_artifacts_and_report(views, tmp_path):
         res = CliRunner().invoke(app, ["ui", "--workdir", str(moved), "--dry-run"])
         assert res.exit_code == 0 and "--workers 1" in res.stdout
         exp_id = MlflowClient(default_tracking_uri(moved)).get_experiment_by_name(NAME).experiment_id
-        assert _study_url(load_study(moved / "study.yaml"), default_tracking_uri(moved), 5000) == \
+        assert study_url(load_study(moved / "study.yaml"), default_tracking_uri(moved), 5000) == \
             f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey=eagle"
         res = CliRunner().invoke(app, ["report", str(moved / "study.yaml"), "--workdir", str(moved)])
         assert res.exit_code == 0, res.output
