@@ -222,3 +222,34 @@ def test_plan_counts_the_sft_steps_each_rung_adds(tmp_path):
     # pre-alignment once per planned trial (the cache once per expert key), SFT once in all: 8 + 2
     assert doc["total_gpu_hours"] == {"without_cache": 2 * 3.0 + 8.0 + 2.0, "with_cache": 2.0 + 2 * 1.0 + 10.0}
     assert rung_costs(parse_study(study_data("p", {"type": "greedy"}), "p.yaml", tmp_path), rows) is rows
+
+
+def test_the_terminal_and_exports_show_each_rows_rung(tmp_path):
+    from rich.console import Console
+
+    from explorer.report import export
+    from explorer.terminal import leaderboard_table, status_table
+
+    _, _, study = _run(tmp_path, {**GREEDY_SH, "max_size": 3}, RungRunner())
+
+    def text(table):
+        console = Console(width=160, record=True)
+        console.print(table)
+        return {line.split("│")[2].strip() if "│" in line else "": line for line in console.export_text().splitlines()}
+
+    board = text(leaderboard_table(study))
+    assert "│ full " in board["A+B+F"] and "│ full " in board["A+B"]
+    assert "r1 1/2 stopped" in board["A+B+C"] and "r0 1/4 stopped" in board["A+B+D"]
+    status = Console(width=200, record=True)
+    status.print(status_table(status_json(study)))
+    cells = [[c.strip() for c in line.split("│")] for line in status.export_text().splitlines() if "COMPLETE" in line]
+    rungs = sorted(f"{c[3]} {c[7]}" for c in cells)  # experts, rung
+    # every rung trial: C ran at 1/4 and 1/2 (stopped there), F at 1/4, 1/2 and in full
+    assert rungs == ["A+B full", "A+B+C r0 1/4", "A+B+C r1 1/2 stopped", "A+B+D r0 1/4 stopped",
+                     "A+B+E r0 1/4 stopped", "A+B+F full", "A+B+F r0 1/4", "A+B+F r1 1/2"]
+    md = export(study, "markdown")
+    row = next(line for line in md.splitlines() if "| A+B+D |" in line)
+    assert row.endswith("| r0 1/4 stopped |") and "| Rung |" in md and "Rung: full = all the SFT steps" in md
+    csv_rows = export(study, "csv").splitlines()
+    assert csv_rows[0].endswith(",rung") and any(r.startswith("3,A+B+C,") and r.endswith(",r1 1/2 stopped")
+                                                 for r in csv_rows)
