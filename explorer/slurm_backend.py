@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 RDZV_PORT = 29400
 
 
-def _no_report(step: int, value: float) -> bool:  # noqa: ARG001 -- the job cannot reach the study
+def _no_report(step: int, value: float) -> bool:
     return False
 
 
@@ -99,11 +99,11 @@ def end_earlier_jobs(jobs_log: Path, grace_s: float, poll_s: float = 1.0) -> Non
     """A controller that died (killed, a lost login node) leaves its jobs running: before a new
     attempt in the same trial directory (any rung of the planned trial), end every earlier job
     still listed, so that two never write its checkpoints. SIGTERM first (the trial checkpoints
-    and stops, as before a time limit), a plain scancel after `grace_s`."""
+    and stops, as before a time limit), SIGKILL to all its processes after `grace_s`."""
     ids = [line.split()[1] for line in jobs_log.read_text().splitlines() if len(line.split()) == 2] \
         if jobs_log.is_file() else []
     live = _live(ids) if ids else []
-    for cancel, wait_s in ((["scancel", "--signal=TERM"], grace_s), (["scancel"], 60.0)):
+    for cancel, wait_s in ((["scancel", "--signal=TERM"], grace_s), (["scancel", "--full", "--signal=KILL"], 60.0)):
         if not live:
             return
         logger.warning("%s: earlier SLURM job(s) %s still running; ending them before the new attempt",
@@ -126,7 +126,7 @@ class SlurmExecutor(Executor):
         self._jobs: dict[int, Any] = {}
         self._lock = threading.Lock()
 
-    def submit(self, job: TrialJob) -> "cf.Future[TrialOutcome]":
+    def submit(self, job: TrialJob) -> cf.Future[TrialOutcome]:
         return self._pool.submit(run_job, self._run, job)
 
     def _run(self, job: TrialJob) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,16 @@ CKPT = "sim_sft_steps"  # the scripted trial's checkpoint: SFT steps done in thi
 HOLDING, RELEASED = "holding", "released"
 
 
+TERMED = "termed"  # when the held trial got SIGTERM (in `marks`)
+
+
+def _stop_on_term(marks: Path):
+    def stop(signum, frame):
+        (marks / TERMED).write_text(repr(time.time()))
+        raise RuntimeError("stopped by SIGTERM while held")
+    return stop
+
+
 def paper_value(s, f):
     return PAPER_AVG[s] * (0.5 + 0.5 * f)
 
@@ -27,8 +38,8 @@ def paper_value(s, f):
 class RungRunner:
     """value(letters, fraction) is the objective. `kill_at`: the n-th call raises KeyboardInterrupt
     (the local controller dies with it running); `hold`: the trial of that key writes HOLDING in
-    `marks` and waits for RELEASED there, then fails without a result (the controller was stopped
-    meanwhile); `log`: a file that gets one JSON line per call."""
+    `marks` and waits for RELEASED there (or SIGTERM), then fails without a result (the controller
+    was stopped meanwhile); `log`: a file that gets one JSON line per call."""
 
     def __init__(self, value=paper_value, kill_at: int | None = None, items=None, log: str | None = None,
                  hold: str | None = None, marks: str | None = None) -> None:
@@ -48,6 +59,8 @@ class RungRunner:
         if key != self.hold or (marks / RELEASED).exists():
             return
         (marks / HOLDING).write_text(key)
+        if threading.current_thread() is threading.main_thread():  # a SLURM job: SIGTERM stops it, as a real trial
+            signal.signal(signal.SIGTERM, _stop_on_term(marks))
         t0 = time.monotonic()
         while not (marks / RELEASED).exists() and time.monotonic() - t0 < 120:
             time.sleep(0.05)
@@ -72,7 +85,7 @@ class RungRunner:
         if self.log is not None:
             with open(self.log, "a") as fh:
                 fh.write(json.dumps({"key": key, "dir": job.trial_dir.name, "fraction": f, "begun": begun,
-                                     "steps": steps, "pid": os.getpid()}) + "\n")
+                                     "steps": steps, "pid": os.getpid(), "t": time.time()}) + "\n")
         v = self.value(letters(job), f)
         ev = None
         result = {"objective": v, "scores": {"avg": v}, "resumed_from": {"sft": begun}}
@@ -126,3 +139,17 @@ def stop_marks(study) -> list[tuple[str, int, int]]:
 
     return sorted((t["experts"], t["round"], t["stopped_at_rung"]) for t in status_json(study)["trials"]
                   if t["stopped_at_rung"] is not None)
+
+
+def drive(workdir: str, backend: str, strategy: dict, resources: dict, hold: str) -> None:
+    """A controller process for the kill tests: the scripted study, holding at `hold`."""
+    from test_study_fixtures import study_data
+
+    from explorer.controller import run_study
+    from explorer.storage import default_storage_url
+    from explorer.study import parse_study
+
+    tmp = Path(workdir)
+    spec = parse_study(study_data("fid", strategy, backend=backend, resources=resources), "fid.yaml", tmp)
+    runner = RungRunner(log=str(tmp / "calls.jsonl"), hold=hold, marks=str(tmp / "marks"))
+    run_study(spec, default_storage_url(tmp), tmp, runner=runner, backend=backend)

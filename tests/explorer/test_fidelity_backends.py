@@ -1,10 +1,14 @@
 """Multi-fidelity rounds on the Ray and SLURM backends: the scripted greedy study of
-test_fidelity.py, stopped (as Ctrl-C stops it) while a rung-1 trial runs and then resumed, makes
-the local backend's uninterrupted decisions; every rung ran in another process (a Ray actor, a
-SLURM job) and continued the previous rung's checkpoint in the planned trial's directory."""
+test_fidelity.py, stopped while a rung-1 trial runs (Ray: as Ctrl-C stops it; SLURM: the
+controller process SIGKILLed, its jobs left running) and then resumed, makes the local backend's
+uninterrupted decisions; every rung ran in another process (a Ray actor, a SLURM job) and
+continued the previous rung's checkpoint in the planned trial's directory."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +16,8 @@ import pytest
 from conftest_ray import ray_cluster  # noqa: F401  (the shared Ray session)
 from conftest_slurm import slurm_cluster  # noqa: F401  (the shared cluster)
 from fidelity_support import (
+    HOLDING,
+    TERMED,
     RungRunner,
     completed,
     continued,
@@ -31,6 +37,7 @@ pytestmark = pytest.mark.slow
 STRATEGY = {"type": "greedy", "base": ["A", "B"], "max_size": 3, "fidelity": {"schedule": "successive_halving"}}
 HELD = "r1/A+B+C/s0@rung1"  # round 1's first rung-1 trial: C continues from its quarter of the steps
 RESOURCES = {"max_concurrent_trials": 2}
+HERE = Path(__file__).resolve().parent
 
 
 def _run(tmp: Path, backend: str, runner, resources=RESOURCES, progress=None):
@@ -39,15 +46,35 @@ def _run(tmp: Path, backend: str, runner, resources=RESOURCES, progress=None):
     return out, open_study(spec, default_storage_url(tmp))
 
 
-def _interrupted_and_resumed(tmp_path: Path, backend: str, resources=RESOURCES):
+def _kill_when_held(tmp: Path, backend: str, resources) -> None:
+    """The controller in its own process, SIGKILLed once the held trial runs."""
+    code = (f"import sys; sys.path[:0] = [{str(HERE.parents[1])!r}, {str(HERE)!r}]; from fidelity_support import "
+            f"drive; drive({str(tmp)!r}, {backend!r}, {STRATEGY!r}, {resources!r}, {HELD!r})")
+    with open(tmp / "controller.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp / "marks" / HOLDING).exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp / "controller.log").read_text()[-2000:]
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _interrupted_and_resumed(tmp_path: Path, backend: str, resources=RESOURCES, hard: bool = False):
     ref_dir, tmp = tmp_path / "local", tmp_path / backend
     ref_dir.mkdir(), tmp.mkdir()
     ref, ref_study = _run(ref_dir, "optuna", RungRunner())
     marks, log = tmp / "marks", tmp / "calls.jsonl"
     marks.mkdir()
-    runner = RungRunner(log=str(log), hold=HELD, marks=str(marks))
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp, backend, runner, resources, progress=interrupt_when_held(marks))
+    if hard:
+        _kill_when_held(tmp, backend, resources)
+        runner = RungRunner(log=str(log))  # the held job still waits: the next attempt ends it first
+    else:
+        runner = RungRunner(log=str(log), hold=HELD, marks=str(marks))
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp, backend, runner, resources, progress=interrupt_when_held(marks))
     out, study = _run(tmp, backend, runner, resources)
     assert out.finished and out.greedy_path == ref.greedy_path == ["A+B", "A+B+F"]
     assert out.best_value == ref.best_value
@@ -71,8 +98,13 @@ def test_rungs_on_ray_resume_after_an_interrupt_to_the_local_decisions(tmp_path)
 
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_cluster")
-def test_rungs_as_slurm_jobs_resume_after_an_interrupt_to_the_local_decisions(tmp_path):
-    study, _ = _interrupted_and_resumed(tmp_path, "slurm", {**RESOURCES, "slurm": {"time_min": 10, "cpus_per_task": 1}})
+def test_rungs_as_slurm_jobs_resume_after_the_controller_is_killed_to_the_local_decisions(tmp_path):
+    slurm = {"time_min": 10, "cpus_per_task": 1, "signal_delay_s": 2}
+    study, calls = _interrupted_and_resumed(tmp_path, "slurm", {**RESOURCES, "slurm": slurm}, hard=True)
     jobs = Counter(line.split()[0] for d in (tmp_path / "slurm" / "trials" / "fid").iterdir()
                    for line in (d / "slurm" / "jobs.log").read_text().splitlines())
     assert sum(jobs.values()) == len(study.get_trials())  # one SLURM job per rung attempt
+    # the held job the dead controller left running was ended (SIGTERM) before its trial ran again
+    (again,) = [c["t"] for c in calls if c["key"] == HELD]
+    assert float((tmp_path / "slurm" / "marks" / TERMED).read_text()) < again
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], check=True, capture_output=True, text=True).stdout.strip() == ""

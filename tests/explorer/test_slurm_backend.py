@@ -101,35 +101,3 @@ def test_a_preempted_real_trial_continues_from_its_checkpoint_in_a_new_job(tmp_p
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[0].user_attrs["preempted"] and "error" not in trials[0].user_attrs
 
-
-def stamped_runner(job):
-    """Runs inside the SLURM job: says when it began (a scripted trial of one grid point)."""
-    Path(job.trial_dir, "began").write_text(repr(time.time()))
-    return {"objective": 1.0, "scores": {"avg": 1.0}}
-
-
-@pytest.mark.usefixtures("slurm_cluster")
-def test_a_new_attempt_first_ends_the_job_a_dead_controller_left_running(tmp_path):
-    from explorer.executor import trial_dir_name
-    from explorer.strategies import build_strategy
-
-    data = study_data("slurm_left", {"type": "grid", "experts": ["A"], "axes": {"fusion": ["channel_concat"]}},
-                      backend="slurm", resources={"slurm": {"time_min": 10, "cpus_per_task": 1, "signal_delay_s": 30}})
-    spec = parse_study(data, "left.yaml", tmp_path)
-    trial_dir = tmp_path / "trials" / "slurm_left" / trial_dir_name(build_strategy(spec).plan([]).items[0].key)
-    (trial_dir / "slurm").mkdir(parents=True)
-    # the killed controller's job: still running in the trial directory, it stops on SIGTERM
-    body = f"trap 'python3 -c \"import time; print(repr(time.time()))\" > {trial_dir}/termed; exit 0' TERM; sleep 300 & wait"
-    left = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "left.out"), "--wrap",
-                           f"srun bash -c {json.dumps(body)}"], check=True, capture_output=True, text=True).stdout.strip()
-    (trial_dir / "slurm" / "jobs.log").write_text(f"0 {left}\n")
-    deadline = time.time() + 60
-    while time.time() < deadline and subprocess.run(["squeue", "-h", "-j", left, "-o", "%t"], check=False,
-                                                    capture_output=True, text=True).stdout.strip() != "R":
-        time.sleep(0.2)
-    time.sleep(1.0)  # the step (and its trap) is up
-    out = run_study(spec, default_storage_url(tmp_path), tmp_path, runner=stamped_runner, backend="slurm")
-    assert out.finished and out.n_complete == 1
-    assert float((trial_dir / "termed").read_text()) < float((trial_dir / "began").read_text())
-    assert left not in subprocess.run(["squeue", "-h", "-o", "%i"], check=True, capture_output=True, text=True).stdout.split()
-    assert len((trial_dir / "slurm" / "jobs.log").read_text().splitlines()) == 2
