@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 RDZV_PORT = 29400
 
 
-def _no_report(step: int, value: float) -> bool:
+def _no_report(step: int, value: float) -> bool:  # noqa: ARG001 -- the job cannot reach the study
     return False
 
 
@@ -126,7 +126,7 @@ class SlurmExecutor(Executor):
         self._jobs: dict[int, Any] = {}
         self._lock = threading.Lock()
 
-    def submit(self, job: TrialJob) -> cf.Future[TrialOutcome]:
+    def submit(self, job: TrialJob) -> "cf.Future[TrialOutcome]":
         return self._pool.submit(run_job, self._run, job)
 
     def _run(self, job: TrialJob) -> dict[str, Any]:

@@ -100,4 +100,3 @@ def test_a_preempted_real_trial_continues_from_its_checkpoint_in_a_new_job(tmp_p
     trials = optuna.load_study(study_name="slurm_pre", storage=default_storage_url(tmp_path)).get_trials()
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[0].user_attrs["preempted"] and "error" not in trials[0].user_attrs
-
