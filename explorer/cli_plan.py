@@ -95,7 +95,10 @@ def _print_plan(doc: dict, limit: float | None, target: Path) -> None:
     console.print(f"[bold]Total GPU-hours:[/bold] {_fmt_hours(tot['with_cache'])} with the stage-1 cache, "
                   f"{_fmt_hours(tot['without_cache'])} without")
     if tot.get("full_fidelity"):
-        console.print(f"[bold]At full fidelity (no rungs):[/bold] {_fmt_hours(tot['full_fidelity']['without_cache'])} "
-                      f"without the cache; this plan / that: {tot.get('ratio_to_naive')}")
+        full = tot["full_fidelity"]
+        console.print(f"[bold]Multi-fidelity:[/bold] {_fmt_hours(tot['with_cache'])} with rungs vs "
+                      f"{_fmt_hours(full['with_cache'])} at full fidelity, both with the cache: "
+                      f"{tot.get('ratio_fidelity_alone')} of it; vs {_fmt_hours(full['without_cache'])} naive "
+                      f"(full fidelity, no cache): {tot.get('ratio_to_naive')}")
     for note in doc["notes"]:
         console.print(f"[dim]{note}[/dim]")

@@ -102,17 +102,10 @@ def status(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt
             typer.echo(json.dumps(doc, indent=2, default=str))
             return
         from rich.console import Console
-        from rich.table import Table
 
-        table = Table(title=f"{doc['study']}: " + ", ".join(f"{k.lower()} {v}" for k, v in doc["states"].items()))
-        from explorer.scales import fmt, fmt_ci
+        from explorer.terminal import status_table
 
-        for col in ("#", "state", "experts", "value", "95% CI", "round", "candidate", "MLflow run"):
-            table.add_column(col, overflow="fold")
-        for t in doc["trials"]:
-            table.add_row(str(t["number"]), t["state"], t["experts"], fmt(t["value"]), fmt_ci(t.get("objective_ci")),
-                          "" if t["round"] is None else str(t["round"]), t["candidate"] or "", t["mlflow_run_id"] or "")
-        Console().print(table)
+        Console().print(status_table(doc))
 
 
 def leaderboard_cmd(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt = Path("."),

@@ -176,6 +176,7 @@ def plan_study(study: StudySpec, a: Assumptions, cache_path: Path | None = None)
         tot["full_fidelity"] = naive
         if tot["with_cache"] is not None and naive["without_cache"]:
             tot["ratio_to_naive"] = _sig(tot["with_cache"] / naive["without_cache"])
+            tot["ratio_fidelity_alone"] = _sig(tot["with_cache"] / naive["with_cache"])  # both with the cache
         notes.append("strategy.fidelity: a rung trial counts the SFT steps it adds (pre-alignment at its first "
                      "rung); evaluation is not counted; full_fidelity: the same study without rungs")
     est.save()

@@ -20,6 +20,7 @@ from explorer.dashboard import trial_scores
 from explorer.strategies.base import trial_params
 from explorer import stats
 from explorer.strategies.fidelity import FIDELITY_ATTR, RUNG_ATTR, RUNGS_ATTR, stopped_marks
+from explorer.rungs_view import RUNG_NOTE, row_rung, stopped_numbers
 from explorer.scales import (AVG_LABEL, CSV_DIGITS, LEGEND, PAPER_ORDER, column, fmt, fmt_ci, label,
                              objective_label)
 from explorer.tracking import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
@@ -96,8 +97,8 @@ def trial_record(trial, stopped: dict[str, int] | None = None) -> dict[str, Any]
     if trial.state.name == "COMPLETE":
         for key in stats.STAT_ATTRS:
             rec[key] = _stat(trial, key)
-    rec["rung"] = ua.get(RUNG_ATTR)  # multi-fidelity: the rung, the result's fidelity block, where it stopped
-    rec["fidelity"] = ua.get(FIDELITY_ATTR)
+    rec["rung"], rec["rungs"] = ua.get(RUNG_ATTR), ua.get(RUNGS_ATTR)  # multi-fidelity: the rung, the result's
+    rec["fidelity"] = ua.get(FIDELITY_ATTR)  # fidelity block, where its candidate stopped
     rec["stopped_at_rung"] = (stopped or {}).get(str(trial.number))
     rec["datetime_start"] = trial.datetime_start.isoformat() if trial.datetime_start else None
     rec["datetime_complete"] = trial.datetime_complete.isoformat() if trial.datetime_complete else None
@@ -217,6 +218,7 @@ def leaderboard(study) -> list[dict[str, Any]]:
             "trials": c["trials"],
             "round": first.user_attrs.get("round"),
             "rung": first.user_attrs.get(RUNG_ATTR), "stopped": _below_top(first),
+            "fraction": (first.user_attrs.get(FIDELITY_ATTR) or {}).get("fraction"),
             "mlflow_run_id": first.user_attrs.get(TRIAL_RUN_ATTR),
         })
     rows.sort(key=lambda r: (not r["best"], r["stopped"], -r["value"] if _maximize(study) else r["value"],
@@ -309,6 +311,7 @@ def table(study) -> dict[str, Any]:
     varying = sorted({k for t in done for k in t.params if not k.startswith("expert_") and k != "seed"
                       and len({str(u.params.get(k)) for u in done}) > 1})
     board = {tuple(r["trials"]): r for r in leaderboard(study)}
+    stopped = stopped_numbers(study)
     cols: set[str] = set()
     rows = []
     for trials, _ in _configs(study):
@@ -342,7 +345,7 @@ def table(study) -> dict[str, Any]:
         rows.append({"enc": len(experts.split("+")) if experts else 0, "experts": experts,
                      "vary": [first.params.get(k) for k in varying], "scores": scores,
                      "n": row["n"], "std": row["std"], "tied": row["tied"] and not row["best"],
-                     "p_beats_best": row["p_beats_best"]})
+                     "p_beats_best": row["p_beats_best"], "rung": row_rung(row, stopped)})
     rows.sort(key=lambda r: (r["enc"], r["experts"], [str(v) for v in r["vary"]]))
     ordered = [c for c in PAPER_ORDER if c in cols] + sorted(c for c in cols if c not in PAPER_ORDER)
     return {"columns": ordered, "varying": varying, "objective": objective_name, "rows": rows}
@@ -377,11 +380,13 @@ def export(study, fmt_name: str = "markdown") -> str:
     if fmt_name == "csv":
         return _csv(t, heads, obj)
     header = [*heads, *[label(c) for c in t["columns"]], obj]
-    extra = (["Seeds (sd)"] if seeds else []) + (["Tie"] if ties else [])
+    rungs = any(r["rung"] for r in t["rows"])  # multi-fidelity: full, or where a row stopped
+    extra = (["Seeds (sd)"] if seeds else []) + (["Tie"] if ties else []) + (["Rung"] if rungs else [])
     lines = ["| " + " | ".join(header + extra) + " |", "|" + "---|" * len(header + extra)]
     for r, cells in zip(t["rows"], _cells(t, "score", 1)):
         more = ([f"{r['n']} ({fmt(r['std'])})" if r["std"] is not None else str(r["n"])] if seeds else [])
         more += ([f"~best (P={r['p_beats_best']:.2f})" if r["tied"] else ""] if ties else [])
+        more += [r["rung"]] if rungs else []
         lines.append("| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells, *more]) + " |")
     if any(r["scores"]["_objective"]["blind"] is not None for r in t["rows"]):
         lines += ["", "Blind control (every image replaced by a blank one; * the score beats it beyond the "
@@ -390,7 +395,8 @@ def export(study, fmt_name: str = "markdown") -> str:
         lines += ["| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells]) + " |"
                   for r, cells in zip(t["rows"], _cells(t, "blind", 1))]
     lines += ["", LEGEND if obj == AVG_LABEL else LEGEND.split(". ", 1)[1],
-              "Intervals: 95% bootstrap over benchmark items (and seeds, for the objective)."]
+              "Intervals: 95% bootstrap over benchmark items (and seeds, for the objective).",
+              *([RUNG_NOTE[0].upper() + RUNG_NOTE[1:] + "."] if rungs else [])]
     path = greedy_path(study)
     if path:
         lines += ["", "Greedy path: " + format_path(path)]
@@ -403,7 +409,8 @@ def _csv(t: dict[str, Any], heads: list[str], obj: str) -> str:
     header = [*heads]
     for name in names:
         header += [name, f"{name} lo", f"{name} hi", f"{name} blind"]
-    header += ["seeds", "seed sd", "tied with best"]
+    rungs = any(r["rung"] for r in t["rows"])
+    header += ["seeds", "seed sd", "tied with best", *(["rung"] if rungs else [])]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -414,6 +421,6 @@ def _csv(t: dict[str, Any], heads: list[str], obj: str) -> str:
             ci = s.get("ci") or [None, None]
             line += [fmt(s.get("value"), CSV_DIGITS), fmt(ci[0], CSV_DIGITS), fmt(ci[1], CSV_DIGITS),
                      fmt(s.get("blind"), CSV_DIGITS)]
-        line += [r["n"], fmt(r["std"], CSV_DIGITS), "yes" if r["tied"] else ""]
+        line += [r["n"], fmt(r["std"], CSV_DIGITS), "yes" if r["tied"] else "", *([r["rung"]] if rungs else [])]
         writer.writerow(line)
     return buf.getvalue()

@@ -83,6 +83,40 @@ def _multi_node_trial(job: TrialJob, nodes: int) -> dict[str, Any]:
     return run_trial(job.spec_path, job.trial_dir, job.nproc, rdzv, restart=job.restart)
 
 
+def _live(ids: list[str]) -> list[str]:
+    """Those of `ids` that SLURM still lists (pending, running or completing)."""
+    import getpass
+
+    out = subprocess.run(["squeue", "-h", "-o", "%i", "-u", getpass.getuser()], check=False, capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        raise RunnerError(f"squeue failed: {out.stderr.strip()[:200]}")
+    listed = set(out.stdout.split())
+    return [i for i in ids if i in listed]
+
+
+def end_earlier_jobs(jobs_log: Path, grace_s: float, poll_s: float = 1.0) -> None:
+    """A controller that died (killed, a lost login node) leaves its jobs running: before a new
+    attempt in the same trial directory (any rung of the planned trial), end every earlier job
+    still listed, so that two never write its checkpoints. SIGTERM first (the trial checkpoints
+    and stops, as before a time limit), SIGKILL to all its processes after `grace_s`."""
+    ids = [line.split()[1] for line in jobs_log.read_text().splitlines() if len(line.split()) == 2] \
+        if jobs_log.is_file() else []
+    live = _live(ids) if ids else []
+    for cancel, wait_s in ((["scancel", "--signal=TERM"], grace_s), (["scancel", "--full", "--signal=KILL"], 60.0)):
+        if not live:
+            return
+        logger.warning("%s: earlier SLURM job(s) %s still running; ending them before the new attempt",
+                       jobs_log.parent.parent.name, ", ".join(live))
+        subprocess.run([*cancel, *live], check=False, capture_output=True)
+        deadline = time.monotonic() + wait_s
+        while live and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            live = _live(live)
+    if live:
+        raise RunnerError(f"earlier SLURM job(s) {', '.join(live)} of {jobs_log.parent.parent} did not end")
+
+
 class SlurmExecutor(Executor):
     def __init__(self, runner: Runner, spec: StudySpec, poll_s: float = 2.0) -> None:
         self.runner, self.opts, self.study = runner, spec.resources.slurm, spec.name
@@ -99,6 +133,7 @@ class SlurmExecutor(Executor):
         import submitit
 
         folder = job.trial_dir / "slurm"
+        end_earlier_jobs(folder / "jobs.log", self.opts.signal_delay_s, self.poll_s)
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
         ex.update_parameters(**sbatch_parameters(self.opts, f"eagle-{self.study}-{job.number}"))
         submitted = time.time()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from explorer.report import leaderboard, objective_name
+from explorer.rungs_view import RUNG_NOTE, row_rung, stopped_numbers, trial_rung
 from explorer.scales import fmt, fmt_ci, objective_label
 from explorer.stats import tie_threshold
 
@@ -38,7 +39,8 @@ def leaderboard_table(study, limit: int | None = None):
     names = _short([k for k in varying if k not in ("experts", "round")])
     obj = objective_label(objective_name(study))
     has = {"blind": any(r["blind"] is not None for r in rows), "ci": any(r["ci"] for r in rows),
-           "seeds": any(r["n"] > 1 or r["partial"] for r in rows), "tie": any(r["tied"] for r in rows)}
+           "seeds": any(r["n"] > 1 or r["partial"] for r in rows), "tie": any(r["tied"] for r in rows),
+           "rung": any(r.get("rung") is not None for r in rows)}
     head = ", ".join(f"{_short([k])[k]} {v}" for k, v in constant.items())
     table = Table(title=f"{study.study_name}: leaderboard ({study.direction.name.lower()})",
                   caption=head or None, caption_justify="left")
@@ -56,6 +58,9 @@ def leaderboard_table(study, limit: int | None = None):
     if has["tie"]:
         cols.append(("tie", lambda r: f"P={r['p_beats_best']:.2f}" if r["tied"] and not r["best"]
                      else ("tied" if r["tied"] else "")))
+    if has["rung"]:  # multi-fidelity: full, or the rung (and fraction of the SFT steps) it stopped at
+        stopped = stopped_numbers(study)
+        cols.append(("rung", lambda r: row_rung(r, stopped)))
     cols.append(("trial", lambda r: ",".join(map(str, r["trials"]))))
     if "round" in varying:
         cols.append(("round", lambda r: "" if r["round"] is None else str(r["round"])))
@@ -70,6 +75,26 @@ def leaderboard_table(study, limit: int | None = None):
     notes = [f"#{r['rank']} {r['experts']}: {r['note']}" for r in shown if r.get("note")]
     if has["tie"]:
         notes.append(f"tie: tied with #1, P(it beats #1) >= {tie_threshold(study):g} on paired bootstrap replicates")
+    if has["rung"]:
+        notes.append(RUNG_NOTE)
     if notes:
         table.caption = "\n".join(filter(None, [head, *notes]))
+    return table
+
+
+def status_table(doc: dict[str, Any]):
+    """The rich Table of `eagle-explore status`: one row per trial (and its rung, where rungs are)."""
+    from rich.table import Table
+
+    table = Table(title=f"{doc['study']}: " + ", ".join(f"{k.lower()} {v}" for k, v in doc["states"].items()))
+    rungs = any(t.get("rung") is not None for t in doc["trials"])
+    cols = ["#", "state", "experts", "value", "95% CI", "round", *(["rung"] if rungs else []), "candidate", "MLflow run"]
+    for col in cols:
+        table.add_column(col, overflow="fold")
+    for t in doc["trials"]:
+        table.add_row(str(t["number"]), t["state"], t["experts"], fmt(t["value"]), fmt_ci(t.get("objective_ci")),
+                      "" if t["round"] is None else str(t["round"]), *([trial_rung(t)] if rungs else []),
+                      t["candidate"] or "", t["mlflow_run_id"] or "")
+    if rungs:
+        table.caption = RUNG_NOTE
     return table

@@ -3,12 +3,13 @@ stops by rung for greedy and grid, ASHA's early promotions, a kill at a rung tha
 uninterrupted study, and the evaluation's early stop against the round's leader."""
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from types import SimpleNamespace
 
 import pytest
+from fidelity_support import RungRunner, completed, stop_marks
 from optuna.trial import TrialState
+from test_study_fixtures import PAPER_AVG, PAPER_PATH, study_data
 
 from explorer.controller import run_study
 from explorer.report import status_json
@@ -16,45 +17,8 @@ from explorer.storage import default_storage_url, open_study
 from explorer.strategies import build_strategy
 from explorer.strategies.fidelity import fractions
 from explorer.study import FidelitySpec, StudyError, parse_study
-from test_study_fixtures import PAPER_AVG, PAPER_PATH, letters, study_data
 from trainers.eval.early_stop import EarlyStop
-from trainers.fidelity import fidelity_block, read_request, stop_step
-
-STEPS = 40  # the scripted trials' full SFT steps
-
-
-class RungRunner:
-    """A scripted trial that reads its rung request like the worker does: value(letters, fraction)."""
-
-    def __init__(self, value=lambda s, f: PAPER_AVG[s] * (0.5 + 0.5 * f), kill_at: int | None = None,
-                 items=None) -> None:
-        self.value, self.kill_at, self.items = value, kill_at, items
-        self.calls: list[tuple[str, str, float]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, job):
-        req = read_request(job.trial_dir)
-        f = req.fraction if req else 1.0
-        with self.lock:
-            self.calls.append((job.user_attrs["key"], job.trial_dir.name, f))
-            if self.kill_at is not None and len(self.calls) == self.kill_at:
-                raise KeyboardInterrupt  # the controller dies with this rung trial running
-        v = self.value(letters(job), f)
-        ev = None
-        result = {"objective": v, "scores": {"avg": v}}
-        if self.items is not None:  # per-item scores, and the early stop the request asks for
-            scores = self.items(letters(job))
-            ev = {"items_full": len(scores), "items_done": len(scores), "early_stopped": False}
-            if req.early_stop is not None:
-                stop = EarlyStop(req.early_stop.reference, req.early_stop.alpha, req.early_stop.min_items,
-                                 req.early_stop.every)
-                for i in range(0, len(scores), 8):
-                    if stop.add("gqa", [str(q) for q in range(i, i + 8)], scores[i:i + 8]):
-                        ev.update(items_done=i + 8, early_stopped=True)
-                        break
-            result["item_scores"] = {"gqa": {str(q): s for q, s in enumerate(scores[:ev["items_done"]])}}
-        result["fidelity"] = fidelity_block(req, stop_step(f, STEPS), STEPS, ev)
-        return result
+from trainers.fidelity import stop_step
 
 
 def _run(tmp_path, strategy, runner, **extra):
@@ -181,15 +145,10 @@ def test_a_kill_at_a_rung_resumes_to_the_uninterrupted_study(tmp_path):
     _, outcome, study = _run(dir_, strategy, RungRunner())
     assert outcome.greedy_path == ref.greedy_path and outcome.best_value == ref.best_value
 
-    def done(s):
-        return sorted((t.user_attrs["key"], t.value) for t in s.get_trials() if t.state == TrialState.COMPLETE)
-
-    assert done(study) == done(ref_study)
+    assert completed(study) == completed(ref_study)
     interrupted = [t for t in study.get_trials() if t.state == TrialState.FAIL]
     assert [t.user_attrs["key"] for t in interrupted] == ["r1/A+B+C/s0@rung1"]
-    marks = lambda s: sorted((t["experts"], t["round"], t["stopped_at_rung"]) for t in status_json(s)["trials"]  # noqa: E731
-                             if t["stopped_at_rung"] is not None)
-    assert marks(study) == marks(ref_study)
+    assert stop_marks(study) == stop_marks(ref_study)
 
 
 def test_a_rungs_evaluation_stops_early_when_clearly_behind_the_leader(tmp_path):
@@ -263,3 +222,34 @@ def test_plan_counts_the_sft_steps_each_rung_adds(tmp_path):
     # pre-alignment once per planned trial (the cache once per expert key), SFT once in all: 8 + 2
     assert doc["total_gpu_hours"] == {"without_cache": 2 * 3.0 + 8.0 + 2.0, "with_cache": 2.0 + 2 * 1.0 + 10.0}
     assert rung_costs(parse_study(study_data("p", {"type": "greedy"}), "p.yaml", tmp_path), rows) is rows
+
+
+def test_the_terminal_and_exports_show_each_rows_rung(tmp_path):
+    from rich.console import Console
+
+    from explorer.report import export
+    from explorer.terminal import leaderboard_table, status_table
+
+    _, _, study = _run(tmp_path, {**GREEDY_SH, "max_size": 3}, RungRunner())
+
+    def text(table):
+        console = Console(width=160, record=True)
+        console.print(table)
+        return {line.split("│")[2].strip() if "│" in line else "": line for line in console.export_text().splitlines()}
+
+    board = text(leaderboard_table(study))
+    assert "│ full " in board["A+B+F"] and "│ full " in board["A+B"]
+    assert "r1 1/2 stopped" in board["A+B+C"] and "r0 1/4 stopped" in board["A+B+D"]
+    status = Console(width=200, record=True)
+    status.print(status_table(status_json(study)))
+    cells = [[c.strip() for c in line.split("│")] for line in status.export_text().splitlines() if "COMPLETE" in line]
+    rungs = sorted(f"{c[3]} {c[7]}" for c in cells)  # experts, rung
+    # every rung trial: C ran at 1/4 and 1/2 (stopped there), F at 1/4, 1/2 and in full
+    assert rungs == ["A+B full", "A+B+C r0 1/4", "A+B+C r1 1/2 stopped", "A+B+D r0 1/4 stopped",
+                     "A+B+E r0 1/4 stopped", "A+B+F full", "A+B+F r0 1/4", "A+B+F r1 1/2"]
+    md = export(study, "markdown")
+    row = next(line for line in md.splitlines() if "| A+B+D |" in line)
+    assert row.endswith("| r0 1/4 stopped |") and "| Rung |" in md and "Rung: full = all the SFT steps" in md
+    csv_rows = export(study, "csv").splitlines()
+    assert csv_rows[0].endswith(",rung") and any(r.startswith("3,A+B+C,") and r.endswith(",r1 1/2 stopped")
+                                                 for r in csv_rows)

@@ -170,3 +170,29 @@ def test_plan_of_the_paper_greedy_study(tmp_path, plan_cache):
     assert len(once) == 6  # the cache trains each expert's stage 1 once in the study
     stage1 = sum(t["stages"]["align_expert"]["gpu_hours"] for t in doc["trials"])
     assert tot["with_cache"] == pytest.approx(tot["without_cache"] - stage1 + sum(once.values()), rel=2e-3)
+
+
+def test_plan_of_a_study_with_rungs_shows_what_they_save(tmp_path, plan_cache):
+    data = {**SMALL, "resources": {"nproc_per_trial": 1},
+            "strategy": {**SMALL["strategy"], "fidelity": {"min_fraction": 0.5}}}
+    path = tmp_path / "rungs.yaml"
+    path.write_text(yaml.safe_dump(data))
+    res = runner.invoke(app, ["plan", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    keys = [t["key"] for t in doc["trials"]]
+    # a lone base goes straight to full steps; of B and C at half the steps, one goes on
+    assert keys[:3] == ["r0/A/s0", "r1/A+B/s0@rung0", "r1/A+C/s0@rung0"] and len(keys) == 4
+    winner = keys[3]
+    loser = next(k for k in keys[1:3] if not k.startswith(winner))
+    tot, full = doc["total_gpu_hours"], doc["total_gpu_hours"]["full_fidelity"]
+    # the rungs save the half of the SFT steps the stopped candidate never trains
+    saved = next(t for t in doc["trials"] if t["key"] == loser)["stages"]["sft"]["gpu_hours"]
+    assert full["with_cache"] - tot["with_cache"] == pytest.approx(saved, rel=5e-3)
+    assert tot["ratio_fidelity_alone"] == pytest.approx(tot["with_cache"] / full["with_cache"], rel=1e-3)
+    assert tot["ratio_fidelity_alone"] < 1
+    assert tot["ratio_to_naive"] == pytest.approx(tot["with_cache"] / full["without_cache"], rel=1e-3)
+    text = runner.invoke(app, ["plan", str(path)]).stdout
+    line = " ".join(text[text.index("Multi-fidelity:"):].split())
+    assert line.startswith(f"Multi-fidelity: {tot['with_cache']:.2g} with rungs vs {full['with_cache']:.2g} at full "
+                           f"fidelity, both with the cache: {tot['ratio_fidelity_alone']} of it; vs")

@@ -16,6 +16,7 @@ from explorer.storage import default_storage_url, open_study
 from explorer.study import parse_study
 from test_ray_support import ReportingRunner, ddp_worker
 from test_study_fixtures import PAPER_AVG, study_data
+from trainers.fidelity import FidelityRequest, write_request
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +90,8 @@ def test_pruner_stops_a_ray_trial_from_its_intermediate_reports(tmp_path, ray_cl
 
 @pytest.mark.slow
 def test_real_tiny_trial_runs_the_trainers_worker_in_two_ray_train_workers(tmp_path, ray_cluster):
-    """The default runner under Ray: prepare_trial, then trainers.worker in each Ray Train worker."""
+    """The default runner under Ray: prepare_trial, then trainers.worker in each Ray Train worker, at
+    a multi-fidelity rung (the request in the trial directory reaches the workers)."""
     data = yaml.safe_load((ROOT / "studies" / "trials" / "tiny.yaml").read_text())
     data["data"]["synthetic"].update(n_pretrain=16, n_sft=16, n_heldout=8)
     for stage in data["train"]["stages"].values():
@@ -97,6 +99,7 @@ def test_real_tiny_trial_runs_the_trainers_worker_in_two_ray_train_workers(tmp_p
     job = _job(tmp_path)
     job.metric = "heldout_loss"
     job.spec_path.write_text(yaml.safe_dump(data))
+    write_request(job.trial_dir, FidelityRequest(rung=0, fraction=0.5))
     ex = RayExecutor(LocalRunner(), max_concurrent=1, nproc=2, cpus_per_worker=0.5)
     assert isinstance(ex.runner, RayTrainRunner)  # the local torchrun runner becomes a TorchTrainer
     try:
@@ -105,7 +108,9 @@ def test_real_tiny_trial_runs_the_trainers_worker_in_two_ray_train_workers(tmp_p
         ex.shutdown()
     assert outcome.state == "complete", outcome.error
     r = outcome.result
-    assert r["world_size"] == 2 and r["steps"]["sft"] == 2 and r["objective_name"] == "heldout_loss"
+    assert r["world_size"] == 2 and r["objective_name"] == "heldout_loss"
+    assert r["steps"]["sft"] == 1 and r["fidelity"]["steps_full"] == 2 and r["fidelity"]["stopped"]  # half the steps
+    assert (job.trial_dir / "checkpoints" / "sft" / "step_0000001" / "COMPLETE").is_file()  # the next rung's start
     assert 0 < r["heldout_loss"] < 20 and outcome.value == pytest.approx(r["heldout_loss"])
     assert (job.trial_dir / "result.json").is_file() and (job.trial_dir / "metrics.jsonl").is_file()
     assert (tmp_path / "trials" / "t" / "cache").is_dir()  # stage-1 cache + synthetic data, shared by trials
