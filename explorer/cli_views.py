@@ -122,8 +122,8 @@ def export(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt
            out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of stdout.")] = None) -> None:
     """The study as a paper-style table: #Enc, expert letters, per-benchmark columns, Avg."""
     with guard():
-        from explorer.report import EXPORT_FORMATS
-        from explorer.report import export as export_table
+        from explorer.paper_table import EXPORT_FORMATS
+        from explorer.paper_table import export as export_table
 
         if fmt not in EXPORT_FORMATS:
             raise CliError(f"--format: unknown format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")

@@ -7,8 +7,6 @@ ties) come from explorer/stats.py, as the greedy strategy's decisions do.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -16,18 +14,25 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from explorer.dashboard import trial_scores
-from explorer.strategies.base import trial_params
 from explorer import stats
-from explorer.strategies.fidelity import FIDELITY_ATTR, RUNG_ATTR, RUNGS_ATTR, stopped_marks
-from explorer.rungs_view import RUNG_NOTE, row_rung, stopped_numbers
-from explorer.scales import (AVG_LABEL, CSV_DIGITS, LEGEND, PAPER_ORDER, column, fmt, fmt_ci, label,
-                             objective_label)
-from explorer.tracking import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
+from explorer.dashboard import trial_scores
+from explorer.scales import LEGEND, fmt, fmt_ci
+from explorer.strategies.base import trial_params
+from explorer.strategies.fidelity import (
+    FIDELITY_ATTR,
+    RUNG_ATTR,
+    RUNGS_ATTR,
+    stopped_marks,
+)
+from explorer.tracking import (
+    STUDY_EXPERIMENT_ATTR,
+    STUDY_RUN_ATTR,
+    TRIAL_RUN_ATTR,
+    expert_letters,
+)
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("markdown", "csv")
 _USER_ATTR_KEYS = ("round", "candidate", "seed", "align_seed", "attempt", "trial_dir")
 
 
@@ -56,7 +61,7 @@ def trial_result(trial) -> dict | None:
         return None
 
 
-def _scores(trial) -> dict[str, float]:
+def benchmark_scores(trial) -> dict[str, float]:
     scores = trial_scores(trial.user_attrs)
     if scores:
         return scores
@@ -66,14 +71,14 @@ def _scores(trial) -> dict[str, float]:
 
 def objective_name(study) -> str:
     """The objective the trials report (result.json's objective_name; "avg" when none says)."""
-    for t in _complete(study):
+    for t in complete_trials(study):
         name = (trial_result(t) or {}).get("objective_name")
         if name:
             return str(name)
     return "avg"
 
 
-def _stat(trial, key: str) -> Any:
+def trial_stat(trial, key: str) -> Any:
     """A statistic of the trial's result (objective_ci, scores_ci, blind_scores, ...): the user attr
     the controller stored, else result.json."""
     if trial.user_attrs.get(key) is not None:
@@ -96,7 +101,7 @@ def trial_record(trial, stopped: dict[str, int] | None = None) -> dict[str, Any]
         rec[key] = ua.get(key)
     if trial.state.name == "COMPLETE":
         for key in stats.STAT_ATTRS:
-            rec[key] = _stat(trial, key)
+            rec[key] = trial_stat(trial, key)
     rec["rung"], rec["rungs"] = ua.get(RUNG_ATTR), ua.get(RUNGS_ATTR)  # multi-fidelity: the rung, the result's
     rec["fidelity"] = ua.get(FIDELITY_ATTR)  # fidelity block, where its candidate stopped
     rec["stopped_at_rung"] = (stopped or {}).get(str(trial.number))
@@ -133,14 +138,14 @@ def status_json(study) -> dict[str, Any]:
     }
 
 
-def _complete(study) -> list:
+def complete_trials(study) -> list:
     from optuna.trial import TrialState
 
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
 
 
 def best_trial(study):
-    done = [t for t in _complete(study) if not _below_top(t)]  # a lower rung trained less
+    done = [t for t in complete_trials(study) if not _below_top(t)]  # a lower rung trained less
     if not done:
         return None
     pick = max if _maximize(study) else min
@@ -152,7 +157,7 @@ def _config_key(trial) -> tuple:
     return tuple(sorted((k, v) for k, v in trial.params.items() if k != "seed"))
 
 
-def _configs(study, key=_config_key) -> list[tuple[list, set]]:
+def configurations(study, key=_config_key) -> list[tuple[list, set]]:
     """(complete trials, seeds tried in any state) per configuration with a complete trial, in
     order of first trial."""
     done: dict[tuple, list] = {}
@@ -178,13 +183,13 @@ def _below_top(t) -> bool:
     return RUNG_ATTR in t.user_attrs and t.user_attrs[RUNG_ATTR] < t.user_attrs.get(RUNGS_ATTR, 0) - 1
 
 
-def _mean(values: list) -> float | None:
+def mean_or_none(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
 
 
 def _blind_objective(trials: list) -> float | None:
-    return _mean([_stat(t, "blind_objective") for t in trials])
+    return mean_or_none([trial_stat(t, "blind_objective") for t in trials])
 
 
 def _row_stats(c: dict[str, Any], vs: str = "best") -> dict[str, Any]:
@@ -199,7 +204,7 @@ def leaderboard(study) -> list[dict[str, Any]]:
     with the best row (`tied` when P(it beats the best) >= the study's tie threshold). A row whose
     seeds partly failed and that ranks above a complete row says so in `note`."""
     cands, firsts = [], []
-    for trials, seeds in _configs(study):
+    for trials, seeds in configurations(study):
         first = min(trials, key=lambda t: t.number)
         c = stats.candidate(f"config/{'/'.join(f'{k}={v}' for k, v in _config_key(first))}", trials, len(seeds))
         cands.append(c)
@@ -242,7 +247,7 @@ def greedy_path(study) -> list[dict[str, Any]]:
         return (t.user_attrs.get("round"), expert_letters(t.params, t.user_attrs))
 
     rounds: dict[int, list[dict[str, Any]]] = {}
-    for done, seeds in _configs(study, key):
+    for done, seeds in configurations(study, key):
         rnd, experts = key(done[0])
         if rnd is None:
             continue
@@ -299,128 +304,3 @@ def format_path(path: list[dict[str, Any]]) -> str:
         return f"{p['experts']} ({fmt(p['value'])}{ci}{sd}){tie}{' *best*' if p['best'] else ''}"
 
     return " -> ".join(one(p) for p in path)
-
-
-def table(study) -> dict[str, Any]:
-    """The paper-style table: #Enc, Combination, other varying params, one column per benchmark
-    (the paper's names and order first) and the objective, each as the seed mean with its interval
-    and the blind control's value. Benchmark intervals are the trials' item bootstrap (averaged
-    over seeds); the objective's is the leaderboard's. Rows are ordered as the paper orders them."""
-    done = _complete(study)
-    objective_name = "avg"
-    varying = sorted({k for t in done for k in t.params if not k.startswith("expert_") and k != "seed"
-                      and len({str(u.params.get(k)) for u in done}) > 1})
-    board = {tuple(r["trials"]): r for r in leaderboard(study)}
-    stopped = stopped_numbers(study)
-    cols: set[str] = set()
-    rows = []
-    for trials, _ in _configs(study):
-        first = min(trials, key=lambda t: t.number)
-        cells: dict[str, dict[str, Any]] = {}
-        for t in trials:
-            result = trial_result(t) or {}
-            if result.get("objective_name"):
-                objective_name = str(result["objective_name"])
-            cis, blind = _stat(t, "scores_ci") or {}, _stat(t, "blind_scores") or {}
-            gaps = _stat(t, "blind_gap_ci") or {}
-            for bench, score in _scores(t).items():
-                if "/" in bench:  # sub-figures (pope/random/f1) stay in MLflow, not in the table
-                    continue
-                cell = cells.setdefault(column(bench), {"v": [], "lo": [], "hi": [], "blind": [], "gap": []})
-                cell["gap"].append((gaps.get(bench) or [None])[0])
-                cell["v"].append(score)
-                cell["lo"].append((cis.get(bench) or [None])[0])
-                cell["hi"].append((cis.get(bench) or [None, None])[1])
-                cell["blind"].append(blind.get(bench))
-        cols |= set(cells)
-        row = board[tuple(sorted(t.number for t in trials))]
-        experts = expert_letters(first.params, first.user_attrs)
-        scores = {}
-        for col, cell in cells.items():
-            lo, hi = _mean(cell["lo"]), _mean(cell["hi"])
-            gap = _mean(cell["gap"])  # the paired interval of score - blind score lies above 0
-            scores[col] = {"value": _mean(cell["v"]), "ci": None if lo is None or hi is None else [lo, hi],
-                           "blind": _mean(cell["blind"]), "needs_image": None if gap is None else gap > 0}
-        scores["_objective"] = {"value": row["value"], "ci": row["ci"], "blind": row["blind"]}
-        rows.append({"enc": len(experts.split("+")) if experts else 0, "experts": experts,
-                     "vary": [first.params.get(k) for k in varying], "scores": scores,
-                     "n": row["n"], "std": row["std"], "tied": row["tied"] and not row["best"],
-                     "p_beats_best": row["p_beats_best"], "rung": row_rung(row, stopped)})
-    rows.sort(key=lambda r: (r["enc"], r["experts"], [str(v) for v in r["vary"]]))
-    ordered = [c for c in PAPER_ORDER if c in cols] + sorted(c for c in cols if c not in PAPER_ORDER)
-    return {"columns": ordered, "varying": varying, "objective": objective_name, "rows": rows}
-
-
-def _cells(t: dict[str, Any], what: str, digits: int) -> list[list[str]]:
-    """Per row: the score (with its interval when `what` is "score", or the blind value) per column."""
-    out = []
-    for r in t["rows"]:
-        cells = []
-        for col in [*t["columns"], "_objective"]:
-            s = r["scores"].get(col) or {}
-            if what == "blind":
-                cells.append(fmt(s.get("blind"), digits) + ("*" if s.get("needs_image") else ""))
-            else:
-                ci = f" ({fmt_ci(s['ci'], digits)})" if s.get("ci") else ""
-                cells.append(f"{fmt(s.get('value'), digits)}{ci}")
-        out.append(cells)
-    return out
-
-
-def export(study, fmt_name: str = "markdown") -> str:
-    """The study as a paper-style table (markdown or CSV) with units, intervals, the blind control
-    and seeds, with the greedy path under it (markdown)."""
-    if fmt_name not in EXPORT_FORMATS:
-        raise ReportError(f"unknown export format {fmt_name!r}; known: {', '.join(EXPORT_FORMATS)}")
-    t = table(study)
-    obj = objective_label(t["objective"])
-    heads = ["#Enc", "Combination", *t["varying"]]
-    seeds = any(r["n"] > 1 for r in t["rows"])
-    ties = any(r["tied"] for r in t["rows"])
-    if fmt_name == "csv":
-        return _csv(t, heads, obj)
-    header = [*heads, *[label(c) for c in t["columns"]], obj]
-    rungs = any(r["rung"] for r in t["rows"])  # multi-fidelity: full, or where a row stopped
-    extra = (["Seeds (sd)"] if seeds else []) + (["Tie"] if ties else []) + (["Rung"] if rungs else [])
-    lines = ["| " + " | ".join(header + extra) + " |", "|" + "---|" * len(header + extra)]
-    for r, cells in zip(t["rows"], _cells(t, "score", 1)):
-        more = ([f"{r['n']} ({fmt(r['std'])})" if r["std"] is not None else str(r["n"])] if seeds else [])
-        more += ([f"~best (P={r['p_beats_best']:.2f})" if r["tied"] else ""] if ties else [])
-        more += [r["rung"]] if rungs else []
-        lines.append("| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells, *more]) + " |")
-    if any(r["scores"]["_objective"]["blind"] is not None for r in t["rows"]):
-        lines += ["", "Blind control (every image replaced by a blank one; * the score beats it beyond the "
-                      "paired interval):", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells]) + " |"
-                  for r, cells in zip(t["rows"], _cells(t, "blind", 1))]
-    lines += ["", LEGEND if obj == AVG_LABEL else LEGEND.split(". ", 1)[1],
-              "Intervals: 95% bootstrap over benchmark items (and seeds, for the objective).",
-              *([RUNG_NOTE[0].upper() + RUNG_NOTE[1:] + "."] if rungs else [])]
-    path = greedy_path(study)
-    if path:
-        lines += ["", "Greedy path: " + format_path(path)]
-    return "\n".join(lines) + "\n"
-
-
-def _csv(t: dict[str, Any], heads: list[str], obj: str) -> str:
-    cols = [*t["columns"], "_objective"]
-    names = [label(c) if c != "_objective" else obj for c in cols]
-    header = [*heads]
-    for name in names:
-        header += [name, f"{name} lo", f"{name} hi", f"{name} blind"]
-    rungs = any(r["rung"] for r in t["rows"])
-    header += ["seeds", "seed sd", "tied with best", *(["rung"] if rungs else [])]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for r in t["rows"]:
-        line = [r["enc"], r["experts"], *["" if v is None else v for v in r["vary"]]]
-        for col in cols:
-            s = r["scores"].get(col) or {}
-            ci = s.get("ci") or [None, None]
-            line += [fmt(s.get("value"), CSV_DIGITS), fmt(ci[0], CSV_DIGITS), fmt(ci[1], CSV_DIGITS),
-                     fmt(s.get("blind"), CSV_DIGITS)]
-        line += [r["n"], fmt(r["std"], CSV_DIGITS), "yes" if r["tied"] else "", *([r["rung"]] if rungs else [])]
-        writer.writerow(line)
-    return buf.getvalue()

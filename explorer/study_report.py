@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from explorer import plots, report
+from explorer import paper_table, plots, report
 from explorer.dashboard import trial_scores
 from explorer.ledger import ledger_lines, study_ledger
 from explorer.redact import mask, mask_data
@@ -198,8 +198,8 @@ def write_report(study, spec, workdir: str | Path | None, out_dir: str | Path) -
     text("leaderboard.md", _markdown(header, rows) + footer)
     text("cost.json", json.dumps(ledger, indent=2))
     text("leaderboard.csv", _csv(header, rows))
-    text("table.md", report.export(study, "markdown"))
-    text("table.csv", report.export(study, "csv"))
+    text("table.md", paper_table.export(study, "markdown"))
+    text("table.csv", paper_table.export(study, "csv"))
     source = Path(spec.source)
     if source.is_file():  # a URL password in the study file stays out of the report
         text("study.yaml", mask(source.read_text()))

@@ -227,7 +227,7 @@ def test_plan_counts_the_sft_steps_each_rung_adds(tmp_path):
 def test_the_terminal_and_exports_show_each_rows_rung(tmp_path):
     from rich.console import Console
 
-    from explorer.report import export
+    from explorer.paper_table import export
     from explorer.terminal import leaderboard_table, status_table
 
     _, _, study = _run(tmp_path, {**GREEDY_SH, "max_size": 3}, RungRunner())

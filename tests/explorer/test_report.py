@@ -4,9 +4,9 @@ import io
 import json
 
 import pytest
-
-from explorer import report
 from test_report_support import PAPER_GREEDY, scripted_study
+
+from explorer import paper_table, report
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_leaderboard_sorted_by_objective(paper_study):
 
 
 def test_export_markdown_is_the_papers_table(paper_study):
-    text = report.export(paper_study, "markdown")
+    text = paper_table.export(paper_study, "markdown")
     lines = text.splitlines()
     # units and the Avg's scale in the header, one decimal everywhere (1504 is "1504.0", not "1504")
     assert lines[0] == ("| #Enc | Combination | GQA (%) | MME (pts) | MMMU (%) | OCR (/1000) | SQA (%) | POPE (F1 %) "
@@ -55,7 +55,7 @@ def test_export_markdown_is_the_papers_table(paper_study):
 
 
 def test_export_csv_round_trips_numbers(paper_study):
-    rows = list(csv.DictReader(io.StringIO(report.export(paper_study, "csv"))))
+    rows = list(csv.DictReader(io.StringIO(paper_table.export(paper_study, "csv"))))
     assert len(rows) == 11
     by = {r["Combination"]: r for r in rows}
     for combo, (scores, avg) in PAPER_GREEDY.items():
@@ -66,5 +66,5 @@ def test_export_csv_round_trips_numbers(paper_study):
 
 
 def test_export_unknown_format_names_the_known_ones(paper_study):
-    with pytest.raises(report.ReportError, match="unknown export format 'html'; known: markdown, csv"):
-        report.export(paper_study, "html")
+    with pytest.raises(paper_table.ReportError, match="unknown export format 'html'; known: markdown, csv"):
+        paper_table.export(paper_study, "html")

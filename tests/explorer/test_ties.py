@@ -3,21 +3,28 @@ leaderboard and export; a partly failed candidate said to be so; racing extra se
 tied leaders (strategy.resolve_ties), resumed after a kill during racing."""
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import time
 import zlib
 from collections import Counter
-
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
+from test_study_fixtures import (
+    HOLD_MARK,
+    PAPER_AVG,
+    child_command,
+    letters,
+    study_data,
+    tied_runner,
+)
 
-from explorer import report
+from explorer import paper_table, report
 from explorer.controller import run_study
 from explorer.progress import StudyProgress, render_line
 from explorer.stats import BOOTSTRAP_ATTR
@@ -25,7 +32,6 @@ from explorer.storage import default_storage_url, open_study
 from explorer.study import parse_study
 from explorer.terminal import leaderboard_table
 from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
-from test_study_fixtures import HOLD_MARK, PAPER_AVG, child_command, letters, study_data, tied_runner
 
 GREEDY = {"type": "greedy", "base": ["A", "B"]}
 RACE = {**GREEDY, "resolve_ties": {"extra_seeds": 2, "max_extra_trials": 4}}
@@ -67,7 +73,7 @@ def test_an_exact_tie_is_marked_in_the_path_progress_and_report(tmp_path):
     path = report.greedy_path(study)
     assert path[1]["tied"] == ["A+B+E", "A+B+F"] and path[1]["std"] is None  # one seed: no spread, not 0.0
     assert "A+B+E (655.0) ~ tied with A+B+F" in report.format_path(path)
-    assert "Greedy path: " in report.export(study) and "~ tied with A+B+F" in report.export(study)
+    assert "Greedy path: " in paper_table.export(study) and "~ tied with A+B+F" in paper_table.export(study)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +127,7 @@ def test_paired_replicates_give_intervals_probabilities_and_leaderboard_ties(pai
     assert first["objective_ci"] == [649.3, 667.3] and first["scores_ci"] == {"gqa": [64.83, 66.83]}
     assert first["blind_scores"] == {"gqa": 40.0}
     assert doc["leaderboard"] == rows and doc["greedy_path"][1]["tied"] == outcome.path[1]["tied"]
-    text = report.export(study)
+    text = paper_table.export(study)
     assert "666.5 (" in text and "Blind control (every image replaced by a blank one" in text
     assert "| 5 | A+B+F+E+C | 40.0* | 400.0 |" in text  # GQA needs the image beyond its interval
     assert "~best (P=" in text
