@@ -19,7 +19,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from explorer.dashboard import LABEL_ATTR, name_metrics, score_attrs, trial_label
+from explorer.dashboard import LABEL_ATTR, name_metrics, trial_label
 from explorer.strategies import fidelity as F
 from explorer.executor import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor, trial_dir_name
 from explorer.overrides import build_trial_spec, write_trial_spec
@@ -33,10 +33,10 @@ from explorer.storage import (
     owner_token,
     planner_lock,
 )
-from explorer.stats import BOOTSTRAP_ATTR, STAT_ATTRS, bootstrap_record
 from explorer.strategies import Plan, Strategy, build_strategy
 from explorer.strategies.base import FIXED_PREFIX, group_by_key, is_error_fail, trial_params
 from explorer.study import StudySpec
+from explorer.trial_outcome import record_outcome
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -252,58 +252,19 @@ class Controller:
                 free -= 1
 
     def _record(self, active: _Active, outcome: TrialOutcome, trial_dir: Path | None = None) -> None:
-        trial = active.trial
         trial_dir = trial_dir or active.job.trial_dir
         try:
-            trial.set_user_attr("duration_s", round(outcome.duration_s, 3))
-            if outcome.result and isinstance(outcome.result.get("scores"), dict):
-                for key, score in score_attrs(outcome.result["scores"]).items():
-                    trial.set_user_attr(key, score)
-            self._record_statistics(active.trial_id, outcome.result)
-            if outcome.result and isinstance(outcome.result.get("fidelity"), dict):
-                trial.set_user_attr(F.FIDELITY_ATTR, outcome.result["fidelity"])
-                if outcome.result.get("item_scores"):  # a later candidate's early-stop reference
-                    self.storage.set_trial_system_attr(active.trial_id, F.ITEM_SCORES_ATTR,
-                                                       outcome.result["item_scores"])
-            if outcome.state == "complete":
-                self.study.tell(trial, outcome.value)
+            if record_outcome(self.study, self.storage, active.trial, active.trial_id, outcome, trial_dir,
+                              self.spec.grace_period_s):
                 self.durations.append(outcome.duration_s)
-            elif outcome.state == "pruned":
-                self.study.tell(trial, state=TrialState.PRUNED)
-            elif outcome.state == "preempted":  # checkpointed: the next attempt continues, no retry spent
-                trial.set_user_attr("preempted", True)
-                self.study.tell(trial, state=TrialState.FAIL)
-            else:
-                trial.set_user_attr("error", (outcome.error or "unknown error")[:4000])
-                if outcome.restarts:
-                    trial.set_user_attr("restarts", outcome.restarts)
-                trial.set_user_attr("log", str(trial_dir / "logs"))
-                self.study.tell(trial, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # our heartbeat lapsed past the grace period and another controller failed the trial
-            # as stale (it is being re-run): keep the database's verdict
-            logger.warning("trial %d was failed as stale while it ran (heartbeat late by more than "
-                           "grace_period_s=%d); its %s result is dropped", trial.number,
-                           self.spec.grace_period_s, outcome.state)
         finally:
             active.stop.set()
-        logger.info("trial %d: %s %s", trial.number, outcome.state, outcome.value if outcome.value is not None else "")
         if self.tracker is not None:
             self.tracker.on_trial_end(self.study, self.storage.get_trial(active.trial_id), trial_dir)
 
     def _base_changed(self) -> bool:
         """After an accepted base-trial change, a trial directory of the old spec starts over."""
         return bool(self.storage.get_study_system_attrs(self.study_id).get(BASE_CHANGES_ATTR))
-
-    def _record_statistics(self, trial_id: int, result: dict[str, Any] | None) -> None:
-        """Intervals and blind scores as user attrs (status, reports); the objective's bootstrap
-        replicates as a system attr, for paired comparisons (explorer/stats.py)."""
-        for key in STAT_ATTRS:
-            if (result or {}).get(key) is not None:
-                self.storage.set_trial_user_attr(trial_id, key, result[key])
-        record = bootstrap_record(result)
-        if record is not None:
-            self.storage.set_trial_system_attr(trial_id, BOOTSTRAP_ATTR, record)
 
     def _interrupt_all(self) -> None:
         """Our running trials become FAIL without an error: re-run on resume, not a retry."""
