@@ -30,7 +30,11 @@ from pathlib import Path
 
 from trainers.data.prompts import OPTION_LETTERS, SHORT_ANSWER_SUFFIX, yes_no_question
 from trainers.data.synthetic import SyntheticItem, make_item
-from trainers.data.synthetic_yesno import colour_question, count_question, exists_question
+from trainers.data.synthetic_yesno import (
+    colour_question,
+    count_question,
+    exists_question,
+)
 from trainers.eval.base import BenchmarkDataError
 from trainers.eval.benchmarks.pope import SPLITS
 
