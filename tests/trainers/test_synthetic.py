@@ -23,6 +23,7 @@ from trainers.data.synthetic import (
     write_pretrain,
     write_sft,
 )
+from trainers.data.synthetic_yesno import SFT_KINDS, SFT_MIX
 from trainers.data.tokenizer import build_word_tokenizer
 from trainers.spec import SyntheticSpec
 
@@ -39,13 +40,13 @@ def _digest(directory):
 def test_writers_are_deterministic(tmp_path):
     for sub in ("a", "b"):
         write_pretrain(tmp_path / sub, 12, seed=3, image_size=32)
-        write_sft(tmp_path / sub, 12, seed=3, image_size=32)
+        write_sft(tmp_path / sub, 16, seed=3, image_size=32)
         write_heldout(tmp_path / sub, 4, seed=3, image_size=32)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    write_sft(tmp_path / "c", 12, seed=4, image_size=32)
+    write_sft(tmp_path / "c", 16, seed=4, image_size=32)
     assert (tmp_path / "c" / "sft.json").read_bytes() != (tmp_path / "a" / "sft.json").read_bytes()
     sft = json.loads((tmp_path / "a" / "sft.json").read_text())
-    assert {r["kind"] for r in sft} == set(KINDS)
+    assert [r["kind"] for r in sft] == list(SFT_MIX) and set(SFT_MIX) == set(SFT_KINDS)
     assert all(r["conversations"][0]["value"].startswith("<image>\n") for r in sft)
     pre = json.loads((tmp_path / "a" / "pretrain.json").read_text())
     assert all(r["conversations"][0]["value"] == "<image>" for r in pre)

@@ -19,12 +19,13 @@ from trainers.data.synthetic_kinds import (  # noqa: F401  (re-exported API)
     SyntheticItem,
     make_item,
 )
+from trainers.data.synthetic_yesno import SFT_KINDS, SFT_MIX, make_sft_item
 from trainers.data.templates import IMAGE_TOKEN
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUBDIR = "images"
-GENERATOR_VERSION = 2  # bump when scenes change, so cached datasets are regenerated
+GENERATOR_VERSION = 3  # bump when scenes change, so cached datasets are regenerated
 _MANIFEST = "manifest.json"
 
 
@@ -35,11 +36,11 @@ def _write_split(out_dir: str | Path, split: str, n: int, seed: int, image_size:
     images = out_dir / IMAGE_SUBDIR
     images.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"eagle-synthetic:{split}:{seed}")  # str seeds hash deterministically
-    kinds = list(KINDS)
+    kinds = SFT_MIX if qa else tuple(KINDS)
     records = []
     for i in range(n):
         kind = kinds[i % len(kinds)]
-        item = make_item(rng, kind, image_size)
+        item = make_sft_item(rng, kind, image_size)
         name = f"{split}_{i:06d}.png"
         item.image.save(images / name, format="PNG")
         if qa:
@@ -63,7 +64,7 @@ def write_pretrain(dir: str | Path, n: int, seed: int, image_size: int) -> Path:
 
 
 def write_sft(dir: str | Path, n: int, seed: int, image_size: int) -> Path:
-    """Q/A records over every kind (human "<image>\\n{question}", gpt answer)."""
+    """Q/A records over the kinds of SFT_MIX (human "<image>\\n{question}", gpt answer)."""
     return _write_split(dir, "sft", n, seed, image_size, qa=True)
 
 
@@ -77,18 +78,18 @@ def vocab_texts() -> list[str]:
     must also cover evaluation items absent from the training files)."""
     rng = random.Random("eagle-synthetic:vocab")
     texts = [" ".join(v) for v in ANSWER_SETS.values()]
-    for kind in KINDS:
+    for kind in SFT_KINDS:
         for _ in range(64):
-            item = make_item(rng, kind, 16)
+            item = make_sft_item(rng, kind, 16)
             texts += [item.question, item.answer, item.caption]
     texts += [" ".join(str(i) for i in range(1, 5)), "row column rows columns"]
     return texts
 
 
 def spec_key(spec) -> str:
-    """Hash of what determines the files (n_eval and dir do not)."""
+    """Hash of what determines the files (n_eval and dir do not; the SFT mixture does)."""
     fields = {k: getattr(spec, k) for k in ("seed", "image_size", "n_pretrain", "n_sft", "n_heldout")}
-    blob = json.dumps({"version": GENERATOR_VERSION, **fields}, sort_keys=True)
+    blob = json.dumps({"version": GENERATOR_VERSION, "sft_mix": SFT_MIX, **fields}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -30,13 +30,17 @@ from pathlib import Path
 
 from trainers.data.prompts import OPTION_LETTERS, SHORT_ANSWER_SUFFIX, yes_no_question
 from trainers.data.synthetic import SyntheticItem, make_item
-from trainers.data.synthetic_draw import COLOURS, SHAPES
+from trainers.data.synthetic_yesno import (
+    colour_question,
+    count_question,
+    exists_question,
+)
 from trainers.eval.base import BenchmarkDataError
 from trainers.eval.benchmarks.pope import SPLITS
 
 logger = logging.getLogger(__name__)
 
-SUITE_VERSION = 2  # bump when the suite's content changes, so cached suites are rewritten
+SUITE_VERSION = 3  # bump when the suite's content changes, so cached suites are rewritten
 MANIFEST = "suite.json"
 
 
@@ -88,40 +92,19 @@ def _write_pope(root: Path, n: int, seed: int, size: int) -> None:
         (root / f"coco_pope_{split}.json").write_text("\n".join(lines) + "\n")
 
 
-def _present_shapes(it: SyntheticItem) -> list[str]:
-    words = it.caption.replace(",", " ").split()
-    return [s for s in SHAPES if s in words]
-
-
-def _mme_pair(task: str, it: SyntheticItem, rng: random.Random) -> tuple[str, str]:
-    """MME's two questions about one image: one answered yes, one no."""
-    words = it.caption.split()
-    if task == "existence":
-        present = _present_shapes(it)
-        absent = [s for s in SHAPES if s not in present]
-        if not present or not absent:
-            raise BenchmarkDataError(f"synthetic MME image: caption {it.caption!r} names no usable shapes")
-        return (f"Is there a {rng.choice(present)} in the image?", f"Is there a {rng.choice(absent)} in the image?")
-    if task == "count":  # caption "<n> <colour> <shapes>"
-        n, shape = int(words[0]), words[-1].removesuffix("s")
-        other = rng.choice([k for k in range(1, 5) if k != n])
-        return (f"Are there {n} {shape}s in the image?", f"Are there {other} {shape}s in the image?")
-    colour, shape = words[-2:]  # color: caption "a <colour> <shape>"
-    other = rng.choice([c for c in COLOURS if c != colour])
-    return (f"Is there a {colour} {shape} in the image?", f"Is there a {other} {shape} in the image?")
-
-
-MME_TASKS = {"existence": "exists", "count": "count", "color": "colour"}  # subtask -> synthetic kind
+# MME subtask -> (synthetic scene kind, the yes/no rule the SFT data also uses)
+MME_TASKS = {"existence": ("exists", exists_question), "count": ("count", count_question),
+             "color": ("colour", colour_question)}
 
 
 def _write_mme(root: Path, n: int, seed: int, size: int) -> None:
     n_images = max(1, n // (2 * len(MME_TASKS)))  # MME asks two questions per image: one yes, one no
-    for task, kind in MME_TASKS.items():
+    for task, (kind, rule) in MME_TASKS.items():
         folder = root / task
         folder.mkdir(parents=True, exist_ok=True)
         for i, it in enumerate(_items(f"mme-{task}", seed, n_images, (kind,), size)):
             rng = random.Random(f"eagle-eval-suite:mme-pair:{task}:{seed}:{i}")
-            yes_q, no_q = (yes_no_question(q) for q in _mme_pair(task, it, rng))
+            yes_q, no_q = (yes_no_question(rule(it, yes, rng)) for yes in (True, False))  # one yes, one no
             name = f"syn{i:05d}"
             _save(it.image, folder / f"{name}.png")
             (folder / f"{name}.txt").write_text(f"{yes_q}\tYes\n{no_q}\tNo\n")
