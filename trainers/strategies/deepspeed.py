@@ -72,13 +72,11 @@ class DeepSpeedEngine(Engine):
         return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
 
     def _init_config(self) -> dict:
-        """What zero.Init needs to partition: stage 3 and the weights' precision."""
+        """What zero.Init needs to partition: stage 3 and the weights' precision. The precision is
+        read from here, never passed as dtype=: DeepSpeed replaces a given dtype by bf16 on a CPU
+        without fp16 support (zero.Init._set_dtype)."""
         return {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
                 "bf16": {"enabled": bool(self.bf16)}}
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.bf16 else torch.float32
 
     @contextmanager
     def build_context(self) -> Iterator[None]:
@@ -97,7 +95,7 @@ class DeepSpeedEngine(Engine):
 
         cfg = self._init_config()
         hf = HfDeepSpeedConfig(cfg)  # transformers checks for it through a weak reference
-        with deepspeed.zero.Init(config_dict_or_path=cfg, dtype=self._dtype):
+        with deepspeed.zero.Init(config_dict_or_path=cfg):
             yield
         del hf
 
@@ -107,7 +105,7 @@ class DeepSpeedEngine(Engine):
         if self.zero3:
             import deepspeed
 
-            deepspeed.zero.Init(module=module, config_dict_or_path=self._init_config(), dtype=self._dtype)
+            deepspeed.zero.Init(module=module, config_dict_or_path=self._init_config())
         return module
 
     def release(self) -> None:
