@@ -57,7 +57,7 @@ def test_each_skill_pretraining_lowers_its_own_loss(name):
 
 def test_reading_and_masks_become_decodable():
     """The two skills no random-init feature carries: a probe on the trained tokens beats the random init's."""
-    recipe = T.SkillRecipe(steps=80, n_train=192, n_eval=64, probe_steps=40, step_scale=())
+    recipe = T.SkillRecipe(steps=120, n_train=192, n_eval=64, probe_steps=40, step_scale=())
     for name in ("tiny-pix2struct", "tiny-sam"):
         torch.manual_seed(0)
         random_init = T.probe(experts.build_expert(_cfg(name)), FAMILY_SKILL[_cfg(name).family], 0, recipe)
