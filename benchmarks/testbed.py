@@ -84,24 +84,32 @@ def _wall(doc: dict) -> float:
     return (max(ends) - min(starts)).total_seconds()
 
 
-def skill_table(cache_dir: Path) -> dict:
-    """probe[expert][skill] for the six skilled tiny experts; `owner_best` per skill."""
+def skill_table(cache_dir: Path, probe_seeds: tuple[int, ...] = (0, 1)) -> dict:
+    """probe[expert][skill] (mean over probe seeds: fresh data and head) for the six skilled tiny
+    experts; per skill the `margin`: the owner minus the best other expert on the same probe seed
+    (paired: the same items), the smallest over the seeds (> 0 on every seed: `owner_best`)."""
     import experts
+    from trainers.skills.tasks import FAMILY_SKILL, SKILLS, make_data
     from trainers.skills.train import DEFAULT_RECIPE as R
     from trainers.skills.train import SkillCache, probe
-    from trainers.skills.tasks import FAMILY_SKILL, SKILLS, make_data
 
     cfgs = [experts.get_preset(p) for p in experts.TINY_PRESETS]
     dirs = SkillCache(cache_dir).ensure(cfgs)
-    data = {s: (make_data(s, R.n_train, 0, R.image_size, "train"), make_data(s, R.n_eval, 0, R.image_size, "eval"))
-            for s in SKILLS}
-    table = {}
-    for cfg, d in zip(cfgs, dirs):
-        expert = experts.load_expert(d)
-        table[cfg.name] = {s: round(probe(expert, s, data=data[s]), 3) for s in SKILLS}
-    best = {s: max(table, key=lambda n: table[n][s]) for s in SKILLS}
+    runs = {c.name: {s: [] for s in SKILLS} for c in cfgs}
+    for seed in probe_seeds:
+        data = {s: (make_data(s, R.n_train, seed, R.image_size, "train"),
+                    make_data(s, R.n_eval, seed, R.image_size, "eval")) for s in SKILLS}
+        for cfg, d in zip(cfgs, dirs):
+            expert = experts.load_expert(d)
+            for s in SKILLS:
+                runs[cfg.name][s].append(round(probe(expert, s, seed, data=data[s]), 3))
+    table = {n: {s: round(statistics.fmean(v), 3) for s, v in row.items()} for n, row in runs.items()}
     owner = {FAMILY_SKILL[c.family]: c.name for c in cfgs}
-    return {"probe": table, "best_per_skill": best, "owner_best": {s: best[s] == owner[s] for s in SKILLS}}
+    margin = {s: round(min(runs[owner[s]][s][i] - max(runs[n][s][i] for n in runs if n != owner[s])
+                           for i in range(len(probe_seeds))), 3) for s in SKILLS}
+    best = {s: max(table, key=lambda n: table[n][s]) for s in SKILLS}
+    return {"probe": table, "probe_seeds": {"seeds": list(probe_seeds), "runs": runs}, "best_per_skill": best,
+            "margin": margin, "owner_best": {s: best[s] == owner[s] and margin[s] > 0 for s in SKILLS}}
 
 
 def _best_vs_blind(doc: dict) -> dict:

@@ -10,10 +10,10 @@ import torch
 
 import experts
 from trainers.skills import train as T
-from trainers.skills.tasks import FAMILY_SKILL, SKILLS, make_data
+from trainers.skills.tasks import FAMILY_SKILL, SKILLS, augment, make_data
 
-FAST = T.SkillRecipe(steps=40, batch_size=16, n_train=128, n_eval=64, probe_steps=40)
-TINY = T.SkillRecipe(steps=3, batch_size=8, n_train=16, n_eval=32, probe_steps=3)
+FAST = T.SkillRecipe(steps=40, batch_size=16, n_train=128, n_eval=64, probe_steps=40, step_scale=())
+TINY = T.SkillRecipe(steps=3, batch_size=8, n_train=16, n_eval=32, probe_steps=3, step_scale=())
 
 
 @pytest.fixture
@@ -34,7 +34,18 @@ def test_skill_data_is_deterministic_by_seed():
     a, b, c = (make_data("count", 8, s, 64, "train") for s in (0, 0, 1))
     assert torch.equal(a.images, b.images) and torch.equal(a.target, b.target)
     assert not torch.equal(a.images, c.images)
-    assert a.target.shape == (8, 4) and a.target.sum(1).min() >= 1  # every scene holds a shape
+    assert a.target.shape == (8, 1) and a.target.min() >= 1  # every scene holds a shape
+
+
+def test_rotation_batches_turn_again_and_the_label_follows():
+    data = make_data("rotation", 16, 0, 64, "train")
+    images, target = augment("rotation", data.images, data.target, torch.Generator().manual_seed(0))
+    assert not torch.equal(target, data.target)
+    for img, t, orig, t0 in zip(images, target, data.images, data.target):  # turned back: the same upright scene
+        assert torch.equal(torch.rot90(img, -int(t), dims=(1, 2)), torch.rot90(orig, -int(t0), dims=(1, 2)))
+    count = make_data("count", 4, 0, 64, "train")
+    same = augment("count", count.images, count.target, torch.Generator())
+    assert same[0] is count.images and same[1] is count.target
 
 
 @pytest.mark.parametrize("name", experts.TINY_PRESETS)
@@ -46,9 +57,19 @@ def test_each_skill_pretraining_lowers_its_own_loss(name):
 
 def test_reading_and_masks_become_decodable():
     """The two skills no random-init feature carries: a probe on the trained tokens beats the random init's."""
+    recipe = T.SkillRecipe(steps=120, n_train=192, n_eval=64, probe_steps=40, step_scale=())
     for name in ("tiny-pix2struct", "tiny-sam"):
-        _, stats = T.train_skill(_cfg(name), 0, T.SkillRecipe(steps=80, n_train=192, n_eval=64, probe_steps=40))
-        assert stats["metric_trained_head"] > stats["metric_random_init"] + 0.1, stats
+        torch.manual_seed(0)
+        random_init = T.probe(experts.build_expert(_cfg(name)), FAMILY_SKILL[_cfg(name).family], 0, recipe)
+        _, stats = T.train_skill(_cfg(name), 0, recipe)
+        assert stats["metric_trained_head"] > random_init + 0.1, (random_init, stats)
+
+
+def test_slow_skills_train_longer():
+    recipe = T.SkillRecipe(**{**vars(TINY), "step_scale": (("rotation", 3.0), ("read", 1.5))})
+    assert [recipe.steps_for(s) for s in ("mask", "read", "rotation")] == [3, 4, 9]
+    _, stats = T.train_skill(_cfg("tiny-dinov2"), 0, recipe)
+    assert stats["steps"] == 9
 
 
 def test_training_is_deterministic_by_seed():
@@ -64,9 +85,10 @@ def test_key_covers_what_determines_the_weights():
     base = T.skill_key(_cfg(), 0, TINY)
     assert T.skill_key(_cfg(), 0, TINY) == base
     others = {T.skill_key(_cfg(), 1, TINY), T.skill_key(_cfg(), 0, FAST),
+              T.skill_key(_cfg(), 0, T.SkillRecipe(**{**vars(TINY), "step_scale": (("rotation", 2.0),)})),
               T.skill_key(_cfg().with_overrides(input_size=70, arch={**_cfg().arch, "image_size": 70}), 0, TINY),
               T.skill_key(_cfg("tiny-clip"), 0, TINY)}
-    assert base not in others and len(others) == 4
+    assert base not in others and len(others) == 5
     assert T.skill_key(_cfg().with_overrides(freeze=False), 0, TINY) == base  # an SFT setting
 
 
@@ -144,3 +166,26 @@ def test_skill_on_a_family_without_one_is_one_line(tmp_path):
                              "data": {"synthetic": {}}}, "t")
     with pytest.raises(SpecError, match=r"experts\.0\.skill: .*no synthetic skill for family 'timm'"):
         validate_spec(spec, "t.yaml", 1)
+
+
+_TRAIN = """
+import json, sys
+import experts
+from trainers.skills import train as T
+T.DEFAULT_RECIPE = T.SkillRecipe(steps=3, batch_size=8, n_train=16, n_eval=32, probe_steps=3)
+key = T.SkillCache(sys.argv[1]).ensure([experts.get_preset("tiny-dinov2")])[0].parent.name
+print(T.SkillCache(sys.argv[1]).meta(key)["weights_sha256"])
+"""
+
+
+def test_separate_processes_train_identical_weights(tmp_path):
+    """Two fresh interpreters, each on its own cache, write byte-identical skilled weights."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _TRAIN, str(tmp_path / str(i))], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    digests = [out.strip().splitlines()[-1] for out, _ in outs]
+    assert digests[0] == digests[1] and len(digests[0]) == 64

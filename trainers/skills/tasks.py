@@ -4,11 +4,13 @@ small labelled image set and a head on the expert's tokens [B, N, D]:
     caption   A  image-text matching: contrastive, image tokens vs a bag of the caption's words
     classify  B  colour (6) and shape (4) of a single shape
     mask      C  per-pixel foreground mask (16x16) of scattered shapes, one 4x4 block per token
-    rotation  D  self-supervised: which of four rotations was applied
+    rotation  D  self-supervised: which of four quarter turns was applied (to text-free scenes whose
+                 rotations all differ; each training batch turns them again, the label follows)
     read      E  the word or number written in the image (22 classes)
-    count     F  how many of each shape are in the scene (regression, 4 outputs)
+    count     F  how many shapes (1-6) lie freely placed in the scene (regression, 1 output)
 
-Scenes come from trainers.data.synthetic_kinds (the same drawing as the SFT data and benchmarks).
+Scenes come from trainers.data.synthetic_kinds (the same drawing as the SFT data and benchmarks),
+except count's free layout, drawn here with the same primitives.
 `metric` is each task's score in [0, 1] (higher is better) on held-out items."""
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.data.images import to_uint8
-from trainers.data.synthetic_draw import COLOURS, SHAPES
+from trainers.data.synthetic_draw import COLOURS, SHAPES, Canvas, draw_shape, jitter
 from trainers.data.synthetic_kinds import KINDS, NUMBERS, WORDS, make_item
 
 SKILLS = ("caption", "classify", "mask", "rotation", "read", "count")
@@ -30,6 +32,7 @@ FAMILY_SKILL = {"clip": "caption", "convnext": "classify", "sam": "mask", "dinov
 READ_CLASSES = WORDS + NUMBERS
 MASK_SIDE = 16
 MAX_CAPTION_WORDS = 16
+MAX_COUNT = 6
 _COLOURS = tuple(COLOURS)
 
 
@@ -54,17 +57,28 @@ def _words(caption: str) -> list[str]:
     return caption.replace(",", " ").replace(";", " ").replace(":", " ").split()
 
 
-def _shape_counts(caption: str) -> list[float]:
-    """Per-shape counts named by a scatter scene's caption ("3 red circles", "a red circle and ...")."""
-    words = _words(caption)
-    counts = [0.0] * len(SHAPES)
-    if words[0].isdigit():
-        counts[SHAPES.index(words[-1].removesuffix("s"))] = float(words[0])
-    else:
-        for w in words:
-            if w in SHAPES:
-                counts[SHAPES.index(w)] += 1
-    return counts
+def _free_scene(rng: random.Random, image_size: int) -> tuple[torch.Tensor, int]:
+    """1-6 shapes of any colour at free, non-overlapping places and sizes: the count is not the number
+    of occupied quadrants (as in the 2x2 scatter scenes), so it needs a real counter."""
+    n = rng.randint(1, MAX_COUNT)
+    cv = Canvas(rng, image_size)
+    placed: list[tuple[float, float, float]] = []
+    while len(placed) < n:
+        r = cv.px(rng.uniform(0.07, 0.13))
+        x, y = rng.uniform(r, cv.size - r), rng.uniform(r, cv.size - r)
+        if all((x - a) ** 2 + (y - b) ** 2 > (r + c + cv.px(0.02)) ** 2 for a, b, c in placed):
+            placed.append((x, y, r))
+            draw_shape(cv, rng.choice(SHAPES), x, y, r, jitter(rng, COLOURS[rng.choice(_COLOURS)]))
+    return to_uint8(cv.finish(), image_size), n
+
+
+def _oriented_scene(rng: random.Random, image_size: int):
+    """A scene whose four rotations all look different and that holds no text (reading is E's skill):
+    a triangle or a star (circles and squares look alike rotated) or a bar chart."""
+    while True:
+        item = make_item(rng, rng.choice(("colour", "choice")), image_size)
+        if item.caption.startswith("a bar chart") or item.caption.split()[-1] in ("triangle", "star"):
+            return item
 
 
 def _foreground(img: torch.Tensor) -> torch.Tensor:
@@ -90,18 +104,18 @@ def make_data(skill: str, n: int, seed: int, image_size: int, split: str) -> Ski
             targets.append([_COLOURS.index(colour), SHAPES.index(shape)])
         elif skill == "mask":
             item = make_item(rng, rng.choice(("exists", "count")), image_size)
-        elif skill == "rotation":  # scenes whose orientation shows (text, tables, charts)
-            item = make_item(rng, rng.choice(("word", "number", "cell", "choice")), image_size)
+        elif skill == "rotation":
+            item = _oriented_scene(rng, image_size)
             targets.append(i % 4)
         elif skill == "read":
             item = make_item(rng, rng.choice(("word", "number")), image_size)
             targets.append(READ_CLASSES.index(item.answer))
         elif skill == "count":
-            item = make_item(rng, rng.choice(("exists", "count")), image_size)
-            targets.append(_shape_counts(item.caption))
+            img, n_objects = _free_scene(rng, image_size)
+            targets.append([float(n_objects)])
         else:
             raise ValueError(f"unknown skill {skill!r}; known: {', '.join(SKILLS)}")
-        img = to_uint8(item.image, image_size)
+        img = img if skill == "count" else to_uint8(item.image, image_size)
         if skill == "rotation":
             img = torch.rot90(img, i % 4, dims=(1, 2))
         if skill == "mask":
@@ -109,6 +123,16 @@ def make_data(skill: str, n: int, seed: int, image_size: int, split: str) -> Ski
         images.append(img)
     target = torch.stack(targets) if skill == "mask" else torch.tensor(targets)
     return SkillData(torch.stack(images), target)
+
+
+def augment(skill: str, images: torch.Tensor, target: torch.Tensor, gen: torch.Generator):
+    """A training batch made fresh: rotation items turned by a further random quarter turn (the label
+    follows), so the expert cannot learn its training scenes by heart. Other skills unchanged."""
+    if skill != "rotation":
+        return images, target
+    turns = torch.randint(0, 4, (len(images),), generator=gen)
+    out = torch.stack([torch.rot90(img, int(k), dims=(1, 2)) for img, k in zip(images, turns)])
+    return out, (target + turns) % 4
 
 
 class SkillHead(nn.Module):
@@ -126,7 +150,7 @@ class SkillHead(nn.Module):
             self.out = nn.Linear(width, (MASK_SIDE * MASK_SIDE) // tokens)
         else:
             outs = {"classify": len(_COLOURS) + len(SHAPES), "rotation": 4, "read": len(READ_CLASSES),
-                    "count": len(SHAPES)}[skill]
+                    "count": 1}[skill]
             self.out = nn.Linear(flat, outs)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
