@@ -11,7 +11,7 @@ savings run's lowest-rung ranking and the naive run's full-fidelity ranking of t
 (mean over the seeds whose round had the same candidates; null where none had).
 Prints ONE JSON line and writes benchmarks/results/study_cost.json.
 It also estimates the ratio for the paper-scale study with `eagle-explore plan` (paper_plan).
-`nice -n 10 python -m benchmarks.study_cost [STUDY.yaml] [--seeds 0,1,2] [--quick] [--no-paper-plan]`"""
+`nice -n 10 python -m benchmarks.study_cost [STUDY.yaml] [--seeds 0,1,2] [--quick] [--fidelity JSON] [--no-paper-plan]`"""
 from __future__ import annotations
 
 import argparse
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--workdir", default=None, help="keep the studies here (default: a temporary directory)")
     ap.add_argument("--no-paper-plan", action="store_true", help="skip the paper-scale plan estimate")
+    ap.add_argument("--fidelity", default=None, help="the savings' strategy.fidelity block as JSON (default: "
+                                                     "studies/tiny_greedy_fidelity.yaml's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "study_cost.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -190,8 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not seeds:
         ap.error(f"--variants: unknown {unknown} (known: {', '.join(VARIANTS)})" if unknown else "--seeds: none given")
-    fidelity = yaml.safe_load(FIDELITY_STUDY.read_text())["strategy"]["fidelity"]
+    try:
+        fidelity = (json.loads(args.fidelity) if args.fidelity
+                    else yaml.safe_load(FIDELITY_STUDY.read_text())["strategy"]["fidelity"])
+    except json.JSONDecodeError as err:
+        ap.error(f"--fidelity: not JSON: {err}")
     path = Path(args.study).resolve()
+    from explorer.study import StudyError, parse_study
+
+    try:  # every variant's study is checked before anything runs
+        for v in variants:
+            parse_study(study_data(path, v, seeds[0], args.quick, fidelity), str(path), path.parent)
+    except StudyError as err:
+        ap.error(str(err).splitlines()[0])
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="study-cost-") as tmp:
         root = Path(args.workdir) if args.workdir else Path(tmp)
