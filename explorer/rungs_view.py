@@ -6,7 +6,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from explorer.strategies.fidelity import stopped_marks
+from explorer.strategies.fidelity import RUNG_ATTR, RUNGS_ATTR, fractions, stopped_marks
 
 RUNG_NOTE = ("rung: full = all the SFT steps; rR f = rung R, trained on fraction f of the SFT steps; "
              "stopped = ranked out at that rung (its values are not comparable with full rows)")
@@ -37,3 +37,15 @@ def trial_rung(rec: dict[str, Any]) -> str:
     rung, rungs = rec.get("rung"), rec.get("rungs")
     top = rung is not None and rungs is not None and rung >= rungs - 1
     return fmt_rung(rung, top, (rec.get("fidelity") or {}).get("fraction"), rec.get("stopped_at_rung") is not None)
+
+
+def rung_tag(user_attrs: dict[str, Any], spec: Any = None) -> str:
+    """A rung trial's MLflow tag, from its user attrs (and the study's rung fractions)."""
+    rung, rungs = user_attrs.get(RUNG_ATTR), user_attrs.get(RUNGS_ATTR)
+    if rung is None or rungs is None:
+        return ""
+    fraction = (user_attrs.get("fidelity") or {}).get("fraction")
+    fid = getattr(getattr(spec, "strategy", None), "fidelity", None)
+    if fraction is None and fid is not None and rung < len(fractions(fid)):
+        fraction = fractions(fid)[rung]
+    return fmt_rung(rung, rung >= rungs - 1, fraction)

@@ -34,6 +34,7 @@ from explorer.mlflow_store import (
     view_state,
 )
 from explorer.redact import mask
+from explorer.rungs_view import rung_tag
 from explorer.trial_record import trial_record
 
 logger = logging.getLogger(__name__)
@@ -344,11 +345,13 @@ class MlflowTracker:
                 pass
         return str(path)
 
-    @staticmethod
-    def _trial_tags(trial, experts: str, state: str) -> dict[str, Any]:
+    def _trial_tags(self, trial, experts: str, state: str) -> dict[str, Any]:
         tags = {"trial_number": trial.number, "state": state, "experts": experts}
         if "attempt" in trial.user_attrs:
             tags["attempt"] = trial.user_attrs["attempt"]
+        rung = rung_tag(trial.user_attrs, self.spec)
+        if rung:  # multi-fidelity: "full", or the rung and its share of the SFT steps ("r0 1/4")
+            tags["rung"] = rung
         return tags
 
     def _trial_end(self, study, frozen_trial, trial_dir: str | Path | None) -> str:

@@ -253,3 +253,21 @@ def test_the_terminal_and_exports_show_each_rows_rung(tmp_path):
     csv_rows = export(study, "csv").splitlines()
     assert csv_rows[0].endswith(",rung") and any(r.startswith("3,A+B+C,") and r.endswith(",r1 1/2 stopped")
                                                  for r in csv_rows)
+
+
+def test_mlflow_child_runs_carry_their_rung(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
+
+    spec = parse_study(study_data("fid", {**GREEDY_SH, "max_size": 3}), "fid.yaml", tmp_path)
+    uri = default_tracking_uri(tmp_path)
+    tracker = MlflowTracker(uri, spec.name, default_artifact_root(tmp_path), spec=spec, workdir=tmp_path,
+                            report_interval_s=1e9)
+    assert run_study(spec, default_storage_url(tmp_path), tmp_path, runner=RungRunner(), tracker=tracker).finished
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(spec.name).experiment_id
+    runs = client.search_runs([exp], "tags.`eagle.role` = 'trial'")
+    rungs = sorted(f"{r.data.tags['experts']} {r.data.tags['rung']}" for r in runs)
+    assert rungs == ["A+B full", "A+B+C r0 1/4", "A+B+C r1 1/2", "A+B+D r0 1/4", "A+B+E r0 1/4", "A+B+F full",
+                     "A+B+F r0 1/4", "A+B+F r1 1/2"]
