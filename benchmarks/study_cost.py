@@ -53,8 +53,9 @@ class StudyCostRunner:
             Path(job.spec_path).write_text(yaml.safe_dump(spec, sort_keys=False))
         cache = default_cache_dir(TrialSpec.model_validate(spec), Path(job.trial_dir))
         cache.mkdir(parents=True, exist_ok=True)
-        if not (cache / "skills").exists():
-            (cache / "skills").symlink_to(self.skills, target_is_directory=True)
+        link = cache / "skills"
+        if not link.is_symlink() and not link.exists():  # an absolute target: a relative one would dangle
+            link.symlink_to(self.skills.resolve(), target_is_directory=True)
         return self.inner(job)
 
     def terminate_all(self) -> None:
@@ -111,8 +112,9 @@ def run_variant(path: Path, variant: str, seed: int, quick: bool, fidelity: dict
     runner = StudyCostRunner(variant == "naive", skills)
     cpu0, t0 = children_cpu_s(), time.perf_counter()
     out = run_study(spec, default_storage_url(work), work, runner=runner)
-    if not out.finished:
-        raise RuntimeError(f"{variant} seed {seed}: study did not finish ({out.stopped_reason})")
+    if not out.finished or out.n_failed or out.best_experts is None:
+        raise RuntimeError(f"{variant} seed {seed}: study did not finish cleanly ({out.stopped_reason or ''}; "
+                           f"{out.n_failed} failed trial attempts; logs under {work})")
     return {"compute_s": children_cpu_s() - cpu0, "wall_s": time.perf_counter() - t0, "selected": out.best_experts,
             "path": out.path, "trials": out.n_trials}
 
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(err).splitlines()[0])
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="study-cost-") as tmp:
-        root = Path(args.workdir) if args.workdir else Path(tmp)
+        root = Path(args.workdir).resolve() if args.workdir else Path(tmp)
         skills = train_skills(path, root)
         for seed in seeds:
             for v in variants:
