@@ -25,17 +25,18 @@ STAGE1_CODE = ("experts", "trainers/data", "trainers/strategies", "trainers/engi
                "trainers/checkpoint.py", "trainers/dsconfig.py", "trainers/distributed.py")
 
 
-def code_version(parts: tuple[str, ...] = STAGE1_CODE) -> str:
-    """sha256 over the source files of `parts` (default: stage 1's; path + content, sorted): a change
-    to that code is a new cache version, with no constant to remember to bump."""
-    h, root = hashlib.sha256(), ROOT
+def code_version(parts: tuple[str, ...] = STAGE1_CODE, root: Path = ROOT) -> str:
+    """sha256 over the contents of the source files of `parts` (default: stage 1's), sorted by
+    content and blind to their paths: a change to that code is a new cache version (no constant to
+    bump), while moving or renaming a file keeps every cached entry."""
+    digests = []
     for part in parts:
         p = root / part
+        if not p.exists():
+            raise FileNotFoundError(f"cache code part {part!r} is not under {root}: update the cache's code list")
         files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        for f in files:
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+        digests += [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]
 
 
 def file_identity(path: str | Path) -> dict[str, Any]:

@@ -1,13 +1,16 @@
 """Stage-1 cache: content-hash keys, atomic commit, a lock that serialises concurrent trials."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from trainers.cache import Stage1Cache, file_identity, stage1_key
+from trainers.cache import ROOT, STAGE1_CODE, Stage1Cache, code_version, file_identity, stage1_key
+from trainers.feature_cache import FEATURE_CODE
+from trainers.skills.train import SKILL_CODE
 
 BASE = dict(expert_config={"name": "tiny-clip", "input_size": 64}, align_llm={"preset": "tiny-llama"},
             data_identity={"synthetic": "abc"}, hyper_params={"lr": 1e-3}, seed=0, template="plain",
@@ -22,6 +25,36 @@ def test_key_is_stable_and_changes_with_every_input():
                    projector="linear", precision="bf16", code="c1")
     keys = {stage1_key(**{**BASE, field: value}) for field, value in changes.items()}
     assert len(keys) == len(changes) and k not in keys
+
+
+def _copy_code(root: Path, parts: tuple[str, ...]) -> None:
+    for part in parts:
+        src, dst = ROOT / part, root / part
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+@pytest.mark.parametrize("parts", [STAGE1_CODE, FEATURE_CODE, SKILL_CODE], ids=["stage1", "features", "skills"])
+def test_moving_a_code_file_keeps_the_cached_entry(tmp_path, parts):
+    root = tmp_path / "repo"
+    _copy_code(root, parts)
+    assert code_version(parts, root) == code_version(parts)  # the copy's key is the checkout's
+    cache = Stage1Cache(tmp_path / "cache")
+    key = stage1_key(**{**BASE, "code": code_version(parts, root)})
+    cache.commit(key, lambda d: (d.mkdir(), (d / "w").write_text("x")), {})
+    moved = next(p for p in parts if p.endswith(".py"))
+    new_place = "trainers/moved/" + Path(moved).name
+    (root / new_place).parent.mkdir(parents=True, exist_ok=True)
+    (root / moved).rename(root / new_place)
+    moved_parts = tuple(new_place if p == moved else p for p in parts)
+    assert cache.has(stage1_key(**{**BASE, "code": code_version(moved_parts, root)}))
+    with pytest.raises(FileNotFoundError, match=f"{moved!r} is not under"):
+        code_version(parts, root)  # a stale code list is loud, never a silent new key
+    (root / new_place).write_text((root / new_place).read_text() + "\n# changed\n")
+    assert not cache.has(stage1_key(**{**BASE, "code": code_version(moved_parts, root)}))
 
 
 def test_file_identity_follows_content(tmp_path):
