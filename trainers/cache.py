@@ -25,11 +25,11 @@ STAGE1_CODE = ("experts", "trainers/data", "trainers/strategies", "trainers/engi
                "trainers/checkpoint.py", "trainers/dsconfig.py", "trainers/distributed.py")
 
 
-def code_version(parts: tuple[str, ...] = STAGE1_CODE, root: Path = ROOT) -> str:
+def code_version(parts: tuple[str, ...] = STAGE1_CODE, root: Path | None = None) -> str:
     """sha256 over the contents of the source files of `parts` (default: stage 1's), sorted by
     content and blind to their paths: a change to that code is a new cache version (no constant to
     bump), while moving or renaming a file keeps every cached entry."""
-    digests = []
+    root, digests = root or ROOT, []
     for part in parts:
         p = root / part
         if not p.exists():
