@@ -27,7 +27,7 @@ def noop_runner(job) -> dict[str, Any]:
 
 
 def _study(name: str, n_trials: int, concurrent: int, backend: str, workdir: Path):
-    from explorer.study import parse_study
+    from explorer.study.spec import parse_study
 
     lrs = [1e-5 * (i + 1) for i in range(max(1, -(-n_trials // len(FUSIONS))))]
     data = {"name": name, "strategy": {"type": "grid", "experts": ["A"],
@@ -42,7 +42,7 @@ def _study(name: str, n_trials: int, concurrent: int, backend: str, workdir: Pat
 
 def run_once(backend: str, n_trials: int, concurrent: int) -> dict[str, float]:
     from explorer.controller import run_study
-    from explorer.storage import default_storage_url
+    from explorer.study.storage import default_storage_url
 
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
         work = Path(tmp)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if backend == "ray":
             import ray
 
-            import explorer.ray_backend  # noqa: F401  (registers the executor)
+            import explorer.backends.ray_tune  # noqa: F401  (registers the executor)
 
             # Ray workers import noop_runner by module name.
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)

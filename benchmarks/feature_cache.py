@@ -40,7 +40,7 @@ def study_cache_bytes(base: dict) -> dict[str, int]:
     """Bytes of each expert's entry in the tiny greedy study (every letter of its search space)."""
     import experts
     from search_spaces.loader import load_search_space
-    from trainers.feature_cache import entry_bytes
+    from trainers.caches.features import entry_bytes
 
     n = base["data"]["synthetic"]["n_pretrain"]
     out = {}

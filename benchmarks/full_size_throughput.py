@@ -38,8 +38,8 @@ def bench_spec(llm_preset: str, micro: dict[str, int], tiny: bool = False) -> di
 def choose(gpu_gb: float, tiny: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """(spec, estimate per stage): the 7B shape with the largest micro batches (<= 8) the estimate
     fits in MEMORY_FRACTION of the GPU, else bench-llama."""
-    from trainers.arch_profile import default_cache_path
-    from trainers.estimate import Assumptions, TrialEstimator
+    from trainers.estimate.arch_profiles import default_cache_path
+    from trainers.estimate.cost import Assumptions, TrialEstimator
     from trainers.spec import parse_trial_spec
 
     est = TrialEstimator(Assumptions(device="cpu" if tiny else "gpu", caption_tokens=64, sft_tokens=512),
@@ -68,9 +68,9 @@ def _model(spec, stage: str, device: torch.device, tok, vocab: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import experts
-    from trainers import stages as S
-    from trainers.llm import LLM_PRESETS, enable_checkpointing
-    from trainers.model import EagleModel
+    from trainers.stages import recipes as S
+    from trainers.modeling.llm import LLM_PRESETS, enable_checkpointing
+    from trainers.modeling.eagle import EagleModel
 
     cfgs = S.resolve_experts(spec)
     if stage == "align_expert":  # stage 1 trains one expert alone
@@ -86,7 +86,7 @@ def _model(spec, stage: str, device: torch.device, tok, vocab: int):
 
 
 def run_stage(spec, stage: str, device: torch.device, tok, steps: int, peak_tflops: float | None) -> dict[str, Any]:
-    from trainers.flops import step_flops
+    from trainers.estimate.flops import step_flops
 
     vocab = 32000 if device.type == "cuda" else len(tok) + 8
     model = _model(spec, stage, device, tok, vocab)
@@ -141,7 +141,7 @@ def run_stage(spec, stage: str, device: torch.device, tok, steps: int, peak_tflo
 
 def benchmark(tiny: bool = False, steps: int = 5, peak_override: float | None = None) -> dict[str, Any]:
     from trainers.data.tokenizer import build_word_tokenizer
-    from trainers.flops import peak_tflops
+    from trainers.estimate.flops import peak_tflops
 
     on_gpu = torch.cuda.is_available() and not tiny
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")

@@ -1,4 +1,4 @@
-"""The peak-memory estimate (trainers.estimate) against the measured peak of real steps of the tiny
+"""The peak-memory estimate (trainers.estimate.cost) against the measured peak of real steps of the tiny
 trial (studies/trials/tiny.yaml, micro batch 8), per stage: on CPU the profiler's allocations
 (fp32), on a GPU torch.cuda.max_memory_allocated (bf16 autocast, as DDP trains).
 Prints ONE JSON line. `python -m benchmarks.memory_check [--micro-batch 8]`."""
@@ -19,7 +19,7 @@ TINY = ROOT / "studies" / "trials" / "tiny.yaml"
 
 def tiny_setup(work: Path, micro_batch: int = 8):
     """(spec, data, tokenizer) of the tiny trial with one micro batch per step."""
-    from trainers import stages as S
+    from trainers.stages import recipes as S
     from trainers.spec import parse_trial_spec
 
     d = yaml.safe_load(TINY.read_text())
@@ -34,8 +34,8 @@ def tiny_setup(work: Path, micro_batch: int = 8):
 def measure_stage(spec, data, tok, stage: str, expert_index: int | None = None,
                   device: str = "cpu") -> tuple[int, int]:
     """(peak bytes of a steady-state step -- the second, AdamW states existing --, text tokens)."""
-    from trainers import stages as S
-    from trainers.memory_estimate import measure_step_peak
+    from trainers.stages import recipes as S
+    from trainers.estimate.memory import measure_step_peak
 
     cfgs = S.resolve_experts(spec)
     if expert_index is not None:  # stage 1 trains each expert alone
@@ -46,7 +46,7 @@ def measure_stage(spec, data, tok, stage: str, expert_index: int | None = None,
     opt = torch.optim.AdamW([p for g in S.param_groups(model, spec.train.stages[stage]) for p in g.params])
     caption = stage != "sft"
     from trainers.data.verify import write_checks
-    from trainers.loader import to_device
+    from trainers.training.loader import to_device
 
     path = data.pretrain if caption else data.sft
     with tempfile.TemporaryDirectory() as tmp:  # the launcher's image checks, for this one dataset
@@ -76,8 +76,8 @@ def measure_stage(spec, data, tok, stage: str, expert_index: int | None = None,
 
 
 def compare(work: Path, micro_batch: int = 8, device: str = "cpu") -> dict:
-    from trainers.estimate import Assumptions, TrialEstimator
-    from trainers.memory_estimate import GiB
+    from trainers.estimate.cost import Assumptions, TrialEstimator
+    from trainers.estimate.memory import GiB
 
     spec, data, tok = tiny_setup(work, micro_batch)
     out = {}

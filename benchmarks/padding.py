@@ -16,8 +16,8 @@ TINY = ROOT / "studies" / "trials" / "tiny.yaml"
 
 
 def epoch_padding(ds, collate, hp, lengths) -> float:
-    from trainers.engine import DistEnv, accumulation_steps
-    from trainers.loader import rank_micro_batches
+    from trainers.training.loop import DistEnv, accumulation_steps
+    from trainers.training.loader import rank_micro_batches
 
     accum = accumulation_steps(hp, 1)
     tokens = positions = 0
@@ -33,7 +33,7 @@ def main() -> int:
     from trainers.data.collate import make_collate
     from trainers.data.llava import LlavaDataset
     from trainers.spec import StageSpec, parse_trial_spec
-    from trainers.stages import build_model, build_trial_tokenizer, resolve_data, resolve_experts
+    from trainers.stages.recipes import build_model, build_trial_tokenizer, resolve_data, resolve_experts
 
     spec = parse_trial_spec(yaml.safe_load(TINY.read_text()), str(TINY))
     figures: dict = {"benchmark": "padding", "data": "tiny.yaml synthetic sft"}

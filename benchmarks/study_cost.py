@@ -39,7 +39,7 @@ class StudyCostRunner:
     the protocol) from one directory trained before the clocks start."""
 
     def __init__(self, own_cache: bool, skills: Path) -> None:
-        from explorer.executor import LocalRunner
+        from explorer.backends.local import LocalRunner
 
         self.inner, self.own_cache, self.skills = LocalRunner(), own_cache, skills
 
@@ -64,9 +64,9 @@ class StudyCostRunner:
 
 def train_skills(path: Path, root: Path) -> Path:
     """The study's skilled experts, trained once into root/skills (in this process, before timing)."""
-    from explorer.study import parse_study
+    from explorer.study.spec import parse_study
     from trainers.spec import TrialSpec
-    from trainers.stages import resolve_experts
+    from trainers.stages.recipes import resolve_experts
 
     spec = TrialSpec.model_validate(parse_study(yaml.safe_load(path.read_text()), str(path), path.parent)
                                     .base_trial_data)
@@ -104,8 +104,8 @@ def study_data(path: Path, variant: str, seed: int, quick: bool, fidelity: dict[
 def run_variant(path: Path, variant: str, seed: int, quick: bool, fidelity: dict[str, Any], work: Path,
                 skills: Path) -> dict:
     from explorer.controller import run_study
-    from explorer.storage import default_storage_url
-    from explorer.study import parse_study
+    from explorer.study.storage import default_storage_url
+    from explorer.study.spec import parse_study
 
     work.mkdir(parents=True, exist_ok=True)
     spec = parse_study(study_data(path, variant, seed, quick, fidelity), str(path), path.parent)
@@ -160,9 +160,9 @@ def paper_plan(fidelity: dict[str, Any]) -> dict[str, Any]:
     (studies/eagle_greedy.yaml with the savings' fidelity block): GPU-hours with the stage-1 cache
     and rungs over GPU-hours at full fidelity without the cache."""
     from explorer.plan import plan_study
-    from explorer.study import parse_study
-    from trainers.arch_profile import default_cache_path
-    from trainers.estimate import Assumptions
+    from explorer.study.spec import parse_study
+    from trainers.estimate.arch_profiles import default_cache_path
+    from trainers.estimate.cost import Assumptions
 
     path = ROOT / "studies" / "eagle_greedy.yaml"
     data = yaml.safe_load(path.read_text())
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as err:
         ap.error(f"--fidelity: not JSON: {err}")
     path = Path(args.study).resolve()
-    from explorer.study import StudyError, parse_study
+    from explorer.study.spec import StudyError, parse_study
 
     try:  # every variant's study is checked before anything runs
         for v in variants:

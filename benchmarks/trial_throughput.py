@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--gpu-peak-tflops", type=float, default=None,
-                    help="bf16 dense peak of a GPU not in trainers.flops (H100 SXM / H200: 989, A100: 312)")
+                    help="bf16 dense peak of a GPU not in trainers.estimate.flops (H100 SXM / H200: 989, A100: 312)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per stage (GPU benchmark)")
     args = ap.parse_args(argv)
     if torch.cuda.is_available():

@@ -28,7 +28,7 @@ def write_sources(work: Path) -> None:
     """A transformers CLIP tower and a tiny Llama saved under `work` (the pretrained sources)."""
     from experts import build_expert, get_preset
     from trainers.data.tokenizer import build_word_tokenizer
-    from trainers.llm import build_llm
+    from trainers.modeling.llm import build_llm
     from trainers.spec import LLMSpec
 
     torch.manual_seed(0)
@@ -42,7 +42,7 @@ def fresh_model(work: Path, tag: str, dtype: torch.dtype, engine=None):
     from experts import get_preset
     from trainers.data.tokenizer import build_word_tokenizer
     from trainers.spec import LLMSpec
-    from trainers.stages import build_model
+    from trainers.stages.recipes import build_model
 
     tok = build_word_tokenizer(TEXTS, work / f"tok_{tag}")
     clip = get_preset("tiny-clip").with_overrides(source=str(work / "clip_hf"), pretrained=True)
@@ -65,7 +65,7 @@ def partition_problems(model, engine, reference) -> list[str]:
 
 def _batch(model, rank: int, device) -> dict:
     from trainers.data.collate import make_collate
-    from trainers.loader import to_device
+    from trainers.training.loader import to_device
 
     ids = model.tokenizer(TEXTS[rank % 3] + " " + TEXTS[3 + rank % 3], add_special_tokens=False)["input_ids"]
     flat = torch.tensor([model.image_token_id, *ids])
@@ -100,12 +100,12 @@ def check(work: Path) -> dict:
     import deepspeed
 
     import experts
-    from trainers import distributed as D
-    from trainers.engine import StageJob, make_engine
-    from trainers.metrics import MetricsWriter
-    from trainers.model import EagleModel
+    from trainers.training import distributed as D
+    from trainers.training.loop import StageJob, make_engine
+    from trainers.training.metrics import MetricsWriter
+    from trainers.modeling.eagle import EagleModel
     from trainers.spec import StageSpec
-    from trainers.stages import freeze_for_stage, param_groups
+    from trainers.stages.recipes import freeze_for_stage, param_groups
 
     env = D.init_distributed()
     bf16 = env.device.type == "cuda"

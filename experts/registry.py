@@ -7,18 +7,18 @@ from pathlib import Path
 import torch
 
 from experts.base import VisionExpert
-from experts.clip import ClipExpert
+from experts.families.clip import ClipExpert
 from experts.config import ExpertConfig
-from experts.convnext import ConvNextExpert
-from experts.dinov2 import Dinov2Expert
+from experts.families.convnext import ConvNextExpert
+from experts.families.dinov2 import Dinov2Expert
 from experts.errors import UnknownNameError
-from experts.eva02 import Eva02Expert
-from experts.hf_vision import HFVisionExpert
+from experts.families.eva02 import Eva02Expert
+from experts.families.hf_vision import HFVisionExpert
 from experts.loading import WEIGHTS_FILE, default_dtype, read_saved_config, read_saved_weights, stream_safetensors
-from experts.pix2struct import Pix2StructExpert
+from experts.families.pix2struct import Pix2StructExpert
 from experts.presets import PRESETS
-from experts.sam import SamExpert
-from experts.timm_generic import TimmGenericExpert
+from experts.families.sam import SamExpert
+from experts.families.timm_generic import TimmGenericExpert
 
 EXPERT_FAMILIES: dict[str, type[VisionExpert]] = {
     cls.family: cls for cls in (ClipExpert, ConvNextExpert, SamExpert, Dinov2Expert, Pix2StructExpert, Eva02Expert,

@@ -19,11 +19,11 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from explorer.dashboard import LABEL_ATTR, name_metrics, trial_label
+from explorer.study.dashboard import LABEL_ATTR, name_metrics, trial_label
 from explorer.strategies import fidelity as F
-from explorer.executor import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor, trial_dir_name
-from explorer.overrides import build_trial_spec, write_trial_spec
-from explorer.storage import (
+from explorer.backends.local import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor, trial_dir_name
+from explorer.study.trial_specs import build_trial_spec, write_trial_spec
+from explorer.study.storage import (
     BASE_CHANGES_ATTR,
     OWNER_ATTR,
     fail_orphaned_trials,
@@ -35,8 +35,8 @@ from explorer.storage import (
 )
 from explorer.strategies import Plan, Strategy, build_strategy
 from explorer.strategies.base import FIXED_PREFIX, group_by_key, is_error_fail, trial_params
-from explorer.study import StudySpec
-from explorer.trial_outcome import record_outcome
+from explorer.study.spec import StudySpec
+from explorer.study.trial_outcome import record_outcome
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -221,8 +221,8 @@ class Controller:
         self.active[self.executor.submit(active.job)] = active
 
     def _write_rung_request(self, attrs: dict[str, Any], trial_dir: Path) -> None:
-        """The rung a launch stops at (trainers/fidelity.py); none: full fidelity."""
-        from trainers.fidelity import write_request
+        """The rung a launch stops at (trainers/stages/fidelity.py); none: full fidelity."""
+        from trainers.stages.fidelity import write_request
 
         schedule = getattr(self.strategy, "schedule", None)
         if schedule is None or F.RUNG_ATTR not in attrs:

@@ -1,4 +1,4 @@
-"""Plan a study before it runs: every planned trial's per-stage cost (trainers.estimate), the
+"""Plan a study before it runs: every planned trial's per-stage cost (trainers.estimate.cost), the
 study's GPU-hours with and without the stage-1 cache, and the memory check `run` does first.
 
 Which greedy candidate wins a round is known only once it has run: the plan walks the rounds
@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from explorer.study import StudyError, StudySpec
-from trainers.estimate import Assumptions, StageEstimate, TrialEstimator, dataset_size
+from explorer.study.spec import StudyError, StudySpec
+from trainers.estimate.cost import Assumptions, StageEstimate, TrialEstimator, dataset_size
 from trainers.spec import TrialSpec
 
 MAX_ROUNDS = 1000  # a plan walk that does not end is a strategy bug, not a long study
@@ -33,7 +33,7 @@ def trial_hours(stages: dict[str, StageEstimate]) -> float | None:
 
 def planned_trials(study: StudySpec, est: TrialEstimator) -> list[tuple[str, TrialSpec, dict[str, StageEstimate]]]:
     """(key, trial spec, stage estimates) of every trial the strategy plans, in order."""
-    from explorer.overrides import build_trial_spec
+    from explorer.study.trial_specs import build_trial_spec
     from explorer.strategies import build_strategy
 
     strategy = build_strategy(study)
@@ -82,7 +82,7 @@ def rung_costs(study: StudySpec, rows: list[tuple[str, TrialSpec, dict[str, Stag
 def reachable_trials(study: StudySpec) -> list[TrialSpec]:
     """Every trial spec a study can run: for greedy, each expert set from base to max_size (the
     winners are unknown); otherwise the planned trials."""
-    from explorer.overrides import build_trial_spec
+    from explorer.study.trial_specs import build_trial_spec
     from explorer.strategies import build_strategy
 
     strategy = build_strategy(study)
@@ -152,7 +152,7 @@ def data_notes(ts: TrialSpec, a: Assumptions) -> list[str]:
 @contextmanager
 def _named(source: str) -> Iterator[None]:
     """An architecture that cannot be built offline is a bad input: one line naming the file."""
-    from trainers.arch_profile import ArchError
+    from trainers.estimate.arch_profiles import ArchError
 
     try:
         yield
@@ -197,7 +197,7 @@ def check_memory(study: StudySpec, gpu_memory_gb: float | None = None, cache_pat
     limit = gpu_memory_gb or study.resources.gpu_memory_gb
     if limit is None:
         return
-    from trainers.arch_profile import default_cache_path
+    from trainers.estimate.arch_profiles import default_cache_path
 
     a = Assumptions(gpus=study.resources.nproc_per_trial)
     est = TrialEstimator(a, cache_path or default_cache_path())

@@ -18,7 +18,7 @@ from typing import Any
 
 from explorer.redact import remember
 from explorer.reach import PreflightError, creatable_dir, reach_storage, reach_tracking
-from explorer.study import StudySpec, parse_study
+from explorer.study.spec import StudySpec, parse_study
 from trainers.spec import SpecError, TrialSpec, parse_trial_spec, read_yaml_mapping
 
 # keys only a study file has (a file with none of them is read as a trial spec)
@@ -59,7 +59,7 @@ class CheckedEval:
 
 
 def storage_url_for(spec: StudySpec, storage: str | None, workdir: Path) -> str:
-    from explorer.storage import default_storage_url
+    from explorer.study.storage import default_storage_url
 
     url = storage or spec.storage or default_storage_url(workdir)
     remember(url)  # its password is masked in every line from now on
@@ -68,7 +68,7 @@ def storage_url_for(spec: StudySpec, storage: str | None, workdir: Path) -> str:
 
 def tracking_for(spec: StudySpec | None, tracking_uri: str | None, workdir: Path) -> tuple[str, str | None]:
     """(tracking URI, artifact root): the embedded SQLite store keeps artifacts in the workdir."""
-    from explorer.tracking import default_artifact_root, default_tracking_uri
+    from explorer.tracking.tracker import default_artifact_root, default_tracking_uri
 
     uri = tracking_uri or (spec.tracking_uri if spec is not None else None)
     if uri:
@@ -178,7 +178,7 @@ def study_trial_points(strategy) -> list[tuple[dict[str, Any], dict[str, Any]]]:
 
 def check_study_trials(spec: StudySpec, nproc: int | None = None, unstaged: list[str] | None = None) -> int:
     """Build and check the trial specs of study_trial_points; returns how many."""
-    from explorer.overrides import build_trial_spec
+    from explorer.study.trial_specs import build_trial_spec
     from explorer.strategies import build_strategy
 
     points = study_trial_points(build_strategy(spec))

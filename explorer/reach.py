@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from explorer.redact import mask
-from explorer.study import StudySpec
+from explorer.study.spec import StudySpec
 
 CONNECT_TIMEOUT_S = 10
 _SQL_SCHEMES = ("postgresql", "mysql", "mssql")
@@ -71,7 +71,7 @@ def reach_storage(spec: StudySpec, url: str, *, join: bool = False, what: str = 
     exist (a worker joins what `run` created)."""
     from sqlalchemy.engine import make_url
 
-    from explorer.storage import (SUPPORTED_BACKENDS, StorageError, changed_base_trial, check_stored_study, make_storage,
+    from explorer.study.storage import (SUPPORTED_BACKENDS, StorageError, changed_base_trial, check_stored_study, make_storage,
                                   normalize_storage_url)
 
     url = normalize_storage_url(url)
@@ -110,7 +110,7 @@ def reach_storage(spec: StudySpec, url: str, *, join: bool = False, what: str = 
 def reach_tracking(uri: str, what: str = "tracking URI") -> None:
     """The MLflow store answers: a local SQLite file or folder exists readable or can be created; a
     database server answers; anything else (http, databricks...) is asked by MLflow itself."""
-    from explorer.tracking import MlflowTracker, TrackingError
+    from explorer.tracking.tracker import MlflowTracker, TrackingError
 
     if "://" not in uri:
         raise TrackingError(f"tracking URI {mask(uri)!r} is not a URI (sqlite:///PATH, http://HOST:PORT, file:///DIR)")

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainers import preempt
+from trainers.training import preempt
 from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec, changed_fields, dump_trial_spec, load_trial_spec
-from trainers.logging_utils import find_error
+from trainers.training.logging_utils import find_error
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
 def _check_sva_layers(spec: TrialSpec, grid: int, visual_tokens: int, fail) -> None:
     """SVA's llm_layers against the visual tokens and the LLM's depth (when known before loading)."""
     from experts.fusion.sva_layers import check_llm_layers
-    from trainers.llm import llm_num_layers
+    from trainers.modeling.llm import llm_num_layers
 
     try:
         check_llm_layers(tuple(spec.fusion.options["llm_layers"]), grid, visual_tokens, llm_num_layers(spec.llm))
@@ -126,10 +126,10 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1,
     """Everything that can be checked before a process starts; SpecError with one line otherwise.
     `unstaged` (planning): a data file or image folder not there yet is appended to it, not an error."""
     import experts
-    from trainers.engine import BatchSplitError, accumulation_steps
-    from trainers.llm import LLMSetupError, check_llm_spec, check_positions, llm_positions
-    from trainers.projector import PROJECTORS
-    from trainers.stages import resolve_expert
+    from trainers.training.loop import BatchSplitError, accumulation_steps
+    from trainers.modeling.llm import LLMSetupError, check_llm_spec, check_positions, llm_positions
+    from trainers.modeling.projector import PROJECTORS
+    from trainers.stages.recipes import resolve_expert
 
     def fail(field: str, msg: str) -> None:
         raise SpecError(f"{source}: {field}: {msg}")
@@ -226,7 +226,7 @@ def torchrun_command(spec_path: Path, out_dir: Path, cache_dir: Path, nproc: int
     rdzv = [] if any(a.startswith("--rdzv") for a in args) else [
         "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0"]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *rdzv, *args,
-            "-m", "trainers.worker", "--spec", str(spec_path), "--out", str(out_dir),
+            "-m", "trainers.stages.runner", "--spec", str(spec_path), "--out", str(out_dir),
             "--cache-dir", str(cache_dir), *worker_args]
 
 
@@ -248,7 +248,7 @@ def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
 
         ensure_synthetic(spec.data.synthetic, cache)  # once, here, before any worker starts
     if any(e.skill for e in spec.experts):
-        from trainers.stages import resolve_experts
+        from trainers.stages.recipes import resolve_experts
 
         resolve_experts(spec, cache)  # skilled init trained (or found) here, before any worker starts
     _verify_images(resolved, str(spec_path), cache, out)
@@ -261,7 +261,7 @@ def _verify_images(spec: TrialSpec, source: str, cache: Path, out: Path) -> None
     """Every dataset's images opened once here (remembered in the cache), not by each rank and stage."""
     from trainers.data.errors import DataError
     from trainers.data.verify import write_checks
-    from trainers.stages import resolve_data
+    from trainers.stages.recipes import resolve_data
 
     data = resolve_data(spec, cache)
     try:
@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--restart", action="store_true", help="start over if the directory holds another spec's progress")
     args, torchrun_args = ap.parse_known_args(argv)
-    from trainers.logging_utils import setup_logging
+    from trainers.training.logging_utils import setup_logging
 
     setup_logging()
     try:

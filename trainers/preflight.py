@@ -68,7 +68,7 @@ def _looks_local(src: str) -> bool:
 
 
 def _expert_configs(spec: TrialSpec) -> list[str]:
-    from trainers.stages import resolve_expert
+    from trainers.stages.recipes import resolve_expert
 
     # pretrained=False: the preset's architecture is built (on meta), nothing is downloaded
     return [resolve_expert(e).with_overrides(pretrained=False).model_dump_json() for e in spec.experts]
@@ -171,14 +171,14 @@ def _check_data(spec: TrialSpec, fail, unstaged: list[str] | None = None) -> Non
 
 def _check_epochs(spec: TrialSpec, fail) -> None:
     """Synthetic data has a known size: each stage needs at least one global batch of it."""
-    from trainers.engine import BatchSplitError, total_steps
+    from trainers.training.loop import BatchSplitError, total_steps
     from trainers.spec import RECIPE_STAGES
 
     syn = spec.data.synthetic
     if syn is None:
         return
     for stage in RECIPE_STAGES[spec.train.recipe]:
-        n = syn.n_sft if stage == "sft" else syn.n_pretrain  # as trainers.worker picks the data
+        n = syn.n_sft if stage == "sft" else syn.n_pretrain  # as trainers.stages.runner picks the data
         try:
             total_steps(spec.train.stages[stage], n, stage)
         except BatchSplitError as err:
@@ -188,7 +188,7 @@ def _check_epochs(spec: TrialSpec, fail) -> None:
 def _check_feature_cache(spec: TrialSpec, shapes: list[tuple[int, int]], fail) -> None:
     """Synthetic data has a known size: the trial's feature-cache entries fit max_gb (real data:
     checked when stage 2 starts, before any feature is computed)."""
-    from trainers.feature_cache import GB, entry_bytes
+    from trainers.caches.features import GB, entry_bytes
 
     fc, syn = spec.train.feature_cache, spec.data.synthetic
     if not fc.enabled or syn is None or spec.train.recipe != "eagle":
@@ -227,7 +227,7 @@ def check_eval_spec(ev: EvalSpec, source: str, unstaged: list[str] | None = None
         if missing:
             fail("eval.benchmarks", f"{', '.join(missing)} not in the synthetic suite; give eval.data_root")
     if not names:
-        return  # the objective is the held-out loss (trainers.worker)
+        return  # the objective is the held-out loss (trainers.stages.runner)
 
     def known(key: str) -> bool:
         return key in names or key.split("/", 1)[0] in names

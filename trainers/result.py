@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from trainers import distributed as D
-from trainers.metrics import peak_memory_mb
+from trainers.training import distributed as D
+from trainers.training.metrics import peak_memory_mb
 
 
 def build_result(stage_info: dict[str, dict[str, Any]], scores: dict[str, float], objective: float,
@@ -34,7 +34,7 @@ def build_result(stage_info: dict[str, dict[str, Any]], scores: dict[str, float]
 
 def trial_cost(stage_info: dict[str, dict[str, Any]], eval_s: float, world_size: int,
                device_type: str) -> dict[str, Any]:
-    """The trial's compute ledger (explorer/ledger.py sums a study's): process-seconds per stage and
+    """The trial's compute ledger (explorer/study/ledger.py sums a study's): process-seconds per stage and
     for the evaluation (wall time x ranks, one device each: GPU-seconds on GPUs), FLOPs where
     counted (the expert forwards the feature cache saved), and what the caches saved: a stage-1 hit
     the cost recorded when its entry was made (None for entries older than the ledger), the feature

@@ -132,7 +132,7 @@ def _default_stages() -> dict[str, StageSpec]:
 
 class FeatureCacheSpec(_Strict):
     """Stage 2 (align_projector) reads each frozen expert's features from a shared on-disk cache
-    (trainers/feature_cache.py) instead of running the expert; max_gb bounds the cache directory
+    (trainers/caches/features.py) instead of running the expert; max_gb bounds the cache directory
     (least recently used entries are evicted, and a trial whose own entries exceed it fails)."""
 
     enabled: bool = False

@@ -7,7 +7,7 @@ from explorer.strategies.base import Plan, Planned, Status, Strategy
 from explorer.strategies.greedy import Greedy
 from explorer.strategies.grid import Grid
 from explorer.strategies.tpe import SAMPLERS, TPE, build_sampler
-from explorer.study import StudyError, StudySpec
+from explorer.study.spec import StudyError, StudySpec
 
 STRATEGIES: dict[str, Callable[[StudySpec], Strategy]] = {"greedy": Greedy, "grid": Grid, "tpe": TPE}
 

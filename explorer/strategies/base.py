@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from explorer.study import StudyError, StudySpec
+from explorer.study.spec import StudyError, StudySpec
 
 
 

@@ -1,6 +1,6 @@
 """Multi-fidelity rounds: a round's candidates train SFT to a fraction of their steps and are
 evaluated at that rung; the weakest stop there, the rest continue from their checkpoints (the same
-trial directory, trainers/fidelity.py) to the next rung; the round is decided among the candidates
+trial directory, trainers/stages/fidelity.py) to the next rung; the round is decided among the candidates
 of its top rung (full fidelity) with the usual paired comparisons.
 
 Every rung of a planned trial is its own stored trial: key "<key>@rung<r>" below the top, the
@@ -24,7 +24,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from explorer.strategies.base import Planned, Status
-from explorer.study import FidelitySpec, StudyError
+from explorer.study.spec import FidelitySpec, StudyError
 
 RUNG_ATTR = "rung"  # user attrs of a rung trial: rung index, rung count, planned key
 RUNGS_ATTR = "rungs"
@@ -194,8 +194,8 @@ def build_schedule(opts: Any, maximize: bool, source: str) -> Schedule | None:
 
 
 def request_for(schedule: Schedule, attrs: dict[str, Any], reference: dict[str, dict[str, float]] | None):
-    """The trial-side rung request (trainers/fidelity.py) of a rung trial's user attrs."""
-    from trainers.fidelity import EarlyStopRequest, FidelityRequest
+    """The trial-side rung request (trainers/stages/fidelity.py) of a rung trial's user attrs."""
+    from trainers.stages.fidelity import EarlyStopRequest, FidelityRequest
 
     rung = int(attrs[RUNG_ATTR])
     es = schedule.spec.early_stop

@@ -4,7 +4,7 @@ Round 0 runs the base set. Each later round runs one trial per remaining candida
 candidate), ranks them by the mean objective over their seeds, keeps the best and goes on until
 the maximum size (or, if configured, the first round without improvement). The answer is the
 best set over all rounds. Every candidate is compared with its round's leader on paired bootstrap
-replicates (explorer/stats.py); statistically tied leaders are marked, and with
+replicates (explorer/study/stats.py); statistically tied leaders are marked, and with
 `resolve_ties` they get extra seeds (racing) before the round is decided."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from explorer.stats import candidate, compare, public, tie_note, tied_labels
+from explorer.study.stats import candidate, compare, public, tie_note, tied_labels
 from explorer.strategies.base import Plan, Planned, Status, Strategy, group_by_key, status_of
 from explorer.strategies.fidelity import build_schedule
-from explorer.study import GreedyStrategy, StudySpec
+from explorer.study.spec import GreedyStrategy, StudySpec
 
 
 def experts_name(letters: list[str]) -> str:

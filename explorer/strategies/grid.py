@@ -9,7 +9,7 @@ from optuna.trial import FrozenTrial
 
 from explorer.strategies.base import Plan, Planned, Status, Strategy, group_by_key, mean_std, status_of
 from explorer.strategies.fidelity import build_schedule
-from explorer.study import GridStrategy, StudySpec
+from explorer.study.spec import GridStrategy, StudySpec
 
 _SECTIONS = ("fusion", "resolution", "freeze")
 _SCALARS = (bool, int, float, str)

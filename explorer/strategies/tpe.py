@@ -18,7 +18,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 
 from explorer.strategies.base import Plan, Planned, Strategy, group_by_key, status_of
-from explorer.study import StudyError, StudySpec, TPEStrategy
+from explorer.study.spec import StudyError, StudySpec, TPEStrategy
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,

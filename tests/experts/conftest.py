@@ -41,7 +41,7 @@ def raw_feature_map(expert: experts.VisionExpert, pixels: torch.Tensor) -> torch
     if fam == "sam":
         return bb(pixel_values=pixels).last_hidden_state
     if fam == "pix2struct":
-        from experts.pix2struct import flattened_patches
+        from experts.families.pix2struct import flattened_patches
 
         patches = flattened_patches(pixels, expert.patch_stride())
         out = bb(flattened_patches=patches, attention_mask=torch.ones(patches.shape[:2]))

@@ -97,7 +97,7 @@ def test_presets_declare_their_own_normalisation():
 
 
 def test_pix2struct_standardises_each_image():
-    from experts.pix2struct import flattened_patches, standardize
+    from experts.families.pix2struct import flattened_patches, standardize
 
     img = torch.rand(2, 3, 32, 32) * torch.tensor([1.0, 0.2]).view(2, 1, 1, 1)
     z = standardize(img)

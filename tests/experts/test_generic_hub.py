@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import experts
-from experts.hf_vision import model_class_for, random_config
+from experts.families.hf_vision import model_class_for, random_config
 from experts.presets_generic import GENERIC_FULL_PRESETS
 
 TWIN = {"G": "tiny-siglip2", "H": "tiny-dinov2-reg", "I": "tiny-dinov3", "J": "tiny-aimv2", "K": "tiny-radio",

@@ -14,7 +14,7 @@ from pathlib import Path
 from test_study_fixtures import PAPER_AVG, letters
 
 from trainers.eval.early_stop import EarlyStop
-from trainers.fidelity import fidelity_block, read_request, stop_step
+from trainers.stages.fidelity import fidelity_block, read_request, stop_step
 
 STEPS = 40  # the scripted trials' full SFT steps
 CKPT = "sim_sft_steps"  # the scripted trial's checkpoint: SFT steps done in this directory
@@ -135,7 +135,7 @@ def completed(study) -> list[tuple[str, float]]:
 
 
 def stop_marks(study) -> list[tuple[str, int, int]]:
-    from explorer.report import status_json
+    from explorer.report.leaderboard import status_json
 
     return sorted((t["experts"], t["round"], t["stopped_at_rung"]) for t in status_json(study)["trials"]
                   if t["stopped_at_rung"] is not None)
@@ -146,8 +146,8 @@ def drive(workdir: str, backend: str, strategy: dict, resources: dict, hold: str
     from test_study_fixtures import study_data
 
     from explorer.controller import run_study
-    from explorer.storage import default_storage_url
-    from explorer.study import parse_study
+    from explorer.study.storage import default_storage_url
+    from explorer.study.spec import parse_study
 
     tmp = Path(workdir)
     spec = parse_study(study_data("fid", strategy, backend=backend, resources=resources), "fid.yaml", tmp)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from explorer.cli import app
+from explorer.cli.main import app
 from test_report_support import scripted_study
 
 runner = CliRunner()
@@ -129,7 +129,7 @@ def test_help_is_fast_and_lists_commands():
     import time
 
     t = time.time()
-    out = subprocess.run([sys.executable, "-m", "explorer.cli", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "explorer.cli.main", "--help"], capture_output=True, text=True,
                          env={"COLUMNS": "120", "PATH": ""}, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
     assert out.returncode == 0, out.stderr
     for cmd in ("run", "worker", "status", "leaderboard", "export", "report", "ui", "trial", "eval", "check"):

@@ -6,7 +6,7 @@ import json
 from typer.testing import CliRunner
 
 import experts
-from explorer.cli import app
+from explorer.cli.main import app
 
 
 def test_experts_json_lists_every_preset_with_its_size():

@@ -5,7 +5,7 @@ import io
 import optuna
 from rich.console import Console
 
-from explorer.progress import StudyProgress, render_line, snapshot
+from explorer.cli.progress import StudyProgress, render_line, snapshot
 
 
 def _study():
@@ -37,7 +37,7 @@ def test_snapshot_counts_best_and_eta():
 def test_controller_reports_win_and_log_when_not_a_terminal(caplog):
     study = _study()
     progress = StudyProgress(study, total=11, console=Console(file=io.StringIO()))
-    with caplog.at_level("INFO", logger="explorer.progress"):
+    with caplog.at_level("INFO", logger="explorer.cli.progress"):
         with progress:
             progress({"round": 3, "done": 9, "running": 2, "failed": 0, "best_value": 666.5,
                       "best_experts": "A+B+F+E+C", "elapsed_s": 60.0, "eta_s": 125.0})

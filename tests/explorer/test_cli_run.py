@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 import explorer.controller
-from explorer.cli import app
+from explorer.cli.main import app
 from test_report_support import TINY_BASE, PaperRunner
 
 runner = CliRunner()

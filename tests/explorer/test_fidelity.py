@@ -12,13 +12,13 @@ from optuna.trial import TrialState
 from test_study_fixtures import PAPER_AVG, PAPER_PATH, study_data
 
 from explorer.controller import run_study
-from explorer.report import status_json
-from explorer.storage import default_storage_url, open_study
+from explorer.report.leaderboard import status_json
+from explorer.study.storage import default_storage_url, open_study
 from explorer.strategies import build_strategy
 from explorer.strategies.fidelity import fractions
-from explorer.study import FidelitySpec, StudyError, parse_study
+from explorer.study.spec import FidelitySpec, StudyError, parse_study
 from trainers.eval.early_stop import EarlyStop
-from trainers.fidelity import stop_step
+from trainers.stages.fidelity import stop_step
 
 
 def _run(tmp_path, strategy, runner, **extra):
@@ -201,7 +201,7 @@ def test_wilcoxon_matches_scipy():
 
 def test_plan_counts_the_sft_steps_each_rung_adds(tmp_path):
     from explorer.plan import plan_document, rung_costs
-    from trainers.estimate import Assumptions, StageEstimate
+    from trainers.estimate.cost import Assumptions, StageEstimate
 
     def stage(hours, stage1=()):
         return StageEstimate(1, 1, 1.0, 1.0, hours, 8, 8, {}, [dict(e) for e in stage1])
@@ -227,8 +227,8 @@ def test_plan_counts_the_sft_steps_each_rung_adds(tmp_path):
 def test_the_terminal_and_exports_show_each_rows_rung(tmp_path):
     from rich.console import Console
 
-    from explorer.paper_table import export
-    from explorer.terminal import leaderboard_table, status_table
+    from explorer.report.paper_table import export
+    from explorer.cli.terminal import leaderboard_table, status_table
 
     _, _, study = _run(tmp_path, {**GREEDY_SH, "max_size": 3}, RungRunner())
 
@@ -258,7 +258,7 @@ def test_the_terminal_and_exports_show_each_rows_rung(tmp_path):
 def test_mlflow_child_runs_carry_their_rung(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
+    from explorer.tracking.tracker import MlflowTracker, default_artifact_root, default_tracking_uri
 
     spec = parse_study(study_data("fid", {**GREEDY_SH, "max_size": 3}), "fid.yaml", tmp_path)
     uri = default_tracking_uri(tmp_path)

@@ -29,8 +29,8 @@ from optuna.trial import TrialState
 from test_study_fixtures import study_data
 
 from explorer.controller import run_study
-from explorer.storage import default_storage_url, open_study
-from explorer.study import parse_study
+from explorer.study.storage import default_storage_url, open_study
+from explorer.study.spec import parse_study
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,11 @@ import zlib
 
 from rich.console import Console
 
-from explorer import report
+from explorer.report.leaderboard import leaderboard as report
 from explorer.controller import run_study
-from explorer.storage import default_storage_url, open_study
-from explorer.study import parse_study
-from explorer.terminal import leaderboard_table
+from explorer.study.storage import default_storage_url, open_study
+from explorer.study.spec import parse_study
+from explorer.cli.terminal import leaderboard_table
 from test_study_fixtures import study_data
 
 AXES = {"resolution": ["original", "interpolate_448", "interpolate_672", "tiled_672"],

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from explorer.ledger import ledger_lines, ledger_metrics, study_ledger, trial_ledger
+from explorer.study.ledger import ledger_lines, ledger_metrics, study_ledger, trial_ledger
 from test_report_support import scripted_study, study_spec
 
 
@@ -58,7 +58,7 @@ def test_the_study_sums_over_trials_and_counts_results_without_a_cost():
 
 
 def test_the_report_shows_the_ledger_under_the_leaderboard(tmp_path):
-    from explorer.study_report import write_report
+    from explorer.report.artifacts import write_report
 
     study = scripted_study(None, tmp_path)  # in-memory storage
     for t in study.trials:  # the scripted trials' own cost record (test_report_support.write_trial_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from explorer.live_metrics import LIVE_ROWS_TAG, LiveMetrics
+from explorer.tracking.live_metrics import LIVE_ROWS_TAG, LiveMetrics
 from mlflow_server_support import free_port, start_server, stop_server
 
 

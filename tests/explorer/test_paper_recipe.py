@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from explorer.overrides import build_trial_data
-from explorer.study import load_study
+from explorer.study.trial_specs import build_trial_data
+from explorer.study.spec import load_study
 from trainers.spec import parse_trial_spec
-from trainers.stages import resolve_experts
+from trainers.stages.recipes import resolve_experts
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 import explorer.controller
-from explorer.cli import app
+from explorer.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -139,7 +139,7 @@ def test_run_refuses_an_oversized_trial_before_anything_starts(tmp_path, plan_ca
 
 
 def test_gpu_memory_gb_is_validated(tmp_path):
-    from explorer.study import StudyError, load_study
+    from explorer.study.spec import StudyError, load_study
 
     with pytest.raises(StudyError, match="resources.gpu_memory_gb"):
         load_study(_study(tmp_path, gpu_memory_gb=-1))

@@ -11,14 +11,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from explorer.storage import normalize_storage_url, planner_lock
+from explorer.study.storage import normalize_storage_url, planner_lock
 from test_study_fixtures import PAPER_PATH, child_command, study_data
 
 
 
 def test_postgresql_urls_use_psycopg2_and_bad_urls_are_one_line():
-    from explorer.storage import StorageError, make_storage
-    from explorer.study import parse_study
+    from explorer.study.storage import StorageError, make_storage
+    from explorer.study.spec import parse_study
     from test_study_fixtures import study_data
 
     assert normalize_storage_url("postgresql://postgres@127.0.0.1:5432/test") == \

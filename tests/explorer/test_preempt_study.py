@@ -41,7 +41,7 @@ def test_sigterm_to_the_controller_checkpoints_its_trial_and_run_continues_it(tm
         "search_space": "eagle_tiny", "base_trial": base, "poll_interval_s": 0.2,
         "objective": {"metric": "heldout_loss", "direction": "minimize"}}))
     work = tmp_path / "work"
-    cmd = [sys.executable, "-m", "explorer.cli", "run", str(study), "--workdir", str(work)]
+    cmd = [sys.executable, "-m", "explorer.cli.main", "run", str(study), "--workdir", str(work)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     trials_dir = work / "trials" / "pre"

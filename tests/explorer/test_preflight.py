@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from explorer.cli import app
+from explorer.cli.main import app
 from explorer.preflight import CheckedStudy, CheckedTrial, PreflightError, preflight, study_trial_points
 from explorer.strategies import build_strategy
-from explorer.study import load_study
+from explorer.study.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -209,7 +209,7 @@ def test_eval_checks_its_benchmarks_before_writing(tmp_path):
 
 def test_a_changed_base_trial_is_found_before_anything_is_written(tmp_path, monkeypatch):
     import explorer.controller
-    from explorer.storage import BASE_CHANGES_ATTR, open_study
+    from explorer.study.storage import BASE_CHANGES_ATTR, open_study
 
     work = tmp_path / "work"
     url = f"sqlite:///{work / 'study.db'}"

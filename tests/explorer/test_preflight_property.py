@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from explorer.cli import app
+from explorer.cli.main import app
 from explorer.preflight import is_study_file
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,13 +13,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-import explorer.ray_backend  # noqa: F401  (registers the "ray" executor)
+import explorer.backends.ray_tune  # noqa: F401  (registers the "ray" executor)
 from conftest_ray import ray_cluster  # noqa: F401  (the shared Ray session)
 from explorer.controller import run_study
-from explorer.report import status_json
-from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
-from explorer.storage import default_storage_url, open_study
-from explorer.study import parse_study
+from explorer.report.leaderboard import status_json
+from explorer.tracking.tracker import MlflowTracker, default_artifact_root, default_tracking_uri
+from explorer.study.storage import default_storage_url, open_study
+from explorer.study.spec import parse_study
 from test_ray_support import FlakyRunner, SpanRunner, max_overlap
 from test_study_fixtures import HOLD_MARK, PAPER_AVG, PAPER_PATH, paper_runner, study_data
 

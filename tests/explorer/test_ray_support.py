@@ -65,10 +65,10 @@ class FlakyRunner:
 def drive(workdir: str, address: str, seconds: float, hold_from: int) -> None:
     """A driver process for the kill test: the paper's greedy study on the given Ray cluster; the
     first trial to start after hold_from completions runs for a minute (Ray ends it with the driver)."""
-    import explorer.ray_backend  # noqa: F401
+    import explorer.backends.ray_tune  # noqa: F401
     from explorer.controller import run_study
-    from explorer.storage import default_storage_url
-    from explorer.study import parse_study
+    from explorer.study.storage import default_storage_url
+    from explorer.study.spec import parse_study
     from test_study_fixtures import HOLD_MARK, Hold, SleepyRunner, study_data
 
     data = study_data("killed", {"type": "greedy", "base": ["A", "B"]}, backend="ray", ray_address=address,

@@ -10,13 +10,13 @@ from optuna.trial import TrialState
 
 from conftest_ray import ray_cluster  # noqa: F401  (the shared Ray session)
 from explorer.controller import run_study
-from explorer.executor import LocalRunner, TrialJob
-from explorer.ray_backend import RayExecutor, RayTrainRunner
-from explorer.storage import default_storage_url, open_study
-from explorer.study import parse_study
+from explorer.backends.local import LocalRunner, TrialJob
+from explorer.backends.ray_tune import RayExecutor, RayTrainRunner
+from explorer.study.storage import default_storage_url, open_study
+from explorer.study.spec import parse_study
 from test_ray_support import ReportingRunner, ddp_worker
 from test_study_fixtures import PAPER_AVG, study_data
-from trainers.fidelity import FidelityRequest, write_request
+from trainers.stages.fidelity import FidelityRequest, write_request
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,7 +90,7 @@ def test_pruner_stops_a_ray_trial_from_its_intermediate_reports(tmp_path, ray_cl
 
 @pytest.mark.slow
 def test_real_tiny_trial_runs_the_trainers_worker_in_two_ray_train_workers(tmp_path, ray_cluster):
-    """The default runner under Ray: prepare_trial, then trainers.worker in each Ray Train worker, at
+    """The default runner under Ray: prepare_trial, then trainers.stages.runner in each Ray Train worker, at
     a multi-fidelity rung (the request in the trial directory reaches the workers)."""
     data = yaml.safe_load((ROOT / "studies" / "trials" / "tiny.yaml").read_text())
     data["data"]["synthetic"].update(n_pretrain=16, n_sft=16, n_heldout=8)

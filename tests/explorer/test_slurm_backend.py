@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 
 from conftest_slurm import ROOT, slurm_cluster  # noqa: F401  (the shared cluster)
 from explorer.controller import run_study
-from explorer.slurm_backend import sbatch_parameters
-from explorer.storage import default_storage_url
-from explorer.study import SlurmOptions, parse_study
+from explorer.backends.slurm import sbatch_parameters
+from explorer.study.storage import default_storage_url
+from explorer.study.spec import SlurmOptions, parse_study
 from test_study_fixtures import PAPER_PATH, study_data
 from test_study_fixtures import paper_runner as _paper
 

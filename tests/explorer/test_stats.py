@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from explorer.stats import BOOTSTRAP_ATTR, bootstrap_record, candidate, compare, tie_note, tied_labels
+from explorer.study.stats import BOOTSTRAP_ATTR, bootstrap_record, candidate, compare, tie_note, tied_labels
 
 
 def trial(number, value, reps=None, items="i"):

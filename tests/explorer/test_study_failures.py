@@ -9,10 +9,10 @@ import yaml
 from typer.testing import CliRunner
 
 import explorer.controller
-from explorer.cli import app
-from explorer.executor import RunnerError
+from explorer.cli.main import app
+from explorer.backends.local import RunnerError
 from test_study_fixtures import BASE_TRIAL
-from trainers.logging_utils import find_error
+from trainers.training.logging_utils import find_error
 
 runner = CliRunner()
 

@@ -7,10 +7,10 @@ from test_study_fixtures import study_data, write_study
 
 import experts
 from experts.presets_generic import GENERIC_LETTERS
-from explorer.overrides import build_trial_spec
-from explorer.study import load_study
+from explorer.study.trial_specs import build_trial_spec
+from explorer.study.spec import load_study
 from search_spaces import load_search_space
-from trainers.stages import resolve_expert
+from trainers.stages.recipes import resolve_expert
 
 TIMM_VIT = {"family": "timm", "arch": {"model_name": "vit_base_patch16_224", "img_size": 64, "embed_dim": 32,
                                        "depth": 2, "num_heads": 2},
@@ -51,7 +51,7 @@ def test_a_bad_inline_declaration_names_the_field():
 def test_the_llm_axis_reaches_the_trial_and_splits_the_stage1_cache(tmp_path):
     from pathlib import Path
 
-    from trainers.stages import TrialData, stage1_key_for
+    from trainers.stages.recipes import TrialData, stage1_key_for
 
     root = Path(__file__).resolve().parents[2] / "studies"
     spec = load_study(root / "encoder_llm.yaml")

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from explorer.redact import MaskingFilter, mask, remember
-from explorer.storage import BASE_CHANGES_ATTR, StorageError, normalize_storage_url, open_study
-from explorer.study import parse_study
+from explorer.study.storage import BASE_CHANGES_ATTR, StorageError, normalize_storage_url, open_study
+from explorer.study.spec import parse_study
 from test_study_fixtures import study_data
 
 SECRET = "Sup3rSecretPW"
@@ -67,7 +67,7 @@ def test_mask_hides_url_passwords_and_remembered_ones():
 def test_an_unreachable_database_error_hides_its_password(tmp_path):
     from typer.testing import CliRunner
 
-    from explorer.cli import app
+    from explorer.cli.main import app
 
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump(study_data("unreach", {"type": "greedy", "base": ["A", "B"]})))
@@ -81,7 +81,7 @@ CHILD = r'''
 import sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import explorer.controller
-from explorer.cli import app
+from explorer.cli.main import app
 from test_report_support import PaperRunner
 explorer.controller.LocalRunner = lambda: PaperRunner()
 app(sys.argv[3:])

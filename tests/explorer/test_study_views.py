@@ -13,11 +13,11 @@ from PIL import Image
 from test_report_support import TINY_BASE, PaperRunner
 from typer.testing import CliRunner
 
-from explorer.cli import app
-from explorer.cli_views import study_url
+from explorer.cli.main import app
+from explorer.cli.views import study_url
 from explorer.controller import run_study
-from explorer.study import load_study
-from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
+from explorer.study.spec import load_study
+from explorer.tracking.tracker import MlflowTracker, default_artifact_root, default_tracking_uri
 
 pytestmark = pytest.mark.slow  # 11 scripted trials through the controller, MLflow and the plots
 

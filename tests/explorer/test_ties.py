@@ -24,14 +24,15 @@ from test_study_fixtures import (
     tied_runner,
 )
 
-from explorer import paper_table, report
+from explorer.report import paper_table
+from explorer.report.leaderboard import leaderboard as report
 from explorer.controller import run_study
-from explorer.progress import StudyProgress, render_line
-from explorer.stats import BOOTSTRAP_ATTR
-from explorer.storage import default_storage_url, open_study
-from explorer.study import parse_study
-from explorer.terminal import leaderboard_table
-from explorer.tracking import MlflowTracker, default_artifact_root, default_tracking_uri
+from explorer.cli.progress import StudyProgress, render_line
+from explorer.study.stats import BOOTSTRAP_ATTR
+from explorer.study.storage import default_storage_url, open_study
+from explorer.study.spec import parse_study
+from explorer.cli.terminal import leaderboard_table
+from explorer.tracking.tracker import MlflowTracker, default_artifact_root, default_tracking_uri
 
 GREEDY = {"type": "greedy", "base": ["A", "B"]}
 RACE = {**GREEDY, "resolve_ties": {"extra_seeds": 2, "max_extra_trials": 4}}
@@ -223,7 +224,7 @@ def test_new_keys_at_their_defaults_keep_the_fingerprint_and_racing_changes_it(t
 
 
 def test_sft_scope_repeats_share_the_pre_alignment_seed(tmp_path):
-    from explorer.overrides import build_trial_spec
+    from explorer.study.trial_specs import build_trial_spec
     from explorer.strategies import build_strategy
 
     for scope, aligns in (("sft", {0}), ("all", {0, 1, 2})):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from explorer import plots
-from explorer import run_fields as rf
-from explorer.study_report import _csv
-from explorer.tokens_report import HEADER, sft_throughput, token_rows, token_table
+from explorer.report import plots
+from explorer.tracking import run_fields as rf
+from explorer.report.artifacts import _csv
+from explorer.report.tokens import HEADER, sft_throughput, token_rows, token_table
 
 
 def _result(tok_s, samples_s=2.0):
@@ -15,7 +15,7 @@ def _result(tok_s, samples_s=2.0):
                            "sft": {"samples_per_s": samples_s, "tokens_per_s": tok_s}}}
 
 
-BOARD = [  # as explorer.report.leaderboard gives them, best first
+BOARD = [  # as explorer.report.leaderboard.leaderboard gives them, best first
     {"experts": "A+B", "params": {"fusion": "sva", "compress": "none"}, "value": 0.61, "ci": [0.55, 0.66], "n": 2,
      "trials": [0, 3]},
     {"experts": "A+B", "params": {"fusion": "sva", "compress": "unshuffle"}, "value": 0.58, "ci": [0.50, 0.64],

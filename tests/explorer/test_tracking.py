@@ -5,7 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from explorer.controller import run_study
-from explorer.tracking import MlflowTracker, TrackingError, default_artifact_root, default_tracking_uri
+from explorer.tracking.tracker import MlflowTracker, TrackingError, default_artifact_root, default_tracking_uri
 from test_report_support import PaperRunner, study_spec
 
 PARENT = "tags.`mlflow.parentRunId`"

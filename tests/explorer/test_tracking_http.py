@@ -2,7 +2,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from explorer.tracking import MlflowTracker
+from explorer.tracking.tracker import MlflowTracker
 from mlflow_server_support import free_port, start_server, stop_server
 from test_report_support import scripted_study
 

@@ -22,7 +22,7 @@ def tiny_model(tmp_path: Path, experts=("tiny-clip", "tiny-convnext"), fusion="c
                projector="mlp2x_gelu", seed: int = 0):
     from experts import get_preset
     from trainers.spec import LLMSpec
-    from trainers.stages import build_model
+    from trainers.stages.recipes import build_model
 
     tok = tiny_tokenizer(tmp_path)
     return build_model([get_preset(e) for e in experts], fusion, {}, projector, LLMSpec(preset="tiny-llama"),

@@ -13,7 +13,7 @@ BF16 = torch.bfloat16
 
 def _model(tmp_path, dtype):
     from experts import get_preset
-    from trainers.stages import build_model
+    from trainers.stages.recipes import build_model
 
     return build_model([get_preset("tiny-clip"), get_preset("tiny-convnext")], "channel_concat", {}, "mlp2x_gelu",
                        LLMSpec(preset="tiny-llama"), tiny_tokenizer(tmp_path), seed=0, dtype=dtype)
@@ -24,7 +24,7 @@ def _dtypes(module) -> set:
 
 
 def test_build_and_load_in_bf16(tmp_path):
-    from trainers.model import EagleModel
+    from trainers.modeling.eagle import EagleModel
 
     model = _model(tmp_path, BF16)
     assert _dtypes(model) == {BF16}
@@ -40,7 +40,7 @@ def test_a_source_llm_is_read_straight_into_bf16(tmp_path, monkeypatch):
     """from_pretrained is asked for bf16 (no fp32 copy first): the checkpoint on disk is fp32."""
     import transformers
 
-    from trainers.llm import build_llm
+    from trainers.modeling.llm import build_llm
 
     tok = tiny_tokenizer(tmp_path)
     src = build_llm(LLMSpec(preset="tiny-llama"), tok)
@@ -60,10 +60,10 @@ def test_a_source_llm_is_read_straight_into_bf16(tmp_path, monkeypatch):
 
 
 def test_ddp_keeps_trainable_weights_fp32_and_frozen_ones_bf16(tmp_path):
-    from trainers.distributed import DistEnv
-    from trainers.engine import StageJob, make_engine
-    from trainers.metrics import MetricsWriter
-    from trainers.stages import freeze_for_stage, param_groups
+    from trainers.training.distributed import DistEnv
+    from trainers.training.loop import StageJob, make_engine
+    from trainers.training.metrics import MetricsWriter
+    from trainers.stages.recipes import freeze_for_stage, param_groups
 
     model = _model(tmp_path, BF16)
     spec = TrialSpec(experts=[{"preset": "tiny-clip"}, {"preset": "tiny-convnext"}], llm=LLMSpec(preset="tiny-llama"),
@@ -87,8 +87,8 @@ def test_ddp_keeps_trainable_weights_fp32_and_frozen_ones_bf16(tmp_path):
 
 
 def test_weight_decay_skips_norms_biases_and_embeddings(tmp_path):
-    from trainers.engine import StageJob, optimizer_groups
-    from trainers.stages import param_groups
+    from trainers.training.loop import StageJob, optimizer_groups
+    from trainers.stages.recipes import param_groups
 
     model = _model(tmp_path, torch.float32)
     groups = param_groups(model, StageSpec(weight_decay=0.1))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.cache import ROOT, STAGE1_CODE, Stage1Cache, code_version, file_identity, stage1_key
-from trainers.feature_cache import FEATURE_CODE
+from trainers.caches.stage1 import ROOT, STAGE1_CODE, Stage1Cache, code_version, file_identity, stage1_key
+from trainers.caches.features import FEATURE_CODE
 from trainers.skills.train import SKILL_CODE
 
 BASE = dict(expert_config={"name": "tiny-clip", "input_size": 64}, align_llm={"preset": "tiny-llama"},
@@ -85,7 +85,7 @@ def test_commit_is_atomic_and_readable(tmp_path):
 
 HOLDER = """
 import sys, time
-from trainers.cache import Stage1Cache
+from trainers.caches.stage1 import Stage1Cache
 root, key, log, tag = sys.argv[1:]
 with Stage1Cache(root).lock(key, poll_s=0.02):
     open(log, "a").write(tag + " in\\n")

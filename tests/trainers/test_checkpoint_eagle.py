@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.checkpoint import latest_step, load_checkpoint, save_checkpoint
+from trainers.training.checkpoint import latest_step, load_checkpoint, save_checkpoint
 
 
 def _setup(seed=0):

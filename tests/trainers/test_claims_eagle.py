@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from trainers.claims import FileClaim
+from trainers.caches.claims import FileClaim
 
 
 def test_one_holder_at_a_time_and_release_frees_it(tmp_path):

@@ -1,4 +1,4 @@
-"""trainers/distributed.py is the only caller of torch.distributed; its collectives work on gloo and
+"""trainers/training/distributed.py is the only caller of torch.distributed; its collectives work on gloo and
 keep CPU tensors off an NCCL-only group's path; the timeout is read and checked."""
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainers import distributed as D
-
+from trainers.training import distributed as D
 ROOT = Path(__file__).resolve().parents[2]
 HELPER = ROOT / "trainers" / "distributed.py"
 PACKAGES = ("trainers", "explorer", "experts", "benchmarks", "search_spaces", "studies")
@@ -32,7 +31,7 @@ def test_no_collective_outside_the_helper():
         text = path.read_text()
         offenders += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in CALL.finditer(text)]
         offenders += [f"{path.relative_to(ROOT)}: {m.group(0).strip()}" for m in IMPORT.finditer(text)]
-    assert offenders == [], "torch.distributed used outside trainers/distributed.py:\n" + "\n".join(offenders)
+    assert offenders == [], "torch.distributed used outside trainers/training/distributed.py:\n" + "\n".join(offenders)
 
 
 def test_the_guard_sees_a_collective(tmp_path):

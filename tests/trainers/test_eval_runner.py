@@ -170,7 +170,7 @@ def test_image_side_is_the_training_side_never_a_default(tmp_path):
         "experts": [{"preset": "tiny-clip", "input_size": 192}, {"preset": "tiny-convnext"}],
         "llm": {"preset": "tiny-llama"}, "data": {"pretrain": "p.json", "sft": "s.json", "image_folder": "i"},
         "eval": {"benchmarks": ["gqa"], "limit": 2, "batch_size": 2}, "cache_dir": str(tmp_path / "cache")})
-    from trainers.stages import data_image_size
+    from trainers.stages.recipes import data_image_size
 
     assert data_image_size(spec) == 192  # tiny-convnext: 128
     model = PixelModel()

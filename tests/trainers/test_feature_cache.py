@@ -1,4 +1,4 @@
-"""Stage 2 on cached expert features (trainers/feature_cache.py, stage2_features.py): the same
+"""Stage 2 on cached expert features (trainers/caches/features.py, stage2_features.py): the same
 projector as with the expert forwards, no expert forward in stage 2 of a trial that hits, one
 computation for two processes that claim the same entry, the size bound, and a key that follows
 every input."""
@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.trainers.helpers_eagle import tiny_spec_dict, write_spec
-from trainers.feature_cache import FeatureCache, FeatureCacheError, feature_key
+from trainers.caches.features import FeatureCache, FeatureCacheError, feature_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,9 +41,9 @@ def _spec(tmp: Path, name: str, enabled: bool, second: str = "tiny-convnext", ma
 
 
 def _runner(tmp: Path, name: str, **kw):
-    from trainers.distributed import DistEnv
+    from trainers.training.distributed import DistEnv
     from trainers.launch import prepare_trial
-    from trainers.worker import TrialRunner
+    from trainers.stages.runner import TrialRunner
 
     spec, _, cache = prepare_trial(_spec(tmp, name, **kw), tmp / name)
     return TrialRunner(spec, tmp / name, DistEnv(), cache)
@@ -52,7 +52,7 @@ def _runner(tmp: Path, name: str, **kw):
 def _stage2(runner, monkeypatch) -> tuple[dict, dict[str, int]]:
     """Stages 1 and 2 in this process; the images each expert encoded in stage 2, by name."""
     from experts.base import VisionExpert
-    from trainers.stage1 import run_align_expert
+    from trainers.stages.pre_align import run_align_expert
 
     run_align_expert(runner)
     seen: dict[str, int] = {}
@@ -122,7 +122,7 @@ def test_features_over_the_bound_or_float16_fail_with_no_entry(work, monkeypatch
     from experts.base import VisionExpert
     from trainers.launch import prepare_trial
     from trainers.spec import SpecError
-    from trainers.stage1 import run_align_expert
+    from trainers.stages.pre_align import run_align_expert
 
     with pytest.raises(SpecError, match=r"train.feature_cache.max_gb: 1e-06, but this trial's 2 experts' features "
                                         r"over 32 items need 9.88e-05 GB"):  # 32 x 16 x (32 + 64) x 2 B + 8 B an item
@@ -187,8 +187,8 @@ def test_an_entry_reads_by_item_across_shards_and_pickles_without_its_maps(tmp_p
 CLAIMER = """
 import sys, time
 import numpy as np
-from trainers.feature_cache import FeatureCache
-from trainers.stage1 import claim
+from trainers.caches.features import FeatureCache
+from trainers.stages.pre_align import claim
 root, key, tag = sys.argv[1:]
 cache = FeatureCache(root)
 fd = claim(cache, key, "tiny-clip", True, poll_s=0.05, what="feature")
@@ -228,7 +228,7 @@ def test_the_key_changes_with_every_input():
 def test_records_digest_follows_the_records_read():
     from types import SimpleNamespace as NS
 
-    from trainers.feature_cache import records_digest
+    from trainers.caches.features import records_digest
 
     def data(ids):
         return NS(records=[NS(id=str(i), image=f"{i}.png") for i in ids])

@@ -1,4 +1,4 @@
-"""A real trial at a rung (trainers/fidelity.py): SFT stops at half its steps, is evaluated on the
+"""A real trial at a rung (trainers/stages/fidelity.py): SFT stops at half its steps, is evaluated on the
 rung's slim subset, and a second launch of the same spec continues from that checkpoint to the
 end, with the losses of one uninterrupted run."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ import json
 import pytest
 
 from tests.trainers.helpers_eagle import tiny_spec_dict, write_spec
-from trainers.fidelity import FidelityRequest, write_request
+from trainers.stages.fidelity import FidelityRequest, write_request
 from trainers.launch import run_trial
-from trainers.metrics import read_metrics
+from trainers.training.metrics import read_metrics
 
 pytestmark = pytest.mark.slow
 

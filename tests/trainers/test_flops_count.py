@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import experts
-from trainers.arch_profile import ArchProfiler, llm_config
-from trainers.flops import peak_tflops, step_flops
+from trainers.estimate.arch_profiles import ArchProfiler, llm_config
+from trainers.estimate.flops import peak_tflops, step_flops
 from trainers.spec import LLMSpec
 
 
@@ -76,14 +76,14 @@ def test_llm_frozen_backprops_input_gradients_only(prof):
 def test_llm_layer_extrapolation_matches_a_full_count():
     """The LLM is counted with 1 and 2 layers and extrapolated: exact FLOPs for alike layers; saved
     activations on fake tensors within 10 % of a real run's (fake views share storage less often)."""
-    from trainers.memory_estimate import count_saved
+    from trainers.estimate.memory import count_saved
 
     cfg = llm_config(LLMSpec(preset="tiny-llama"), 50)
     cfg4 = cfg.__class__.from_dict({**cfg.to_dict(), "num_hidden_layers": 4})
     p = ArchProfiler("fp32").llm(cfg4, 12, trained=True)
     from transformers import AutoModelForCausalLM
 
-    from trainers.flops import flop_counter
+    from trainers.estimate.flops import flop_counter
 
     model = AutoModelForCausalLM.from_config(cfg4)
     embeds = torch.rand(1, 12, 64, requires_grad=True)

@@ -25,7 +25,7 @@ def test_refuses_without_cuda(capsys):
 
 @pytest.mark.parametrize("strategy", gpu_check.STRATEGIES)
 def test_tiny_specs_are_valid_on_one_and_two_processes(strategy, tmp_path):
-    from trainers.engine import accumulation_steps
+    from trainers.training.loop import accumulation_steps
     from trainers.spec import RECIPE_STAGES, parse_trial_spec
 
     spec = parse_trial_spec(gpu_check.tiny_gpu_spec(strategy, tmp_path))

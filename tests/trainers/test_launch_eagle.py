@@ -68,7 +68,7 @@ def test_torchrun_command_own_rendezvous_and_multinode_passthrough(tmp_path):
     multi = torchrun_command(Path("t.yaml"), Path("o"), Path("c"), 8,
                              ["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29400"])
     assert "localhost:0" not in multi and multi[multi.index("--rdzv-endpoint") + 1] == "head:29400"
-    assert multi.index("--nnodes") < multi.index("trainers.worker")
+    assert multi.index("--nnodes") < multi.index("trainers.stages.runner")
 
 
 def test_a_bad_image_fails_at_launch_and_verification_is_remembered(tmp_path):

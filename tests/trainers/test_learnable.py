@@ -15,11 +15,11 @@ from trainers.data.llava import LlavaDataset
 from trainers.data.synthetic import ANSWER_SETS, make_item
 from trainers.data.templates import IMAGE_TOKEN, encode_prompt, stop_token_ids
 from trainers.data.tokenizer import build_word_tokenizer
-from trainers.distributed import DistEnv
-from trainers.engine import StageJob, make_engine
-from trainers.metrics import MetricsWriter
+from trainers.training.distributed import DistEnv
+from trainers.training.loop import StageJob, make_engine
+from trainers.training.metrics import MetricsWriter
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
-from trainers.stages import build_model, freeze_for_stage, param_groups
+from trainers.stages.recipes import build_model, freeze_for_stage, param_groups
 
 SIZE, TEMPLATE = 64, "vicuna_v1"
 

@@ -13,12 +13,12 @@ from trainers.data.collate import make_collate
 from trainers.data.llava import LlavaDataset
 from trainers.data.synthetic import IMAGE_SUBDIR, vocab_texts, write_sft
 from trainers.data.tokenizer import build_word_tokenizer
-from trainers.distributed import DistEnv
-from trainers.engine import StageJob, make_engine
-from trainers.loader import LoaderError, LoaderOptions, StepBatchSampler, check_workers, rank_micro_batches
-from trainers.metrics import MetricsWriter
+from trainers.training.distributed import DistEnv
+from trainers.training.loop import StageJob, make_engine
+from trainers.training.loader import LoaderError, LoaderOptions, StepBatchSampler, check_workers, rank_micro_batches
+from trainers.training.metrics import MetricsWriter
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
-from trainers.stages import build_model, freeze_for_stage, param_groups
+from trainers.stages.recipes import build_model, freeze_for_stage, param_groups
 
 HP = StageSpec(lr=1e-3, epochs=2, global_batch_size=8, micro_batch_size=2, warmup_ratio=0.1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.memory_estimate import state_bytes
+from trainers.estimate.memory import state_bytes
 
 # Measured on 2026-12-01 (studies/trials/tiny.yaml, micro batch 8, fp32, CPU): see
 # benchmarks/results/memory_check_cpu.json. Tiny models are dominated by transients that the
@@ -44,7 +44,7 @@ def test_model_states_by_strategy():
 
 
 def test_checkpointing_keeps_block_inputs_and_one_block():
-    from trainers.memory_estimate import Saved
+    from trainers.estimate.memory import Saved
 
     s = Saved(total=1000, largest=10, blocks=[(200, 20), (300, 20), (250, 20)])
     assert s.with_checkpointing() == 1000 - 750 + 60 + 300

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.trainers.helpers_eagle import tiny_model
-from trainers.model import IGNORE_INDEX, IMAGE_TOKEN, EagleModel
-from trainers.projector import build_projector
+from trainers.modeling.eagle import IGNORE_INDEX, IMAGE_TOKEN, EagleModel
+from trainers.modeling.projector import build_projector
 
 
 def _batch(model, texts, labels_from: int = 3, pack: bool = False):
@@ -61,7 +61,7 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(tmp_path, attn):
     from tests.trainers.helpers_eagle import tiny_tokenizer
     from experts import get_preset
     from trainers.spec import LLMSpec
-    from trainers.stages import build_model
+    from trainers.stages.recipes import build_model
 
     model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "mlp2x_gelu",
                         LLMSpec(preset="tiny-llama", attn_implementation=attn), tiny_tokenizer(tmp_path), 0)
@@ -122,7 +122,7 @@ def test_attention_implementation_survives_save_and_reload(tmp_path):
     from experts import get_preset
     from tests.trainers.helpers_eagle import tiny_tokenizer
     from trainers.spec import LLMSpec
-    from trainers.stages import build_model
+    from trainers.stages.recipes import build_model
 
     model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "linear",
                         LLMSpec(preset="tiny-llama", attn_implementation="eager"), tiny_tokenizer(tmp_path), 0)
@@ -154,7 +154,7 @@ def test_projector_registry_lists_known_names():
 
 def test_llm_gradient_checkpointing_gives_the_same_loss_and_gradients(tmp_path):
     from tests.trainers.helpers_eagle import tiny_tokenizer
-    from trainers.llm import build_llm
+    from trainers.modeling.llm import build_llm
     from trainers.spec import LLMSpec
 
     tok = tiny_tokenizer(tmp_path)

@@ -15,8 +15,8 @@ import pytest
 
 from tests.trainers.helpers_eagle import TINY_YAML, tiny_spec_dict, write_spec
 from trainers.launch import ATTEMPTS, SPEC_STATE, prepare_trial, run_trial
-from trainers.metrics import read_metrics
-from trainers.preempt import MARK_FILE, PREEMPT_EXIT
+from trainers.training.metrics import read_metrics
+from trainers.training.preempt import MARK_FILE, PREEMPT_EXIT
 from trainers.spec import SpecError
 
 pytestmark = pytest.mark.slow

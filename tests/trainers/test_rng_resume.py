@@ -46,9 +46,9 @@ def _collate(items):
 
 
 def _run(strategy, rank, ckpt, metrics, stop_after=None):
-    from trainers.distributed import DistEnv
-    from trainers.engine import ParamGroup, StageJob, make_engine
-    from trainers.metrics import MetricsWriter
+    from trainers.training.distributed import DistEnv
+    from trainers.training.loop import ParamGroup, StageJob, make_engine
+    from trainers.training.metrics import MetricsWriter
     from trainers.spec import StageSpec
 
     model = DropoutNet()
@@ -69,8 +69,7 @@ def _run(strategy, rank, ckpt, metrics, stop_after=None):
 
 
 def _worker(rank, port, strategy, tmp):
-    from trainers import distributed as D
-
+    from trainers.training import distributed as D
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     D.init_distributed()

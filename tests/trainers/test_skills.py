@@ -121,7 +121,7 @@ def test_concurrent_claims_train_each_entry_once(tmp_path, tiny_recipe, monkeypa
 
 
 def test_a_claim_held_elsewhere_is_waited_for(tmp_path, tiny_recipe):
-    from trainers.claims import FileClaim
+    from trainers.caches.claims import FileClaim
 
     key = T.skill_key(_cfg())
     held = FileClaim(tmp_path / "skills" / f"{key}.lock")
@@ -142,7 +142,7 @@ def test_a_claim_held_elsewhere_is_waited_for(tmp_path, tiny_recipe):
 def test_trial_entries_choose_skilled_or_random_init(tmp_path, tiny_recipe):
     from trainers.launch import spec_state
     from trainers.spec import parse_trial_spec
-    from trainers.stages import resolve_experts
+    from trainers.stages.recipes import resolve_experts
 
     d = {"experts": [{"preset": "tiny-sam", "skill": True}, {"preset": "tiny-clip"}],
          "llm": {"preset": "tiny-llama"}, "data": {"synthetic": {}}}

@@ -32,9 +32,9 @@ def _spec(tmp: Path) -> dict:
 
 
 def _key(tmp: Path, d: dict, name: str = "t") -> str:
-    from trainers import stages as S
-    from trainers.distributed import DistEnv
-    from trainers.worker import TrialRunner
+    from trainers.stages import recipes as S
+    from trainers.training.distributed import DistEnv
+    from trainers.stages.runner import TrialRunner
 
     spec = parse_trial_spec(d, name)
     out = tmp / f"out_{name}"
@@ -83,8 +83,7 @@ def test_vocabulary_texts_of_a_preset_llm_change_the_key(tmp_path):
 
 
 def test_the_stage1_code_changes_the_key(tmp_path, monkeypatch):
-    from trainers import cache
-
+    from trainers.caches import stage1 as cache
     base = _key(tmp_path, _spec(tmp_path), "base")
     copy = tmp_path / "src"
     for part in cache.STAGE1_CODE:
@@ -102,8 +101,7 @@ def test_the_stage1_code_changes_the_key(tmp_path, monkeypatch):
     assert _key(tmp_path, _spec(tmp_path), "edited") != base
 
 
-@pytest.mark.parametrize("part", ["trainers/engine.py", "trainers/stage1.py", "experts", "trainers/data"])
+@pytest.mark.parametrize("part", ["trainers/training/loop.py", "trainers/stages/pre_align.py", "experts", "trainers/data"])
 def test_stage1_code_list_names_real_code(part):
-    from trainers import cache
-
+    from trainers.caches import stage1 as cache
     assert part in cache.STAGE1_CODE and (cache.ROOT / part).exists()

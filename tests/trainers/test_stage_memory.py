@@ -8,12 +8,12 @@ import weakref
 import pytest
 
 from tests.trainers.helpers_eagle import tiny_spec_dict, write_spec
-from trainers.distributed import DistEnv
+from trainers.training.distributed import DistEnv
 
 
 @pytest.mark.slow
 def test_a_finished_stage_frees_its_model_and_optimizer(tmp_path):
-    from trainers.worker import TrialRunner
+    from trainers.stages.runner import TrialRunner
 
     d = tiny_spec_dict(recipe="baseline", checkpoint_every=100)
     d["data"]["synthetic"].update(n_pretrain=16, n_sft=16, n_heldout=8)

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from tests.trainers.helpers_eagle import tiny_model
-from trainers.distributed import DistEnv
-from trainers.engine import BatchSplitError, accumulation_steps, total_steps, warmup_cosine
-from trainers.loader import rank_micro_batches
+from trainers.training.distributed import DistEnv
+from trainers.training.loop import BatchSplitError, accumulation_steps, total_steps, warmup_cosine
+from trainers.training.loader import rank_micro_batches
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
-from trainers.stages import freeze_for_stage, param_groups
+from trainers.stages.recipes import freeze_for_stage, param_groups
 
 
 def _spec(expert_freeze=(True, False), llm_freeze=False) -> TrialSpec:
@@ -126,7 +126,7 @@ def test_cosine_schedule_with_warmup():
 
 
 def test_deepspeed_configs_from_the_spec():
-    from trainers.dsconfig import deepspeed_config
+    from trainers.training.dsconfig import deepspeed_config
 
     hp = StageSpec(lr=1e-3, global_batch_size=16, micro_batch_size=2, max_grad_norm=0.5, weight_decay=0.1)
     z2 = deepspeed_config("deepspeed_zero2", hp, world_size=2, accum=4, bf16=False, on_gpu=False)

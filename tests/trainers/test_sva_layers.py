@@ -8,7 +8,7 @@ import torch
 
 from tests.trainers.helpers_eagle import tiny_tokenizer
 from trainers.data.collate import collate
-from trainers.model import IMAGE_TOKEN, EagleModel
+from trainers.modeling.eagle import IMAGE_TOKEN, EagleModel
 
 TEXTS = [f"{IMAGE_TOKEN} a red circle on a white background", "how many circles are there ? three",
          f"what colour {IMAGE_TOKEN} is the shape ? blue square"]
@@ -17,7 +17,7 @@ TEXTS = [f"{IMAGE_TOKEN} a red circle on a white background", "how many circles 
 def _model(tmp_path, layers=(0, 1), checkpointing=False, seed=0):
     from experts import get_preset
     from trainers.spec import LLMSpec
-    from trainers.stages import build_model
+    from trainers.stages.recipes import build_model
 
     opts = {"query_grid": 2, "heads": 2, **({"llm_layers": list(layers)} if layers else {})}
     return build_model([get_preset("tiny-clip"), get_preset("tiny-convnext")], "sva", opts, "mlp2x_gelu",
@@ -89,7 +89,7 @@ def test_packed_padded_and_checkpointed_agree(tmp_path):
 
 def test_stage_freezing_and_lr_groups_follow_the_projector(tmp_path):
     from trainers.spec import StageSpec
-    from trainers.stages import param_groups, set_trainable
+    from trainers.stages.recipes import param_groups, set_trainable
 
     model = _model(tmp_path)
     agg = list(model.llm_aggregators.parameters())
@@ -115,7 +115,7 @@ def test_save_and_load_round_trip_and_generate(tmp_path):
 
 
 def _trainer(model):
-    from trainers.stages import set_trainable
+    from trainers.stages.recipes import set_trainable
 
     model.train()
     set_trainable(model, "sft", [False, False], projector=True, llm=True)
@@ -124,7 +124,7 @@ def _trainer(model):
 
 
 def test_a_short_training_lowers_the_loss_and_resumes_from_its_checkpoint(tmp_path):
-    from trainers.checkpoint import load_checkpoint, save_checkpoint
+    from trainers.training.checkpoint import load_checkpoint, save_checkpoint
 
     model = _model(tmp_path)
     opt, sched = _trainer(model)
@@ -172,7 +172,7 @@ def test_bad_layer_index_is_one_line_at_spec_validation(tmp_path):
 
 
 def test_flop_profile_counts_the_layer_aggregators():
-    from trainers.arch_profile import ArchProfiler
+    from trainers.estimate.arch_profiles import ArchProfiler
 
     prof = ArchProfiler("fp32")
     one = prof.head([32, 64], 16, [False, False], "sva", {"query_grid": 2}, "mlp2x_gelu", 64)

@@ -14,7 +14,7 @@ import yaml
 
 from tests.trainers.helpers_eagle import TINY_YAML, tiny_spec_dict, write_spec
 from trainers.launch import prepare_trial, run_trial, torchrun_command
-from trainers.metrics import METRIC_KEYS, read_metrics
+from trainers.training.metrics import METRIC_KEYS, read_metrics
 from trainers.spec import RECIPE_STAGES
 
 pytestmark = pytest.mark.slow
@@ -104,7 +104,7 @@ def test_deepspeed_trial(tmp_path, strategy):
     assert not any(k.startswith("mixture.experts.") for k in saved)  # ... the frozen experts are left out
     # saved weights are whole (ZeRO-3 partitions them; saving gathers first): they load back
     from experts import load_expert
-    from trainers.model import EagleModel
+    from trainers.modeling.eagle import EagleModel
 
     model = EagleModel.from_pretrained(out / "stages" / "sft" / "model")
     assert sum(p.numel() for p in model.parameters()) > 200_000

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trainers.distributed import DistEnv
-from trainers.trial_eval import eval_mode
-from trainers.worker import trains_bf16
+from trainers.training.distributed import DistEnv
+from trainers.stages.evaluate import eval_mode
+from trainers.stages.runner import trains_bf16
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "deepspeed_zero2", "deepspeed_zero3"])

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys, torch, torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
-from trainers.strategies.deepspeed import DeepSpeedEngine
+from trainers.training.zero import DeepSpeedEngine
 get_accelerator().is_fp16_supported = lambda: False  # as on a CPU without fp16
 dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
 out = {}

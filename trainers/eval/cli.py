@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
-from trainers import distributed as D
+from trainers.training import distributed as D
 from trainers.eval.base import check_profile
 from trainers.eval.benchmarks import parse_benchmark_list
 from trainers.eval.runner import evaluate
@@ -68,7 +68,7 @@ def eval_spec(trial_yaml: Path, benchmarks: str | list[str], limit: int | None,
 
 
 def _load_model(model_dir: Path, device: torch.device):
-    from trainers.model import EagleModel
+    from trainers.modeling.eagle import EagleModel
 
     return EagleModel.from_pretrained(model_dir).to(device).eval()
 

@@ -1,6 +1,6 @@
 """Distributed evaluation: every process generates answers for a strided shard of every benchmark
 (batched greedy decoding through model.generate), rank 0 gathers them with
-trainers.distributed.gather_objects, writes out_dir/predictions/<bench>.jsonl, scores the
+trainers.training.distributed.gather_objects, writes out_dir/predictions/<bench>.jsonl, scores the
 full set once and shares the result with every rank. The final evaluation also puts bootstrap
 intervals on every score and the objective (trainers/eval/bootstrap.py) and, with eval.blind, scores
 the same items with blank images (predictions/<bench>.blind.jsonl)."""
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from trainers import distributed as D
+from trainers.training import distributed as D
 from trainers.data.images import to_uint8
 from trainers.data.templates import IMAGE_TOKEN, build_prompt, encode_prompt, stop_token_ids
 from trainers.eval.aggregate import objective
@@ -26,7 +26,7 @@ from trainers.eval.bootstrap import bootstrap_eval
 from trainers.eval.benchmarks import get_benchmark, parse_benchmark_list
 from trainers.eval.synthetic_suite import ensure_suite
 from trainers.spec import TrialSpec
-from trainers.stages import data_image_size
+from trainers.stages.recipes import data_image_size
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Skilled init for the tiny experts: a short pre-training of each on its family's synthetic skill
 (trainers/skills/tasks.py), computed once per machine and cached by a content hash of everything
 that determines the weights (cache_dir/skills/<key>/{expert/, meta.json}), deterministic by seed.
-Concurrent trials claim an entry with trainers.claims.FileClaim: one trains, the others wait and reuse.
+Concurrent trials claim an entry with trainers.caches.claims.FileClaim: one trains, the others wait and reuse.
 `probe` scores any expert on any skill with a fresh head on its frozen tokens (the per-skill table)."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from trainers.claims import FileClaim
+from trainers.caches.claims import FileClaim
 from trainers.skills.tasks import FAMILY_SKILL, SkillData, SkillHead, augment, make_data
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def skill_of(cfg) -> str:
 
 @lru_cache(maxsize=1)
 def _skill_code() -> str:
-    from trainers.cache import code_version
+    from trainers.caches.stage1 import code_version
 
     return code_version(SKILL_CODE)
 
@@ -200,7 +200,7 @@ class SkillCache:
         return json.loads((self.root / key / META).read_text())
 
     def _commit(self, key: str, expert, stats: dict[str, Any]) -> None:
-        from trainers.cache import file_identity
+        from trainers.caches.stage1 import file_identity
 
         tmp = self.root / f".tmp_{key}_{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -258,6 +258,6 @@ def skill_weights(cfg) -> str | None:
 def skill_keys(spec) -> dict[str, str]:
     """Per skilled entry of a trial spec (by index), the key of its weights: a spec's identity covers
     the skilled weights it will start from, before they exist."""
-    from trainers.stages import resolve_expert
+    from trainers.stages.recipes import resolve_expert
 
     return {str(i): skill_key(resolve_expert(e)) for i, e in enumerate(spec.experts) if e.skill}

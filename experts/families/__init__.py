@@ -1,0 +1,1 @@
+"""One module per vision-expert family (transformers and timm architectures)."""

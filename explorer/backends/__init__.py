@@ -1,0 +1,1 @@
+"""Where trials run: local processes, Ray Tune trials, SLURM jobs (one registry, backends.registry)."""

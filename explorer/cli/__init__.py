@@ -1,0 +1,1 @@
+"""The command line: `eagle-explore` and its subcommands."""

@@ -1,0 +1,95 @@
+"""`eagle-explore trial` and `eagle-explore eval`: one trial, or one evaluation of a checkpoint, on
+this machine (the study commands are in explorer/cli/main.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from explorer.cli.errors import CliError, WorkdirOpt, err_console, guard, one_line
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(trial)
+    app.command("eval")(eval_cmd)
+
+
+def trial(trial_file: Annotated[Path, typer.Argument(help="Trial spec (YAML).")],
+          out: Annotated[Path, typer.Option("--out", help="Trial directory (relative: under --workdir).")],
+          nproc: Annotated[int, typer.Option("--nproc", min=1, help="Processes (ranks) for torchrun.")] = 1,
+          workdir: WorkdirOpt = Path("."),
+          restart: Annotated[bool, typer.Option(
+              "--restart", help="Start over if OUT holds progress of another spec (it moves aside).")] = False) -> None:
+    """Run one trial on this machine (torchrun; DeepSpeed when the spec says so). Run it again on
+    the same OUT to continue from its last checkpoint; SIGTERM makes it checkpoint and stop."""
+    with guard():
+        from explorer.preflight import preflight
+        from trainers.launch import TrialFailed, TrialPreempted, run_trial
+        from trainers.training.preempt import PREEMPT_EXIT
+
+        preflight(trial_file, nproc=nproc, services=False, expect="trial")
+        out_dir = out if out.is_absolute() else workdir.resolve() / out
+        try:
+            result = run_trial(trial_file, out_dir, nproc, restart=restart)
+        except TrialPreempted as err:
+            err_console().print(f"[yellow]stopped:[/yellow] {one_line(err)}")
+            raise typer.Exit(PREEMPT_EXIT) from None
+        except TrialFailed as err:
+            err_console().print(f"[red]trial failed:[/red] {one_line(err)} (logs: {out_dir / 'logs'})")
+            raise typer.Exit(1) from None
+        _print_result(result, out_dir)
+
+
+def _print_result(result: dict, out_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from explorer.report.scales import column, fmt, fmt_ci, label, objective_label
+
+    name = objective_label(result.get("objective_name"))
+    ci = f" ({fmt_ci(result['objective_ci'])})" if result.get("objective_ci") else ""
+    profile = f" (scorer profile {result['scorer_profile']})" if result.get("scorer_profile") else ""
+    table = Table(title=f"{out_dir}: {name} = {fmt(result.get('objective'))}{ci}{profile}")
+    cis, blind = result.get("scores_ci") or {}, result.get("blind_scores") or {}
+    for col in ("benchmark", "score", "95% CI", *(["blind"] if blind else [])):
+        table.add_column(col)
+    for bench, score in (result.get("scores") or {}).items():
+        if "/" in bench:  # sub-figures (pope/random/f1) are in result.json
+            continue
+        table.add_row(label(column(bench)), fmt(score), fmt_ci(cis.get(bench)),
+                      *([fmt(blind.get(bench))] if blind else []))
+    Console().print(table)
+
+
+def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or saved model directory.")],
+             benchmarks: Annotated[str, typer.Option("--benchmarks", help="Comma-separated benchmark names.")],
+             limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Items per benchmark (slim subsets).")] = None,
+             data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Real benchmark copies (default: the synthetic suite).")] = None,
+             out: Annotated[Optional[Path], typer.Option("--out", help="Predictions and scores (default: <trial dir>/eval).")] = None,
+             nproc: Annotated[int, typer.Option("--nproc", min=1, help="Evaluation processes (shards).")] = 1,
+             profile: Annotated[Optional[str], typer.Option(
+                 "--profile", help="Scoring rules: official | lmms_eval (default: the trial's eval.scorer_profile).")] = None,
+             workdir: WorkdirOpt = Path(".")) -> None:
+    """Evaluate a trained checkpoint on benchmarks."""
+    with guard():
+        from trainers.eval.base import SCORER_PROFILES
+        from trainers.eval.cli import run_eval
+
+        if profile is not None and profile not in SCORER_PROFILES:
+            raise CliError(f"--profile: unknown scorer profile {profile!r}; known: {', '.join(SCORER_PROFILES)}")
+        names = [b.strip() for b in benchmarks.split(",") if b.strip()]
+        if not names:
+            raise CliError("--benchmarks: give at least one benchmark name")
+        base = workdir.resolve()
+        ckpt = checkpoint if checkpoint.is_absolute() else base / checkpoint
+        out_dir = None if out is None else (out if out.is_absolute() else base / out)
+        from explorer.preflight import preflight_eval
+
+        preflight_eval(ckpt, names, limit=limit, data_root=data_root)
+        try:
+            result = run_eval(ckpt, names, limit=limit, data_root=data_root, out_dir=out_dir, nproc=nproc,
+                              profile=profile)
+        except (FileNotFoundError, ValueError) as err:  # bad checkpoint, limit or benchmark name
+            raise CliError(one_line(err)) from None
+        _print_result(result, out_dir or ckpt)

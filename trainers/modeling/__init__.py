@@ -1,0 +1,1 @@
+"""The Eagle model: vision mixture -> projector -> causal LM."""

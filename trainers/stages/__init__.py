@@ -1,0 +1,1 @@
+"""One trial process: the recipe's stages (pre-alignment, SFT, evaluation) and their runner."""
