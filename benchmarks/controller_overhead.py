@@ -27,8 +27,7 @@ def noop_runner(job) -> dict[str, Any]:
 
 
 def _study(name: str, n_trials: int, concurrent: int, backend: str, workdir: Path):
-    from explorer.study.spec import parse_study
-
+    from explorer.study.load import parse_study
     lrs = [1e-5 * (i + 1) for i in range(max(1, -(-n_trials // len(FUSIONS))))]
     data = {"name": name, "strategy": {"type": "grid", "experts": ["A"],
                                        "axes": {"fusion": FUSIONS, "train.stages.sft.lr": lrs}},

@@ -64,7 +64,7 @@ class StudyCostRunner:
 
 def train_skills(path: Path, root: Path) -> Path:
     """The study's skilled experts, trained once into root/skills (in this process, before timing)."""
-    from explorer.study.spec import parse_study
+    from explorer.study.load import parse_study
     from trainers.spec import TrialSpec
     from trainers.stages.recipes import resolve_experts
 
@@ -105,8 +105,7 @@ def run_variant(path: Path, variant: str, seed: int, quick: bool, fidelity: dict
                 skills: Path) -> dict:
     from explorer.controller import run_study
     from explorer.study.storage import default_storage_url
-    from explorer.study.spec import parse_study
-
+    from explorer.study.load import parse_study
     work.mkdir(parents=True, exist_ok=True)
     spec = parse_study(study_data(path, variant, seed, quick, fidelity), str(path), path.parent)
     runner = StudyCostRunner(variant == "naive", skills)
@@ -160,7 +159,7 @@ def paper_plan(fidelity: dict[str, Any]) -> dict[str, Any]:
     (studies/eagle_greedy.yaml with the savings' fidelity block): GPU-hours with the stage-1 cache
     and rungs over GPU-hours at full fidelity without the cache."""
     from explorer.plan import plan_study
-    from explorer.study.spec import parse_study
+    from explorer.study.load import parse_study
     from trainers.estimate.arch_profiles import default_cache_path
     from trainers.estimate.cost import Assumptions
 
@@ -200,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     except json.JSONDecodeError as err:
         ap.error(f"--fidelity: not JSON: {err}")
     path = Path(args.study).resolve()
-    from explorer.study.spec import StudyError, parse_study
-
+    from explorer.study.spec import StudyError
+    from explorer.study.load import parse_study
     try:  # every variant's study is checked before anything runs
         for v in variants:
             parse_study(study_data(path, v, seeds[0], args.quick, fidelity), str(path), path.parent)

@@ -12,25 +12,25 @@ from experts.config import ExpertConfig
 from experts.families.convnext import ConvNextExpert
 from experts.families.dinov2 import Dinov2Expert
 from experts.errors import UnknownNameError
+from experts.lookup import Registry
 from experts.families.eva02 import Eva02Expert
 from experts.families.hf_vision import HFVisionExpert
 from experts.loading import WEIGHTS_FILE, default_dtype, read_saved_config, read_saved_weights, stream_safetensors
 from experts.families.pix2struct import Pix2StructExpert
 from experts.presets import PRESETS
+from experts.fusion import FUSIONS
+from experts.fusion.compress import CompressedFusion, pop_compression
 from experts.families.sam import SamExpert
 from experts.families.timm_generic import TimmGenericExpert
 
-EXPERT_FAMILIES: dict[str, type[VisionExpert]] = {
-    cls.family: cls for cls in (ClipExpert, ConvNextExpert, SamExpert, Dinov2Expert, Pix2StructExpert, Eva02Expert,
-                                HFVisionExpert, TimmGenericExpert)
-}
+EXPERT_FAMILIES: Registry[type[VisionExpert]] = Registry("expert family")
+for _cls in (ClipExpert, ConvNextExpert, SamExpert, Dinov2Expert, Pix2StructExpert, Eva02Expert, HFVisionExpert,
+             TimmGenericExpert):
+    EXPERT_FAMILIES.register(_cls.family, _cls)
 
 
 def get_family(name: str) -> type[VisionExpert]:
-    try:
-        return EXPERT_FAMILIES[name]
-    except KeyError:
-        raise UnknownNameError("expert family", name, EXPERT_FAMILIES) from None
+    return EXPERT_FAMILIES.get(name)
 
 
 def get_preset(name: str) -> ExpertConfig:
@@ -67,23 +67,12 @@ def load_expert(directory, load_state=None, dtype: torch.dtype | None = None) ->
     return expert
 
 
-def fusions() -> dict:
-    """The fusion registry (experts.fusion.FUSIONS), imported on first use."""
-    from experts.fusion import FUSIONS
-
-    return FUSIONS
-
-
 def build_fusion(name: str, in_dims: list[int], num_tokens: int, **options):
     """The fusion; with options `compress` (unshuffle | avgpool) and `compress_factor`, wrapped so its
     token grid is compressed (experts.fusion.compress)."""
-    from experts.fusion.compress import CompressedFusion, pop_compression
-
-    known = fusions()
-    if name not in known:
-        raise UnknownNameError("fusion", name, known)
+    cls = FUSIONS.get(name)
     mode, factor, options = pop_compression(name, options)
-    fusion = known[name](list(in_dims), num_tokens, **options)
+    fusion = cls(list(in_dims), num_tokens, **options)
     if mode == "none":
         return fusion
     return CompressedFusion(fusion, mode, factor, math.isqrt(num_tokens))

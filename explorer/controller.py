@@ -19,9 +19,11 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from explorer.study.dashboard import LABEL_ATTR, name_metrics, trial_label
+from explorer.study.attrs import LABEL_ATTR, name_metrics, trial_label
 from explorer.strategies import fidelity as F
-from explorer.backends.local import Executor, LocalRunner, Runner, TrialJob, TrialOutcome, build_executor, trial_dir_name
+from explorer.backends.local import LocalRunner
+from explorer.backends.registry import build_executor
+from explorer.backends.base import Executor, Runner, TrialJob, TrialOutcome, trial_dir_name
 from explorer.study.trial_specs import build_trial_spec, write_trial_spec
 from explorer.study.storage import (
     BASE_CHANGES_ATTR,
@@ -37,6 +39,8 @@ from explorer.strategies import Plan, Strategy, build_strategy
 from explorer.strategies.base import FIXED_PREFIX, group_by_key, is_error_fail, trial_params
 from explorer.study.spec import StudySpec
 from explorer.study.trial_outcome import record_outcome
+from explorer.study.handle import StoredStudy
+from explorer.tracking.hooks import Tracker
 
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -72,15 +76,15 @@ class _Active:
 
 
 class Controller:
-    def __init__(self, spec: StudySpec, storage_url: str, workdir: str | Path, *, tracker: Any = None,
-                 runner: Runner | None = None, backend: str = "optuna",
+    def __init__(self, spec: StudySpec, storage_url: str, workdir: str | Path, *, tracker: Tracker | None = None,
+                 runner: Runner | None = None, backend: str = "local",
                  progress: Callable[[dict[str, Any]], None] | None = None, create: bool = True) -> None:
         self.spec, self.url, self.workdir = spec, storage_url, Path(workdir).resolve()
         self.tracker, self.progress = tracker, progress
         self.strategy: Strategy = build_strategy(spec)
         self.constants = self.strategy.constant_params()  # user attrs, not Optuna params
         self.storage = make_storage(spec, storage_url)
-        sampler = self.strategy.sampler() if hasattr(self.strategy, "sampler") else None
+        sampler = self.strategy.sampler()
         self.study = open_study(spec, storage_url, create=create, storage=self.storage, sampler=sampler)
         self.study_id = self.storage.get_study_id_from_name(spec.name)
         self.executor: Executor = build_executor(backend, runner or LocalRunner(), spec, self.workdir)
@@ -129,7 +133,7 @@ class Controller:
         """Multi-fidelity: which trials a candidate stopped at, and at which rung (status, leaderboard)."""
         if not plan.stopped:
             return
-        marks = F.stopped_marks(self.storage, self.study_id)
+        marks = F.stopped_marks(StoredStudy(self.storage, self.study_id))
         new = {str(n): rung for n, rung in plan.stopped.items() if str(n) not in marks}
         if new:  # a finished trial's attrs are read-only: the marks are the study's
             self.storage.set_study_system_attr(self.study_id, F.STOPPED_ATTR, {**marks, **new})
@@ -224,7 +228,7 @@ class Controller:
         """The rung a launch stops at (trainers/stages/fidelity.py); none: full fidelity."""
         from trainers.stages.fidelity import write_request
 
-        schedule = getattr(self.strategy, "schedule", None)
+        schedule = self.strategy.schedule
         if schedule is None or F.RUNG_ATTR not in attrs:
             write_request(trial_dir, None)
             return
@@ -254,8 +258,8 @@ class Controller:
     def _record(self, active: _Active, outcome: TrialOutcome, trial_dir: Path | None = None) -> None:
         trial_dir = trial_dir or active.job.trial_dir
         try:
-            if record_outcome(self.study, self.storage, active.trial, active.trial_id, outcome, trial_dir,
-                              self.spec.grace_period_s):
+            if record_outcome(self.study, self.storage, active.trial, active.trial_id, outcome,
+                              trial_dir=trial_dir, grace_period_s=self.spec.grace_period_s):
                 self.durations.append(outcome.duration_s)
         finally:
             active.stop.set()
@@ -349,16 +353,16 @@ def _last_tie(path: list[dict[str, Any]]) -> str | None:
     return f"round {last['round']}: {last['tie_note']}" if last.get("tie_note") else None
 
 
-def run_study(spec: StudySpec, storage_url: str, workdir: str | Path, tracker: Any = None,
-              runner: Runner | None = None, backend: str = "optuna",
+def run_study(spec: StudySpec, storage_url: str, workdir: str | Path, *, tracker: Tracker | None = None,
+              runner: Runner | None = None, backend: str = "local",
               progress: Callable[[dict[str, Any]], None] | None = None) -> StudyOutcome:
     """Run the study to completion, or resume it (the database is the only state)."""
     return Controller(spec, storage_url, workdir, tracker=tracker, runner=runner, backend=backend,
                       progress=progress).run()
 
 
-def run_worker(spec: StudySpec, storage_url: str, workdir: str | Path, tracker: Any = None,
-               runner: Runner | None = None, backend: str = "optuna",
+def run_worker(spec: StudySpec, storage_url: str, workdir: str | Path, *, tracker: Tracker | None = None,
+               runner: Runner | None = None, backend: str = "local",
                progress: Callable[[dict[str, Any]], None] | None = None) -> StudyOutcome:
     """Join an existing study (created by `run`) and work on it until it is complete."""
     return Controller(spec, storage_url, workdir, tracker=tracker, runner=runner, backend=backend,

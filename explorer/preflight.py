@@ -18,7 +18,8 @@ from typing import Any
 
 from explorer.redact import remember
 from explorer.reach import PreflightError, creatable_dir, reach_storage, reach_tracking
-from explorer.study.spec import StudySpec, parse_study
+from explorer.study.spec import StudySpec
+from explorer.study.load import parse_study
 from trainers.spec import SpecError, TrialSpec, parse_trial_spec, read_yaml_mapping
 
 # keys only a study file has (a file with none of them is read as a trial spec)

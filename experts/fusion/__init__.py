@@ -2,6 +2,8 @@
 Spatial Vision Aggregator, one module each."""
 from __future__ import annotations
 
+from experts.lookup import Registry
+
 from .base import Fusion, FusionError, FusionOptions, fusion_cost
 from .channel_concat import ChannelConcat
 from .deformable import Deformable, ms_deform_sample
@@ -10,9 +12,9 @@ from .mini_gemini import MiniGemini
 from .sequence_append import SequenceAppend
 from .sva import SpatialVisionAggregator
 
-FUSIONS: dict[str, type[Fusion]] = {
-    cls.name: cls for cls in (SequenceAppend, ChannelConcat, LlavaHR, MiniGemini, Deformable, SpatialVisionAggregator)
-}
+FUSIONS: Registry[type[Fusion]] = Registry("fusion")
+for _cls in (SequenceAppend, ChannelConcat, LlavaHR, MiniGemini, Deformable, SpatialVisionAggregator):
+    FUSIONS.register(_cls.name, _cls)
 
 __all__ = [
     "FUSIONS",

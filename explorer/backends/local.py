@@ -1,122 +1,23 @@
-"""Running trials: the Executor interface (local threads here; Ray implements the same), and the
-LocalRunner that runs one real trial (`trainers.launch.run_trial`) as its own process group.
-
-A runner is `runner(job) -> result dict` (result.json content, with "objective"); it raises
-`optuna.TrialPruned` when `job.report(step, value)` says stop, anything else on failure."""
+"""The local backend: trials as processes on this machine, up to `resources.max_concurrent_trials` at
+once. LocalRunner runs one real trial (`python -m explorer.backends.trial_process`, which calls
+`trainers.launch.run_trial`) in its own session, so its torchrun ranks are killed as one."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-import importlib
 import json
-import logging
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-import zlib
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
+from explorer.backends.base import Executor, Runner, RunnerError, TrialJob, TrialOutcome, TrialPreemptedError, run_job
 from trainers.training.preempt import PREEMPT_EXIT  # light: no torch
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrialJob:
-    number: int
-    trial_dir: Path
-    spec_path: Path
-    params: dict[str, Any]
-    user_attrs: dict[str, Any]  # round, candidate, seed, experts, attempt, key
-    nproc: int = 1
-    metric: str = "avg"
-    # report(step, value) -> True when the pruner says stop
-    report: Callable[[int, float], bool] = field(default=lambda step, value: False, repr=False)
-    restart: bool = False  # the directory may hold another spec's progress: start over (moved aside)
-
-
-def trial_dir_name(key: str) -> str:
-    """A planned trial's directory, the same for all its attempts (so an attempt continues the
-    previous one's checkpoints). Keys are "r2/A+B+F/s0"-like; anything unusual gets a checksum."""
-    name = key.replace("/", "__")
-    safe = re.sub(r"[^A-Za-z0-9+=,._-]", "_", name)
-    return safe if safe == name else f"{safe}-{zlib.crc32(key.encode()):08x}"
-
-
-@dataclass
-class TrialOutcome:
-    state: str  # complete | pruned | fail | preempted
-    value: float | None = None
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    duration_s: float = 0.0
-    restarts: int = 0  # in-place restarts the failure already used (Ray Train): they count as retries
-
-
-Runner = Callable[[TrialJob], dict[str, Any]]
-
-
-class RunnerError(RuntimeError):
-    """A trial process failed (non-zero exit, killed rank, missing result). `restarts`: how often it
-    was already restarted in place before giving up."""
-
-    def __init__(self, message: str, restarts: int = 0) -> None:
-        super().__init__(message)
-        self.restarts = restarts
-
-
-class TrialPreemptedError(RunnerError):
-    """The trial checkpointed and stopped on a signal: requeued, not a failure (no retry spent)."""
-
-
-def run_job(runner: Runner, job: TrialJob) -> TrialOutcome:
-    """Run one job with any runner and classify what happened (never raises)."""
-    t0 = time.monotonic()
-    try:
-        result = runner(job)
-    except optuna.TrialPruned:
-        return TrialOutcome("pruned", duration_s=time.monotonic() - t0)
-    except TrialPreemptedError as err:
-        logger.warning("trial %d: %s", job.number, err)
-        return TrialOutcome("preempted", error=str(err), duration_s=time.monotonic() - t0)
-    except Exception as err:  # every failure is recorded on the trial, then retried or kept FAIL
-        msg = f"{type(err).__name__}: {err}".strip()
-        logger.warning("trial %d failed: %s", job.number, msg.splitlines()[0] if msg else "")
-        return TrialOutcome("fail", error=msg or type(err).__name__, duration_s=time.monotonic() - t0,
-                            restarts=getattr(err, "restarts", 0))
-    try:
-        value = float(result["objective"])
-    except (KeyError, TypeError, ValueError):
-        return TrialOutcome("fail", result=result if isinstance(result, dict) else None,
-                            error=f"result has no numeric 'objective': {str(result)[:200]}",
-                            duration_s=time.monotonic() - t0)
-    name = result.get("objective_name")
-    if name is not None and name != job.metric:
-        return TrialOutcome("fail", result=result, error=f"trial objective is {name!r}, the study optimizes "
-                            f"{job.metric!r}", duration_s=time.monotonic() - t0)
-    if value != value:  # NaN objective: a diverged trial is a failure, not a score
-        return TrialOutcome("fail", result=result, error="objective is NaN", duration_s=time.monotonic() - t0)
-    return TrialOutcome("complete", value=value, result=result, duration_s=time.monotonic() - t0)
-
-
-class Executor(ABC):
-    """Runs up to `max_concurrent` jobs at once; `submit` returns a future of TrialOutcome."""
-
-    max_concurrent: int
-
-    @abstractmethod
-    def submit(self, job: TrialJob) -> "cf.Future[TrialOutcome]": ...
-
-    @abstractmethod
-    def shutdown(self, cancel: bool = False) -> None: ...
 
 
 class LocalExecutor(Executor):
@@ -134,26 +35,9 @@ class LocalExecutor(Executor):
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
-ExecutorFactory = Callable[..., Executor]
-EXECUTORS: dict[str, ExecutorFactory] = {}
-
-
-def register_executor(name: str, factory: ExecutorFactory) -> None:
-    EXECUTORS[name] = factory
-
-
-def build_executor(backend: str, runner: Runner, spec: Any, workdir: str | Path | None = None) -> Executor:
-    """`optuna`: local threads; other backends (ray) register themselves on import."""
-    if backend == "optuna":
-        return LocalExecutor(runner, spec.resources.max_concurrent_trials)
-    if backend not in EXECUTORS and backend in ("ray", "slurm"):
-        try:  # registers the backend
-            importlib.import_module("explorer.backends.ray_tune" if backend == "ray" else "explorer.backends.slurm")
-        except ImportError as err:
-            raise ValueError(f"backend {backend!r} is not available: {err}") from None
-    if backend not in EXECUTORS:
-        raise ValueError(f"unknown backend {backend!r} (known: optuna, {', '.join(EXECUTORS) or 'none registered'})")
-    return EXECUTORS[backend](runner=runner, spec=spec, workdir=workdir)
+def make_local_executor(runner: Runner, spec: Any, workdir: str | Path | None = None) -> LocalExecutor:
+    """The `local` entry of explorer.backends.registry.BACKENDS."""
+    return LocalExecutor(runner, spec.resources.max_concurrent_trials)
 
 
 def _eval_value(line: dict[str, Any], metric: str) -> float | None:
@@ -200,7 +84,7 @@ def kill_groups(groups: set[int], sig: int) -> None:
 
 
 class LocalRunner:
-    """One real trial per call: `python -m explorer.backends.local SPEC OUT NPROC` in a new session
+    """One real trial per call: `python -m explorer.backends.trial_process SPEC OUT NPROC` in a new session
     (its torchrun ranks share that process group, killed as one). Streams eval lines of
     metrics.jsonl to job.report for pruning."""
 
@@ -251,7 +135,7 @@ class LocalRunner:
         logs = job.trial_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / "launcher.log"
-        cmd = [self.python, "-m", "explorer.backends.local", str(job.spec_path), str(job.trial_dir), str(job.nproc),
+        cmd = [self.python, "-m", "explorer.backends.trial_process", str(job.spec_path), str(job.trial_dir), str(job.nproc),
                *(["--restart"] if job.restart else [])]
         env = {**os.environ, **(self.env or {})}
         with open(log_path, "ab") as log:
@@ -310,36 +194,3 @@ class LocalRunner:
                 if value is not None and job.report(int(line.get("step", 0)), value):
                     return seen + end, True
         return seen + end, False
-
-
-def _watch_parent(parent: int) -> None:
-    """If the controller dies, take the trial's processes (all groups below us) down with it."""
-    while True:
-        if os.getppid() != parent:
-            groups = process_groups(os.getpid())
-            groups.discard(os.getpgid(0))
-            kill_groups(groups, signal.SIGKILL)
-            os.killpg(0, signal.SIGKILL)
-        time.sleep(1.0)
-
-
-def main(argv: list[str]) -> int:
-    restart = "--restart" in argv
-    argv = [a for a in argv if a != "--restart"]
-    if len(argv) != 3:
-        sys.stderr.write("usage: python -m explorer.backends.local SPEC OUT_DIR NPROC [--restart]\n")
-        return 2
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    from trainers.launch import TrialPreempted, run_trial  # only the trial process needs trainers
-
-    try:
-        run_trial(argv[0], argv[1], int(argv[2]), restart=restart)
-    except TrialPreempted as err:
-        logging.getLogger(__name__).warning("%s", err)
-        return PREEMPT_EXIT
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    sys.exit(main(sys.argv[1:]))

@@ -22,17 +22,8 @@ from typing import Any
 
 import optuna
 
-from explorer.backends.local import (
-    Executor,
-    LocalRunner,
-    Runner,
-    RunnerError,
-    TrialJob,
-    TrialOutcome,
-    TrialPreemptedError,
-    register_executor,
-    run_job,
-)
+from explorer.backends.base import Executor, Runner, RunnerError, TrialJob, TrialOutcome, TrialPreemptedError, run_job
+from explorer.backends.local import LocalRunner
 from explorer.study.spec import SlurmOptions, StudySpec
 from trainers.training.preempt import MARK_FILE
 
@@ -186,5 +177,3 @@ def make_slurm_executor(runner: Runner, spec: StudySpec, workdir: str | Path | N
         raise ValueError("backend 'slurm' needs SLURM's sbatch on PATH (run the controller on a login node)")
     return SlurmExecutor(runner, spec)
 
-
-register_executor("slurm", make_slurm_executor)

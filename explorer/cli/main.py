@@ -16,10 +16,15 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from experts.errors import UnknownNameError
+from explorer.backends.registry import BACKEND_NAMES, backend_name
 from explorer.cli.errors import CliError, StorageOpt, StudyArg, TrackingOpt, WorkdirOpt
 from explorer.cli.errors import err_console as _err_console
 from explorer.cli.errors import guard as _guard
 from explorer.cli.views import existing_study, print_leaderboard, print_path
+from explorer.cli.experts import experts_cmd
+from explorer.cli.plan import register as _register_plan
+from explorer.cli.trial import register as _register_trial
 from explorer.cli.views import register as _register_views
 from explorer.redact import MaskingFilter, mask, remember
 
@@ -63,8 +68,8 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _checked_study(study_file: Path, storage: str | None, tracking_uri: str | None, workdir: Path,
-                   backend: str | None, ray_address: str | None, *, join: bool = False,
+def _checked_study(study_file: Path, storage: str | None, tracking_uri: str | None, workdir: Path, *,
+                   backend: str | None, ray_address: str | None, join: bool = False,
                    accept_base_change: bool = False):
     """The pre-flight of `run` and `worker`: the study file, its trials and the command line checked,
     then the workdir, the MLflow store and the database (a stored study's base trial) reached;
@@ -94,15 +99,18 @@ def _exit_if_failed(outcome, study) -> None:
     raise typer.Exit(1)
 
 
-BackendOpt = Annotated[Optional[str], typer.Option("--backend", help="optuna | ray | slurm (default: the study file's).")]
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", help=f"{' | '.join(BACKEND_NAMES)} (default: the study file's).")]
 RayAddressOpt = Annotated[Optional[str], typer.Option(
     "--ray-address", help="Address of an existing Ray cluster (default: the study file's, RAY_ADDRESS, or a local Ray).")]
 
 
 def _with_backend(spec, backend: str | None, ray_address: str | None):
     """The study spec with the command line's backend and Ray address applied (checked first)."""
-    if backend is not None and backend not in ("optuna", "ray", "slurm"):
-        raise CliError(f"--backend: unknown backend {backend!r}; known: optuna, ray, slurm")
+    if backend is not None:
+        try:
+            backend = backend_name(backend)
+        except UnknownNameError as err:
+            raise CliError(f"--backend: {err}") from None
     backend = backend or spec.backend
     if ray_address is not None:
         if backend != "ray":
@@ -120,7 +128,7 @@ def run(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: Tracking
         ) -> None:
     """Run a study to the end, or resume it (same command)."""
     with _guard():
-        checked = _checked_study(study_file, storage, tracking_uri, workdir, backend, ray_address,
+        checked = _checked_study(study_file, storage, tracking_uri, workdir, backend=backend, ray_address=ray_address,
                                  accept_base_change=accept_base_change)
         spec, workdir, storage_url = checked.spec, checked.workdir, checked.storage_url
         uri, artifacts = checked.tracking_uri, checked.artifact_root
@@ -169,12 +177,8 @@ def _planned(spec) -> int | None:
         strategy = build_strategy(spec)
     except Exception:  # noqa: BLE001 -- only a display hint
         return spec.budget.max_trials
-    for name in ("total_planned", "planned_trials"):
-        value = getattr(strategy, name, None)
-        value = value() if callable(value) else value
-        if isinstance(value, int):
-            return min(value, spec.budget.max_trials or value)
-    return spec.budget.max_trials
+    value = strategy.total_planned()
+    return min(value, spec.budget.max_trials or value)
 
 
 @app.command()
@@ -184,7 +188,8 @@ def worker(study_file: StudyArg,
            ray_address: RayAddressOpt = None) -> None:
     """Join a running study from another machine (takes trials from the shared database)."""
     with _guard():
-        checked = _checked_study(study_file, storage, tracking_uri, workdir, backend, ray_address, join=True)
+        checked = _checked_study(study_file, storage, tracking_uri, workdir, backend=backend, ray_address=ray_address,
+                                 join=True)
         spec, workdir = checked.spec, checked.workdir
         uri, artifacts = checked.tracking_uri, checked.artifact_root
         from explorer.tracking.tracker import MlflowTracker
@@ -240,16 +245,10 @@ def check(file: Annotated[Path, typer.Argument(help="Study file or trial spec (Y
         typer.echo(f"ok: {file}: study {checked.spec.name}: {checked.trials_checked} trial spec(s) checked{where}")
 
 
-from explorer.cli.plan import register as _register_plan  # noqa: E402
-
-_register_plan(app, _guard, CliError)  # `plan` lives in its own file
-
-from explorer.cli.trial import register as _register_trial  # noqa: E402
+_register_plan(app)  # `plan` lives in its own file
 
 _register_trial(app)  # `trial` and `eval`: one job on this machine
 
-
-from explorer.cli.experts import experts_cmd  # noqa: E402  (its own module; registered here)
 
 app.command("experts")(experts_cmd)
 

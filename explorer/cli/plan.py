@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-_HOOKS: dict = {}  # the CLI's error guard and error class (explorer.cli.main passes them: no import cycle)
+from explorer.cli.errors import CliError, guard
 
 
 def _samples(values: list[str]) -> dict[str, int]:
@@ -16,13 +16,12 @@ def _samples(values: list[str]) -> dict[str, int]:
     for v in values:
         name, _, n = v.partition("=")
         if name not in ("pretrain", "sft") or not n.isdigit() or int(n) <= 0:
-            raise _HOOKS["error"](f"--samples: expected pretrain=N or sft=N (N > 0), got {v!r}")
+            raise CliError(f"--samples: expected pretrain=N or sft=N (N > 0), got {v!r}")
         out[name] = int(n)
     return out
 
 
-def register(app: typer.Typer, guard, error: type[Exception]) -> None:
-    _HOOKS.update(guard=guard, error=error)
+def register(app: typer.Typer) -> None:
     app.command("plan")(plan_cmd)
 
 
@@ -37,7 +36,7 @@ def plan_cmd(target: Annotated[Path, typer.Argument(help="Study file or trial fi
              as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False) -> None:
     """Before anything runs: what each trial costs and whether it fits on the GPUs. The file is
     pre-flighted first as `check --offline --unstaged` does: data not staged yet is a notice."""
-    with _HOOKS["guard"]():
+    with guard():
         from explorer.plan import plan_study, plan_trial
         from explorer.preflight import CheckedStudy, not_staged_line, preflight
         from trainers.estimate.arch_profiles import default_cache_path

@@ -41,11 +41,10 @@ class Snapshot:
         return self.complete + self.pruned
 
 
-def snapshot(study, started: float, total: int | None = None, concurrency: int = 1,
+def snapshot(study, started: float, total: int | None = None, *, concurrency: int = 1,
              round_hint: int | None = None, now: float | None = None) -> Snapshot:
     """Counts, best and ETA of `study` now. ETA = planned trials left x mean trial time / concurrency."""
-    from explorer.tracking.tracker import expert_letters
-
+    from explorer.study.attrs import expert_letters
     now = time.time() if now is None else now
     snap = Snapshot(total=total, elapsed_s=now - started, round=round_hint)
     durations = []
@@ -101,7 +100,7 @@ def render_line(snap: Snapshot) -> str:
 class StudyProgress:
     """A rich Live panel over a study; use as a context manager around the study run."""
 
-    def __init__(self, study=None, total: int | None = None, concurrency: int = 1, console=None,
+    def __init__(self, study=None, total: int | None = None, *, concurrency: int = 1, console=None,
                  title: str | None = None, min_interval_s: float = 1.0):
         self.study = study
         self.total = total
@@ -140,7 +139,7 @@ class StudyProgress:
             info = dict(self._info)
             if self.study is not None and (self._snap is None or now - self._snap_at >= self.min_interval_s):
                 try:
-                    self._snap = snapshot(self.study, self._started, self.total, self.concurrency, None, now)
+                    self._snap = snapshot(self.study, self._started, self.total, concurrency=self.concurrency, now=now)
                     self._snap_at = now
                 except Exception as err:  # noqa: BLE001 -- a busy database must not kill the display
                     logger.debug("progress read failed: %s", err)

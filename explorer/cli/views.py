@@ -51,8 +51,7 @@ def existing_study(spec, storage_url: str):
 
 def load_for_reading(study_file: Path, storage: str | None, workdir: Path):
     from explorer.preflight import storage_url_for
-    from explorer.study.spec import load_study
-
+    from explorer.study.load import load_study
     spec = load_study(study_file)
     return spec, existing_study(spec, storage_url_for(spec, storage, workdir.resolve()))
 
@@ -146,8 +145,7 @@ def ui(study_file: Annotated[Optional[Path], typer.Argument(help="Study file (fo
     with guard():
         spec = None
         if study_file is not None:
-            from explorer.study.spec import load_study
-
+            from explorer.study.load import load_study
             spec = load_study(study_file)
         from explorer.preflight import tracking_for
 
@@ -177,8 +175,8 @@ def report_cmd(study_file: StudyArg, storage: StorageOpt = None, tracking_uri: T
     with guard():
         spec, study = load_for_reading(study_file, storage, workdir)
         from explorer.report.artifacts import report_dir, write_report
-        from explorer.tracking.tracker import STUDY_RUN_ATTR, MlflowTracker
-
+        from explorer.tracking.tracker import MlflowTracker
+        from explorer.study.attrs import STUDY_RUN_ATTR
         workdir = workdir.resolve()
         from explorer.preflight import tracking_for
 

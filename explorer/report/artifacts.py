@@ -18,8 +18,8 @@ import yaml
 
 from explorer.report import paper_table
 from explorer.report import plots
-from explorer.report.leaderboard import leaderboard as report
-from explorer.study.dashboard import trial_scores
+from explorer.report import leaderboard as report
+from explorer.study.attrs import trial_scores
 from explorer.study.ledger import ledger_lines, study_ledger
 from explorer.redact import mask, mask_data
 from explorer.tracking.run_fields import is_number, visual_tokens
@@ -221,8 +221,8 @@ def write_report(study, spec, workdir: str | Path | None, out_dir: str | Path) -
         if costs:
             points.append({"label": _label(row, varying), "cost": statistics.fmean(costs), "value": row["value"]})
     if points:
-        files.append(plots.pareto(points, objective, maximize, "rank-hours per trial (GPU-hours on GPUs)",
-                                  out / "pareto.png", title))
+        files.append(plots.pareto(points, objective, maximize, cost_label="rank-hours per trial (GPU-hours on GPUs)",
+                                  path=out / "pareto.png", title=title))
     tokens = {t.number: trial_visual_tokens(t, workdir, study.study_name) for t in done}
     by_tokens = token_rows(board, tokens, results, varying, maximize)
     if by_tokens:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer.study import stats
-from explorer.study.dashboard import trial_scores
+from explorer.study.attrs import trial_scores
 from explorer.report.scales import LEGEND, fmt, fmt_ci
 from explorer.strategies.base import trial_params
 from explorer.strategies.fidelity import (
@@ -24,12 +24,8 @@ from explorer.strategies.fidelity import (
     RUNGS_ATTR,
     stopped_marks,
 )
-from explorer.tracking.tracker import (
-    STUDY_EXPERIMENT_ATTR,
-    STUDY_RUN_ATTR,
-    TRIAL_RUN_ATTR,
-    expert_letters,
-)
+from explorer.study.attrs import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
+from explorer.study.handle import StoredStudy
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +82,7 @@ def trial_stat(trial, key: str) -> Any:
     return (trial_result(trial) or {}).get(key)
 
 
-def trial_record(trial, stopped: dict[str, int] | None = None) -> dict[str, Any]:
+def status_record(trial, stopped: dict[str, int] | None = None) -> dict[str, Any]:
     """One trial as status JSON shows it (`stopped`: the study's multi-fidelity stop marks)."""
     ua = trial.user_attrs
     rec: dict[str, Any] = {
@@ -134,7 +130,7 @@ def status_json(study) -> dict[str, Any]:
         "greedy_path": greedy_path(study),
         "mlflow_experiment_id": study.user_attrs.get(STUDY_EXPERIMENT_ATTR),
         "mlflow_parent_run_id": study.user_attrs.get(STUDY_RUN_ATTR),
-        "trials": [trial_record(t, stopped_marks(study._storage, study._study_id)) for t in trials],
+        "trials": [status_record(t, stopped_marks(StoredStudy.of(study))) for t in trials],
     }
 
 

@@ -31,8 +31,7 @@ from explorer.report.scales import (
     label,
     objective_label,
 )
-from explorer.tracking.tracker import expert_letters
-
+from explorer.study.attrs import expert_letters
 EXPORT_FORMATS = ("markdown", "csv")
 
 

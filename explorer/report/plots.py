@@ -75,7 +75,7 @@ def greedy_path(rounds: list[dict[str, Any]], objective: str, maximize: bool, pa
     return _save(fig, path)
 
 
-def pareto(points: list[dict[str, Any]], objective: str, maximize: bool, cost_label: str, path: Path,
+def pareto(points: list[dict[str, Any]], objective: str, maximize: bool, *, cost_label: str, path: Path,
            title: str) -> Path:
     """`points`: [{"label", "cost", "value"}]; the front joins the points no other beats on both."""
     plt = _pyplot()

@@ -7,6 +7,7 @@ from fractions import Fraction
 from typing import Any
 
 from explorer.strategies.fidelity import RUNG_ATTR, RUNGS_ATTR, fractions, stopped_marks
+from explorer.study.handle import StoredStudy
 
 RUNG_NOTE = ("rung: full = all the SFT steps; rR f = rung R, trained on fraction f of the SFT steps; "
              "stopped = ranked out at that rung (its values are not comparable with full rows)")
@@ -23,7 +24,7 @@ def fmt_rung(rung: int | None, top: bool, fraction: float | None = None, stopped
 
 
 def stopped_numbers(study) -> set[int]:
-    return {int(n) for n in stopped_marks(study._storage, study._study_id)}
+    return {int(n) for n in stopped_marks(StoredStudy.of(study))}
 
 
 def row_rung(row: dict[str, Any], stopped: set[int]) -> str:
@@ -33,7 +34,7 @@ def row_rung(row: dict[str, Any], stopped: set[int]) -> str:
 
 
 def trial_rung(rec: dict[str, Any]) -> str:
-    """A status record (report.trial_record): the trial's rung, "stopped" where its candidate did."""
+    """A status record (report.status_record): the trial's rung, "stopped" where its candidate did."""
     rung, rungs = rec.get("rung"), rec.get("rungs")
     top = rung is not None and rungs is not None and rung >= rungs - 1
     return fmt_rung(rung, top, (rec.get("fidelity") or {}).get("fraction"), rec.get("stopped_at_rung") is not None)

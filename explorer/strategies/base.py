@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from optuna.samplers import BaseSampler
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -117,6 +118,12 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 
 class Strategy(ABC):
+    schedule: Any = None  # a strategies.fidelity.Schedule when the study has rungs; None: every trial full
+
+    def sampler(self) -> BaseSampler | None:
+        """The Optuna sampler the study opens with; None: Optuna's default (planned trials are enqueued)."""
+        return None
+
     def __init__(self, spec: StudySpec) -> None:
         self.spec = spec
         self.space = spec.space

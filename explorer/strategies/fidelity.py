@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explorer.strategies.base import Planned, Status
 from explorer.study.spec import FidelitySpec, StudyError
+from explorer.study.handle import StoredStudy
 
 RUNG_ATTR = "rung"  # user attrs of a rung trial: rung index, rung count, planned key
 RUNGS_ATTR = "rungs"
@@ -53,8 +54,8 @@ def check(spec: FidelitySpec, source: str) -> None:
             raise StudyError(f"{source}: strategy.fidelity.eval_limits: every limit must be positive")
 
 
-def stopped_marks(storage, study_id: int) -> dict[str, int]:
-    return dict(storage.get_study_system_attrs(study_id).get(STOPPED_ATTR) or {})
+def stopped_marks(stored: StoredStudy) -> dict[str, int]:
+    return dict(stored.system_attrs().get(STOPPED_ATTR) or {})
 
 
 def is_early_stopped(t: FrozenTrial) -> bool:

@@ -25,7 +25,7 @@ Schema (every key optional unless marked):
     storage: null                          # null: sqlite:///<workdir>/study.db
     tracking_uri: null                     # null: sqlite store in the workdir
     pruner: {type: none, options: {}}
-    backend: optuna                        # optuna | ray | slurm (resources.slurm: partition, account,
+    backend: local                         # local | ray | slurm (resources.slurm: partition, account,
                                            # qos, time_min, nodes, gpus_per_node, cpus_per_task, mem_gb,
                                            # signal_delay_s, extra)
     ray_address: null
@@ -42,10 +42,12 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from experts.errors import UnknownNameError
+from explorer.backends.registry import backend_name
 from explorer.study.stats import DEFAULT_TIE_THRESHOLD
-from search_spaces import SearchSpace, SearchSpaceError, load_search_space
+from search_spaces import SearchSpace
 from trainers.spec import SpecError, parse_trial_spec, read_yaml_mapping
 
 
@@ -179,7 +181,7 @@ class StudySpec(_Strict):
     storage: str | None = None
     tracking_uri: str | None = None
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
-    backend: Literal["optuna", "ray", "slurm"] = "optuna"
+    backend: str = "local"  # a name of explorer.backends.registry.BACKENDS
     ray_address: str | None = None
     seed: int = 0
     heartbeat_interval_s: int = Field(default=30, gt=0)
@@ -189,6 +191,14 @@ class StudySpec(_Strict):
     _space: SearchSpace | None = PrivateAttr(default=None)
     _base_trial: dict[str, Any] | None = PrivateAttr(default=None)
     _source: str = PrivateAttr(default="<study>")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        try:
+            return backend_name(v)
+        except UnknownNameError as err:
+            raise ValueError(str(err)) from None
 
     @model_validator(mode="after")
     def _grace(self) -> "StudySpec":
@@ -230,7 +240,7 @@ _LATER_DEFAULTS: dict[str, Any] = {"seed_scope": "sft", "tie_threshold": DEFAULT
                                    "fidelity": None}
 
 
-def _fmt(source: str, err: ValidationError) -> str:
+def validation_line(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"] if str(p) not in ("greedy", "grid", "tpe")]
     field = ".".join(loc) or "(top level)"
@@ -260,7 +270,7 @@ def _absolutize(data: dict[str, Any], base_dir: Path) -> None:
             node[keys[-1]] = str((base_dir / value).resolve())
 
 
-def _load_base_trial(ref: str | dict[str, Any], base_dir: Path, source: str) -> dict[str, Any]:
+def load_base_trial(ref: str | dict[str, Any], base_dir: Path, source: str) -> dict[str, Any]:
     """The base trial, validated as a trial spec before any strategy transforms it (so wrong types
     never reach their code); kept as the keys it gave, with typed values."""
     where = f"{source}: base_trial"
@@ -278,36 +288,3 @@ def _load_base_trial(ref: str | dict[str, Any], base_dir: Path, source: str) -> 
         return parse_trial_spec(data, where).model_dump(mode="json", exclude_unset=True)
     except SpecError as err:
         raise StudyError(str(err)) from None
-
-
-def parse_study(data: Any, source: str = "<study>", base_dir: Path | None = None) -> StudySpec:
-    """Validate a study mapping completely (cross-checks and a sample trial spec included)."""
-    if not isinstance(data, dict):
-        raise StudyError(f"{source}: a study file is a mapping at the top level")
-    base_dir = base_dir or Path.cwd()
-    try:
-        spec = StudySpec.model_validate(data)
-    except ValidationError as err:
-        raise StudyError(_fmt(source, err)) from None
-    spec._source = source
-    try:
-        spec._space = load_search_space(spec.search_space, base_dir)
-    except SearchSpaceError as err:
-        raise StudyError(f"{source}: search_space: {err}") from None
-    spec._base_trial = _load_base_trial(spec.base_trial, base_dir, source)
-    # cross-field checks live with the registries they consult (imported late: they import us)
-    from explorer.study.trial_specs import check_base_trial
-    from explorer.study.storage import check_storage
-    from explorer.strategies import build_strategy
-
-    strategy = build_strategy(spec)  # raises StudyError on impossible strategy options
-    check_storage(spec)
-    check_base_trial(spec, strategy.sample_point())
-    return spec
-
-
-def load_study(path: str | Path) -> StudySpec:
-    path = Path(path)
-    if not path.is_file():
-        raise StudyError(f"{path}: study file not found")
-    return parse_study(read_yaml_mapping(path, "a study file", StudyError), str(path), path.resolve().parent)

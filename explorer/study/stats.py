@@ -19,6 +19,8 @@ import numpy as np
 
 from trainers.eval.bootstrap import interval, paired
 
+from explorer.study.handle import StoredStudy
+
 TIE_ATTR = "eagle:tie_threshold"  # study system attr: the study file's strategy.tie_threshold
 BOOTSTRAP_ATTR = "eagle:bootstrap"  # trial system attr: {"items", "confidence", "objective": [..]}
 STAT_ATTRS = ("objective_ci", "scores_ci", "blind_scores", "blind_objective", "blind_gap_ci")  # trial user attrs
@@ -28,7 +30,7 @@ _FLAT = 1000  # replicates for a candidate whose trials carry none
 
 
 def tie_threshold(study) -> float:
-    attrs = study._storage.get_study_system_attrs(study._study_id)
+    attrs = StoredStudy.of(study).system_attrs()
     return float(attrs.get(TIE_ATTR, DEFAULT_TIE_THRESHOLD))
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from explorer.study.dashboard import score_attrs
-from explorer.backends.local import TrialOutcome
+from explorer.study.attrs import score_attrs
+from explorer.backends.base import TrialOutcome
 from explorer.study.stats import BOOTSTRAP_ATTR, STAT_ATTRS, bootstrap_record
 from explorer.strategies import fidelity as F
 
@@ -28,8 +28,8 @@ def record_statistics(storage, trial_id: int, result: dict[str, Any] | None) -> 
         storage.set_trial_system_attr(trial_id, BOOTSTRAP_ATTR, record)
 
 
-def record_outcome(study, storage, trial: optuna.Trial, trial_id: int, outcome: TrialOutcome, trial_dir: Path,
-                   grace_period_s: float) -> bool:
+def record_outcome(study, storage, trial: optuna.Trial, trial_id: int, outcome: TrialOutcome, *,
+                   trial_dir: Path, grace_period_s: float) -> bool:
     """Tell the study how the attempt ended; True when it completed."""
     try:
         trial.set_user_attr("duration_s", round(outcome.duration_s, 3))

@@ -12,8 +12,6 @@ from typing import Any
 from explorer.study.spec import StudyError, StudySpec
 from trainers.spec import SpecError, TrialSpec, dump_trial_spec, parse_trial_spec
 
-_STRUCTURAL = {"fusion", "resolution", "freeze"}
-
 
 def letters_of(params: dict[str, Any], user_attrs: dict[str, Any], catalogue: list[str]) -> list[str]:
     """Experts in the order the study added them ("A+B+F" attr), else catalogue order."""

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from explorer.study.dashboard import SCORE_PREFIX
+from explorer.study.attrs import SCORE_PREFIX
 
 logger = logging.getLogger(__name__)
 

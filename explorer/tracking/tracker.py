@@ -19,7 +19,8 @@ from typing import Any
 
 from explorer.tracking import batch as mb
 from explorer.tracking import run_fields as rf
-from explorer.study.dashboard import RUN_URL_ATTR, SCORE_PREFIX, trial_label, trial_scores
+from explorer.study.attrs import (RUN_URL_ATTR, SCORE_PREFIX, STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR,
+                                  expert_letters, trial_label, trial_scores)
 from explorer.tracking.live_metrics import LIVE_ROWS_TAG, LiveMetrics
 from explorer.tracking.store import (
     KIND,
@@ -35,16 +36,14 @@ from explorer.tracking.store import (
 )
 from explorer.redact import mask
 from explorer.report.rungs import rung_tag
-from explorer.tracking.trial_run import trial_record
+from explorer.tracking.trial_run import run_record
+from explorer.study.handle import StoredStudy
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["MlflowTracker", "TrackingError", "default_artifact_root", "default_tracking_uri", "expert_letters"]
 
 # Study user attrs (set here) and trial user attrs (set here, read by report/status).
-STUDY_RUN_ATTR = "mlflow_parent_run_id"
-STUDY_EXPERIMENT_ATTR = "mlflow_experiment_id"
-TRIAL_RUN_ATTR = "mlflow_run_id"
 
 TAG_STUDY = "eagle.study"
 TAG_ROLE = "eagle.role"
@@ -57,14 +56,6 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, bad URI, deleted experiment)."""
-
-
-def expert_letters(params: dict[str, Any], user_attrs: dict[str, Any]) -> str:
-    """The expert set as the paper writes it ("A+B+F"): the trial's own order if it recorded one."""
-    if user_attrs.get("experts"):
-        return str(user_attrs["experts"])
-    letters = [k.split("_", 1)[1] for k, v in sorted(params.items()) if k.startswith("expert_") and v]
-    return "+".join(letters)
 
 
 def _check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -317,12 +308,13 @@ class MlflowTracker:
 
     def _trial_start(self, study, number: int, trial_dir: str | Path | None) -> str:
         self._ensure_started(study)
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-        trial = study._storage.get_trial(trial_id)
+        stored = StoredStudy.of(study)
+        trial_id = stored.trial_id(number)
+        trial = stored.storage.get_trial(trial_id)
         run_id = self._child(study, number, create=True, attrs=trial.user_attrs)
         if trial.state.name == "RUNNING" and trial.user_attrs.get(TRIAL_RUN_ATTR) != run_id:
-            study._storage.set_trial_user_attr(trial_id, TRIAL_RUN_ATTR, run_id)
-            study._storage.set_trial_user_attr(trial_id, RUN_URL_ATTR, run_url(self.ui_base, self.experiment_id, run_id))
+            stored.storage.set_trial_user_attr(trial_id, TRIAL_RUN_ATTR, run_id)
+            stored.storage.set_trial_user_attr(trial_id, RUN_URL_ATTR, run_url(self.ui_base, self.experiment_id, run_id))
         experts = expert_letters(trial.params, trial.user_attrs)
         tags = self._trial_tags(trial, experts, "RUNNING")
         if trial_dir is not None:
@@ -371,7 +363,7 @@ class MlflowTracker:
             trial_dir = Path(frozen_trial.user_attrs["trial_dir"])
         ua = frozen_trial.user_attrs
         experts = expert_letters(frozen_trial.params, ua)
-        rec = trial_record(frozen_trial, trial_dir, experts, self._objective())
+        rec = run_record(frozen_trial, trial_dir, experts, self._objective())
         rows, objective = rec.rows, rec.objective
         metrics = mb.metrics(rec.values, step=rf.final_eval_step(rows))
         live = run.data.tags.get(LIVE_ROWS_TAG)

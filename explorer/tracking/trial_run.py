@@ -36,7 +36,7 @@ class TrialRecord:
     final_from_result: bool  # result.json has the scores: the last eval row is not the final one
 
 
-def trial_record(frozen_trial, trial_dir: Path | None, experts: str, default_objective: str) -> TrialRecord:
+def run_record(frozen_trial, trial_dir: Path | None, experts: str, default_objective: str) -> TrialRecord:
     ua = frozen_trial.user_attrs
     spec = read_file(trial_dir / "trial.yaml", yaml.safe_load) if trial_dir else None
     result = read_file(trial_dir / "result.json") if trial_dir else None

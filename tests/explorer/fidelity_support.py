@@ -147,8 +147,7 @@ def drive(workdir: str, backend: str, strategy: dict, resources: dict, hold: str
 
     from explorer.controller import run_study
     from explorer.study.storage import default_storage_url
-    from explorer.study.spec import parse_study
-
+    from explorer.study.load import parse_study
     tmp = Path(workdir)
     spec = parse_study(study_data("fid", strategy, backend=backend, resources=resources), "fid.yaml", tmp)
     runner = RungRunner(log=str(tmp / "calls.jsonl"), hold=hold, marks=str(tmp / "marks"))

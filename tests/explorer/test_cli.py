@@ -154,7 +154,7 @@ def test_ray_address_needs_the_ray_backend(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--backend", "lsf"], "error: --backend: unknown backend 'lsf'; known: optuna, ray, slurm"),
+    (["--backend", "lsf"], "error: --backend: unknown backend 'lsf'; known: local, ray, slurm"),
     (["--ray-address", "10.0.0.1:6379"], "error: --ray-address: only used with the ray backend (add --backend ray)"),
 ])
 def test_worker_checks_its_backend_before_anything(tmp_path, args, message):

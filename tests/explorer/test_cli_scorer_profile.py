@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 from explorer.cli.main import app
 from explorer.study.trial_specs import build_trial_spec
 from explorer.strategies import build_strategy
-from explorer.study.spec import StudyError, parse_study
+from explorer.study.spec import StudyError
+from explorer.study.load import parse_study
 from trainers.eval.cli import eval_spec
 from trainers.spec import dump_trial_spec, parse_trial_spec
 

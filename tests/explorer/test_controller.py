@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 from explorer.controller import run_study, run_worker
 from explorer.study.storage import StorageError, default_storage_url, open_study
 from explorer.strategies.base import trial_params
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from test_study_fixtures import PAPER_AVG, PAPER_PATH, SleepyRunner, paper_runner, study_data
 
 GREEDY = {"type": "greedy", "base": ["A", "B"]}
@@ -208,8 +208,7 @@ def test_an_attempt_killed_while_writing_its_params_is_rerun_with_all_of_them(tm
 def test_restarts_in_place_count_against_retries(tmp_path, restarts, attempts):
     # a Ray Train trial restarted in place before failing has spent those restarts of `retries`:
     # a deterministic failure (an OOM at this batch size) runs retries + 1 times in all, not more
-    from explorer.backends.local import RunnerError
-
+    from explorer.backends.base import RunnerError
     runs = []
 
     def runner(job):
@@ -252,8 +251,7 @@ def test_a_claimed_trial_has_its_owner_before_it_turns_running(tmp_path):
 
 
 def test_preempted_attempts_spend_no_retry_and_continue_in_the_same_directory(tmp_path):
-    from explorer.backends.local import TrialPreemptedError
-
+    from explorer.backends.base import TrialPreemptedError
     seen: dict[str, list] = {}
 
     def runner(job):
@@ -273,7 +271,7 @@ def test_preempted_attempts_spend_no_retry_and_continue_in_the_same_directory(tm
 
 
 def test_a_cap_on_interruptions_is_a_study_setting_named_when_it_stops_a_trial(tmp_path):
-    from explorer.backends.local import TrialPreemptedError
+    from explorer.backends.base import TrialPreemptedError
     from explorer.strategies.base import status_of
 
     def runner(job):

@@ -13,8 +13,9 @@ import optuna
 import pytest
 import yaml
 
-from explorer.backends.local import LocalExecutor, LocalRunner, RunnerError, TrialJob, run_job
+from explorer.backends.local import LocalExecutor, LocalRunner
 
+from explorer.backends.base import RunnerError, TrialJob, run_job
 # Stands in for `python -m explorer.backends.local SPEC OUT NPROC`: writes eval lines and result.json
 # like a trial, and (mode "slow") leaves a grandchild in its own session, as torchrun does.
 FAKE = r'''#!{python}
@@ -107,8 +108,7 @@ def test_a_real_tiny_trial_through_the_controller(tmp_path):
         pytest.skip(f"trainers.launch is not importable yet: {err}")
     from explorer.controller import run_study
     from explorer.study.storage import default_storage_url
-    from explorer.study.spec import parse_study
-
+    from explorer.study.load import parse_study
     root = Path(__file__).resolve().parents[2]
     base = yaml.safe_load((root / "studies" / "trials" / "tiny.yaml").read_text())
     for stage in base["train"]["stages"].values():
@@ -131,7 +131,7 @@ def test_a_real_trial_is_pruned_from_its_interval_evaluations(tmp_path):
     """Real trials report eval lines during SFT (eval.interval_steps); the pruner stops one early."""
     from explorer.controller import run_study
     from explorer.study.storage import default_storage_url
-    from explorer.study.spec import parse_study
+    from explorer.study.load import parse_study
     from optuna.trial import TrialState
 
     root = Path(__file__).resolve().parents[2]

@@ -16,7 +16,8 @@ from explorer.report.leaderboard import status_json
 from explorer.study.storage import default_storage_url, open_study
 from explorer.strategies import build_strategy
 from explorer.strategies.fidelity import fractions
-from explorer.study.spec import FidelitySpec, StudyError, parse_study
+from explorer.study.spec import FidelitySpec, StudyError
+from explorer.study.load import parse_study
 from trainers.eval.early_stop import EarlyStop
 from trainers.stages.fidelity import stop_step
 

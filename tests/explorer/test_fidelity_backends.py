@@ -30,8 +30,7 @@ from test_study_fixtures import study_data
 
 from explorer.controller import run_study
 from explorer.study.storage import default_storage_url, open_study
-from explorer.study.spec import parse_study
-
+from explorer.study.load import parse_study
 pytestmark = pytest.mark.slow
 
 STRATEGY = {"type": "greedy", "base": ["A", "B"], "max_size": 3, "fidelity": {"schedule": "successive_halving"}}
@@ -65,7 +64,7 @@ def _kill_when_held(tmp: Path, backend: str, resources) -> None:
 def _interrupted_and_resumed(tmp_path: Path, backend: str, resources=RESOURCES, hard: bool = False):
     ref_dir, tmp = tmp_path / "local", tmp_path / backend
     ref_dir.mkdir(), tmp.mkdir()
-    ref, ref_study = _run(ref_dir, "optuna", RungRunner())
+    ref, ref_study = _run(ref_dir, "local", RungRunner())
     marks, log = tmp / "marks", tmp / "calls.jsonl"
     marks.mkdir()
     if hard:

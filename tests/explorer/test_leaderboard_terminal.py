@@ -6,10 +6,10 @@ import zlib
 
 from rich.console import Console
 
-from explorer.report.leaderboard import leaderboard as report
+from explorer.report import leaderboard as report
 from explorer.controller import run_study
 from explorer.study.storage import default_storage_url, open_study
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from explorer.cli.terminal import leaderboard_table
 from test_study_fixtures import study_data
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from explorer.study.trial_specs import build_trial_data
-from explorer.study.spec import load_study
+from explorer.study.load import load_study
 from trainers.spec import parse_trial_spec
 from trainers.stages.recipes import resolve_experts
 

@@ -139,8 +139,8 @@ def test_run_refuses_an_oversized_trial_before_anything_starts(tmp_path, plan_ca
 
 
 def test_gpu_memory_gb_is_validated(tmp_path):
-    from explorer.study.spec import StudyError, load_study
-
+    from explorer.study.spec import StudyError
+    from explorer.study.load import load_study
     with pytest.raises(StudyError, match="resources.gpu_memory_gb"):
         load_study(_study(tmp_path, gpu_memory_gb=-1))
 

@@ -18,7 +18,7 @@ from test_study_fixtures import PAPER_PATH, child_command, study_data
 
 def test_postgresql_urls_use_psycopg2_and_bad_urls_are_one_line():
     from explorer.study.storage import StorageError, make_storage
-    from explorer.study.spec import parse_study
+    from explorer.study.load import parse_study
     from test_study_fixtures import study_data
 
     assert normalize_storage_url("postgresql://postgres@127.0.0.1:5432/test") == \

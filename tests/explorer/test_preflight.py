@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 from explorer.cli.main import app
 from explorer.preflight import CheckedStudy, CheckedTrial, PreflightError, preflight, study_trial_points
 from explorer.strategies import build_strategy
-from explorer.study.spec import load_study
-
+from explorer.study.load import load_study
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 

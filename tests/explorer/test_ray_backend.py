@@ -19,7 +19,7 @@ from explorer.controller import run_study
 from explorer.report.leaderboard import status_json
 from explorer.tracking.tracker import MlflowTracker, default_artifact_root, default_tracking_uri
 from explorer.study.storage import default_storage_url, open_study
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from test_ray_support import FlakyRunner, SpanRunner, max_overlap
 from test_study_fixtures import HOLD_MARK, PAPER_AVG, PAPER_PATH, paper_runner, study_data
 
@@ -33,8 +33,8 @@ def _spec(tmp: Path, name: str = "greedy", strategy=None, **extra):
 @pytest.mark.slow
 def test_greedy_on_ray_two_at_once_matches_optuna(tmp_path, ray_cluster):
     res = {"max_concurrent_trials": 2, "cpus_per_worker": 1}
-    spec = _spec(tmp_path / "optuna", resources=res)
-    ref = run_study(spec, default_storage_url(tmp_path / "optuna"), tmp_path / "optuna", runner=paper_runner)
+    spec = _spec(tmp_path / "local", resources=res)
+    ref = run_study(spec, default_storage_url(tmp_path / "local"), tmp_path / "local", runner=paper_runner)
     spec = _spec(tmp_path / "ray", resources=res)
     out = run_study(spec, default_storage_url(tmp_path / "ray"), tmp_path / "ray", runner=SpanRunner(),
                     backend="ray")
@@ -42,7 +42,7 @@ def test_greedy_on_ray_two_at_once_matches_optuna(tmp_path, ray_cluster):
     assert out.greedy_path == ref.greedy_path == PAPER_PATH
     assert out.best_experts == "A+B+F+E+C" and out.best_value == pytest.approx(666.5)
     ray_trials = open_study(spec, default_storage_url(tmp_path / "ray")).get_trials()
-    opt_trials = open_study(spec, default_storage_url(tmp_path / "optuna")).get_trials()
+    opt_trials = open_study(spec, default_storage_url(tmp_path / "local")).get_trials()
     assert len(ray_trials) == 11 and all(t.state == TrialState.COMPLETE for t in ray_trials)
 
     def by_set(ts):

@@ -68,7 +68,7 @@ def drive(workdir: str, address: str, seconds: float, hold_from: int) -> None:
     import explorer.backends.ray_tune  # noqa: F401
     from explorer.controller import run_study
     from explorer.study.storage import default_storage_url
-    from explorer.study.spec import parse_study
+    from explorer.study.load import parse_study
     from test_study_fixtures import HOLD_MARK, Hold, SleepyRunner, study_data
 
     data = study_data("killed", {"type": "greedy", "base": ["A", "B"]}, backend="ray", ray_address=address,

@@ -10,10 +10,11 @@ from optuna.trial import TrialState
 
 from conftest_ray import ray_cluster  # noqa: F401  (the shared Ray session)
 from explorer.controller import run_study
-from explorer.backends.local import LocalRunner, TrialJob
+from explorer.backends.local import LocalRunner
+from explorer.backends.base import TrialJob
 from explorer.backends.ray_tune import RayExecutor, RayTrainRunner
 from explorer.study.storage import default_storage_url, open_study
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from test_ray_support import ReportingRunner, ddp_worker
 from test_study_fixtures import PAPER_AVG, study_data
 from trainers.stages.fidelity import FidelityRequest, write_request

@@ -7,7 +7,7 @@ import pytest
 from test_report_support import PAPER_GREEDY, scripted_study
 
 from explorer.report import paper_table
-from explorer.report.leaderboard import leaderboard as report
+from explorer.report import leaderboard as report
 @pytest.fixture(scope="module")
 def paper_study(tmp_path_factory):
     work = tmp_path_factory.mktemp("report")

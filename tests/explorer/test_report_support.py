@@ -120,8 +120,7 @@ TINY_BASE = {"experts": [{"preset": "tiny-clip"}], "llm": {"preset": "tiny-llama
 
 def study_spec(name: str, tmp: Path, **extra):
     """A greedy study over A-F from A+B, validated by explorer.study.spec like a study file."""
-    from explorer.study.spec import parse_study
-
+    from explorer.study.load import parse_study
     data = {"name": name, "strategy": {"type": "greedy", "base": ["A", "B"], "max_size": 6},
             "search_space": "eagle_tiny", "base_trial": TINY_BASE, "heartbeat_interval_s": 1,
             "grace_period_s": 3, "poll_interval_s": 0.05, **extra}

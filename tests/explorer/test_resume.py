@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from explorer.controller import run_study
 from explorer.study.storage import default_storage_url
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from test_study_fixtures import HOLD_MARK, PAPER_PATH, child_command, paper_runner, study_data
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from explorer.tracking import run_fields as rf
-from explorer.study.dashboard import trial_label
+from explorer.study.attrs import trial_label
 
 
 def test_result_metrics_one_name_each_intervals_as_lo_hi_and_no_skipped_stages():

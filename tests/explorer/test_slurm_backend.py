@@ -18,7 +18,8 @@ from conftest_slurm import ROOT, slurm_cluster  # noqa: F401  (the shared cluste
 from explorer.controller import run_study
 from explorer.backends.slurm import sbatch_parameters
 from explorer.study.storage import default_storage_url
-from explorer.study.spec import SlurmOptions, parse_study
+from explorer.study.spec import SlurmOptions
+from explorer.study.load import parse_study
 from test_study_fixtures import PAPER_PATH, study_data
 from test_study_fixtures import paper_runner as _paper
 

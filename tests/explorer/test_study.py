@@ -9,7 +9,8 @@ import yaml
 
 from explorer.study.trial_specs import build_trial_spec
 from explorer.strategies import build_strategy
-from explorer.study.spec import StudyError, load_study
+from explorer.study.spec import StudyError
+from explorer.study.load import load_study
 from search_spaces import SearchSpaceError, load_search_space
 from test_study_fixtures import BASE_TRIAL, study_data, write_study
 

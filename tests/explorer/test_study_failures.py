@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import explorer.controller
 from explorer.cli.main import app
-from explorer.backends.local import RunnerError
+from explorer.backends.base import RunnerError
 from test_study_fixtures import BASE_TRIAL
 from trainers.training.logging_utils import find_error
 

@@ -113,7 +113,7 @@ cfg = json.loads(sys.argv[1])
 sys.path[:0] = [cfg["root"], cfg["tests"]]
 from pathlib import Path
 from explorer.controller import run_study, run_worker
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from test_study_fixtures import HOLD_MARK, Hold, SleepyRunner, paper_runner, tied_runner
 
 class LoggingRunner(SleepyRunner):

@@ -8,7 +8,7 @@ from test_study_fixtures import study_data, write_study
 import experts
 from experts.presets_generic import GENERIC_LETTERS
 from explorer.study.trial_specs import build_trial_spec
-from explorer.study.spec import load_study
+from explorer.study.load import load_study
 from search_spaces import load_search_space
 from trainers.stages.recipes import resolve_expert
 

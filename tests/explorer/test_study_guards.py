@@ -14,7 +14,7 @@ import yaml
 
 from explorer.redact import MaskingFilter, mask, remember
 from explorer.study.storage import BASE_CHANGES_ATTR, StorageError, normalize_storage_url, open_study
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from test_study_fixtures import study_data
 
 SECRET = "Sup3rSecretPW"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from explorer.cli.main import app
 from explorer.cli.views import study_url
 from explorer.controller import run_study
-from explorer.study.spec import load_study
+from explorer.study.load import load_study
 from explorer.tracking.tracker import MlflowTracker, default_artifact_root, default_tracking_uri
 
 pytestmark = pytest.mark.slow  # 11 scripted trials through the controller, MLflow and the plots

@@ -25,12 +25,12 @@ from test_study_fixtures import (
 )
 
 from explorer.report import paper_table
-from explorer.report.leaderboard import leaderboard as report
+from explorer.report import leaderboard as report
 from explorer.controller import run_study
 from explorer.cli.progress import StudyProgress, render_line
 from explorer.study.stats import BOOTSTRAP_ATTR
 from explorer.study.storage import default_storage_url, open_study
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from explorer.cli.terminal import leaderboard_table
 from explorer.tracking.tracker import MlflowTracker, default_artifact_root, default_tracking_uri
 

@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from explorer.controller import run_study
 from explorer.study.storage import default_storage_url, open_study
 from explorer.strategies.base import trial_params
-from explorer.study.spec import parse_study
+from explorer.study.load import parse_study
 from test_study_fixtures import study_data
 
 

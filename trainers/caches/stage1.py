@@ -18,7 +18,7 @@ from trainers.caches.claims import FileClaim
 logger = logging.getLogger(__name__)
 
 META = "meta.json"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository (this file is trainers/caches/stage1.py)
 # the code a stage-1 result depends on: the experts, the model, the data pipeline, the training loop
 STAGE1_CODE = ("experts", "trainers/data", "trainers/training", "trainers/training/loop.py", "trainers/stages/recipes.py",
                "trainers/stages/pre_align.py", "trainers/modeling/eagle.py", "trainers/modeling/projector.py", "trainers/modeling/llm.py",

@@ -25,7 +25,9 @@ from typing import Any
 from ray.tune import Callback, Stopper
 from ray.tune.search import Searcher
 
-from explorer.backends.local import Executor, LocalRunner, Runner, TrialJob, TrialOutcome
+from explorer.backends.local import LocalRunner
+
+from explorer.backends.base import Executor, Runner, TrialJob, TrialOutcome
 from explorer.backends.ray_tune.trial import _OUTCOME, _STEP, _VALUE, RayTrainRunner, job_to_config, trial_name, tune_trial
 
 logger = logging.getLogger(__name__)
@@ -286,7 +288,7 @@ class RayExecutor(Executor):
 
 
 def make_ray_executor(runner: Runner, spec: Any, workdir: str | Path | None = None, **kwargs: Any) -> RayExecutor:
-    """The `ray` entry of `explorer.backends.local.EXECUTORS`: settings from the study spec."""
+    """The `ray` entry of explorer.backends.registry.BACKENDS: settings from the study spec."""
     res = spec.resources
     return RayExecutor(runner, res.max_concurrent_trials, nproc=res.nproc_per_trial,
                        cpus_per_worker=res.cpus_per_worker,

@@ -10,8 +10,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from explorer.backends.local import LocalRunner, Runner, RunnerError, TrialJob, run_job
+from explorer.backends.local import LocalRunner
 
+from explorer.backends.base import Runner, RunnerError, TrialJob, run_job
 logger = logging.getLogger(__name__)
 
 _OUTCOME = "eagle_outcome"  # final result key: the TrialOutcome as JSON

@@ -12,6 +12,10 @@ import optuna
 
 LABEL_ATTR = "label"
 RUN_URL_ATTR = "mlflow_run_url"
+# the study's and each trial's MLflow ids, kept in the study database
+STUDY_RUN_ATTR = "mlflow_parent_run_id"
+STUDY_EXPERIMENT_ATTR = "mlflow_experiment_id"
+TRIAL_RUN_ATTR = "mlflow_run_id"
 SCORE_PREFIX = "score/"  # per-benchmark user attrs, and the MLflow metric prefix of the same scores
 _LEGACY_SCORES = "scores"  # one dict attr, as studies written before the per-benchmark attrs have it
 
@@ -23,6 +27,14 @@ def name_metrics(study: optuna.Study, objective: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([objective])
+
+
+def expert_letters(params: dict[str, Any], user_attrs: dict[str, Any]) -> str:
+    """The expert set as the paper writes it ("A+B+F"): the trial's own order if it recorded one."""
+    if user_attrs.get("experts"):
+        return str(user_attrs["experts"])
+    letters = [k.split("_", 1)[1] for k, v in sorted(params.items()) if k.startswith("expert_") and v]
+    return "+".join(letters)
 
 
 def trial_label(experts: str, user_attrs: dict[str, Any], number: int) -> str:
