@@ -65,6 +65,14 @@ def random_config(cfg: ExpertConfig):
         raise ExpertConfigError(f"expert {cfg.name!r}: bad hf_vision arch ({_first_line(exc)})") from None
 
 
+def tower_config(cfg: ExpertConfig):
+    """The config a tower is built from without its weights: `arch` when it names a model_type, else
+    the source's config.json (a local directory or the hub cache; offline and absent: one line)."""
+    if cfg.arch.get("model_type") or not cfg.source or saved_expert_dir(cfg.source):
+        return random_config(cfg)
+    return source_config(cfg)
+
+
 def source_config(cfg: ExpertConfig):
     """The tower's config read from `source`, with `arch` keys (other than model_type) overriding it."""
     from transformers import AutoConfig
@@ -97,7 +105,7 @@ class HFVisionExpert(DryRunUnused, HFExpert):
 
     @classmethod
     def build_backbone(cls, config: ExpertConfig) -> nn.Module:
-        vcfg = random_config(config)
+        vcfg = tower_config(config)
         return model_class_for(config.name, vcfg)(vcfg)
 
     @classmethod
