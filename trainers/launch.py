@@ -290,6 +290,7 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchr
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
     logger.info("trial %s: %s", spec.name, " ".join(cmd))
     with log.open("ab") as fh:
+        start = fh.tell()  # the log keeps every attempt: this attempt's error is read from here
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout_s)
@@ -305,7 +306,9 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchr
                              "(checkpoint saved: run it again to continue)")
     if rc != 0:
         _record_attempt(out, {"exit": rc}, new=False)
-        lines = log.read_text(errors="replace").splitlines()
+        with log.open("rb") as fh:
+            fh.seek(start)
+            lines = fh.read().decode(errors="replace").splitlines()
         found = find_error(lines)
         first = f"{found[0]}: {found[1]}"[:500] if found else "no Python error in the log"
         tail = "\n".join(lines[-LOG_TAIL_LINES:])

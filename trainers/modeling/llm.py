@@ -1,6 +1,7 @@
 """The language model: any Hugging Face causal LM (hub id / local path) or a tiny random-init preset."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from trainers.spec import LLMSpec
@@ -99,6 +101,21 @@ def build_tokenizer(spec: LLMSpec, texts: Iterable[str] | None, out_dir: str | P
     return load_tokenizer(spec.source, spec.template)
 
 
+def import_llm_class(spec: LLMSpec) -> type[PreTrainedModel] | None:
+    """The source LLM's transformers class, imported now. deepspeed.zero.Init hooks the classes
+    defined while it is active and, on exit, puts back their __init__ from before any class
+    decorator ran (transformers' hub-kernel layers lose theirs): import them before entering it."""
+    if spec.source is None:
+        return None
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(AutoConfig.from_pretrained(spec.source))]
+    except (OSError, KeyError, ValueError):
+        return None  # build_llm names the problem
+
+
 def build_llm(spec: LLMSpec, tokenizer, seed: int = 0, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """A causal LM in `dtype` whose embeddings cover the tokenizer (resized when tokens were added);
     a source checkpoint is read straight into `dtype` (never a whole fp32 copy first)."""
@@ -120,12 +137,64 @@ def build_llm(spec: LLMSpec, tokenizer, seed: int = 0, dtype: torch.dtype = torc
         except OSError as err:
             raise FileNotFoundError(f"cannot load llm.source {spec.source!r}: {str(err).splitlines()[0]}") from None
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer))
+            grow_vocabulary(model, len(tokenizer))
     if model.generation_config is not None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if spec.checkpointing:
         enable_checkpointing(model)
     return model
+
+
+def _zero(params: list[torch.nn.Parameter]) -> bool:
+    return any(hasattr(p, "ds_id") for p in params)  # partitioned by deepspeed.zero.Init
+
+
+def _read(param: torch.nn.Parameter) -> torch.Tensor:
+    """The whole value of a parameter, gathered for the read when ZeRO-3 partitioned it."""
+    if not _zero([param]):
+        return param.data.clone()
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+        return param.data.clone()
+
+
+def _write(params: list[torch.nn.Parameter]):
+    """A context in which rank 0's writes to `params` reach every partition (ZeRO-3), else nothing."""
+    if not _zero(params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+
+
+def _grown(old: torch.Tensor, n: int, like: nn.Module, bias: bool = False):
+    """A module of `n` rows: the old rows, then new rows at the old rows' mean (deterministic, so
+    DDP and ZeRO runs of one seed start from the same weights)."""
+    rows, width = old.shape
+    mod = nn.Embedding(n, width, dtype=old.dtype) if isinstance(like, nn.Embedding) \
+        else nn.Linear(width, n, bias=bias, dtype=old.dtype)
+    with torch.no_grad(), _write([mod.weight]):
+        mod.weight.data[:rows] = old
+        mod.weight.data[rows:] = old.float().mean(0).to(old.dtype)
+    return mod
+
+
+def grow_vocabulary(model: PreTrainedModel, n: int) -> None:
+    """Embeddings (and an untied LM head) grown to `n` rows for added tokens (the image token, role
+    markers, a pad token). Replaces transformers' resize_token_embeddings, whose mean init indexes
+    the partitioned weights under ZeRO-3 (built inside deepspeed.zero.Init, a partition is empty);
+    here each old weight is read whole once and the new module is written by rank 0."""
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is not None and (head.weight is emb.weight or model.config.get_text_config().tie_word_embeddings)
+    model.set_input_embeddings(_grown(_read(emb.weight), n, emb))
+    if head is not None and not tied:
+        if head.bias is not None:
+            raise LLMSetupError("llm.source: an LM head with a bias cannot grow its vocabulary here")
+        model.set_output_embeddings(_grown(_read(head.weight), n, head))
+    model.config.get_text_config().vocab_size = n
+    if tied:
+        model.tie_weights()
 
 
 def enable_checkpointing(model: PreTrainedModel) -> None:

@@ -212,7 +212,7 @@ def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: 
     import torch
 
     import experts
-    from trainers.modeling.llm import build_llm, check_positions
+    from trainers.modeling.llm import build_llm, check_positions, import_llm_class
     from trainers.modeling.eagle import EagleModel
 
     place = engine.partition if engine is not None else (lambda m: m)
@@ -223,6 +223,7 @@ def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: 
                 for e in expert_cfgs_or_modules]  # one expert whole at a time
         mixture = place(experts.VisionMixture(mods, fusion_name, fusion_options).to(dtype))
         reads = engine is not None and llm_spec.source is not None  # read into the partitions
+        import_llm_class(llm_spec)  # before zero.Init (trainers/modeling/llm.py says why)
         with engine.build_context() if reads else nullcontext():
             llm = build_llm(llm_spec, tokenizer, seed, dtype=dtype)
         llm = place(llm)
