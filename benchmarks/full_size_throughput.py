@@ -85,7 +85,7 @@ def _model(spec, stage: str, device: torch.device, tok, vocab: int):
     return model.train()
 
 
-def run_stage(spec, stage: str, device: torch.device, tok, steps: int, peak_tflops: float | None) -> dict[str, Any]:
+def run_stage(spec, stage: str, device: torch.device, *, tok, steps: int, peak_tflops: float | None) -> dict[str, Any]:
     from trainers.estimate.flops import step_flops
 
     vocab = 32000 if device.type == "cuda" else len(tok) + 8
@@ -152,7 +152,7 @@ def benchmark(tiny: bool = False, steps: int = 5, peak_override: float | None = 
     with tempfile.TemporaryDirectory() as tmp:
         words = [f"w{i}" for i in range(600)]  # a vocabulary wide enough for random text
         tok = build_word_tokenizer([" ".join(words)], Path(tmp) / "tok")
-        stages = {s: run_stage(spec, s, device, tok, steps, peak) for s in TEXT}
+        stages = {s: run_stage(spec, s, device, tok=tok, steps=steps, peak_tflops=peak) for s in TEXT}
     for s, row in stages.items():
         row["estimated_peak_memory_gb"] = round(estimate[s]["peak_memory_gb"], 2)
     return {"benchmark": "full_size_throughput", "device": name, "peak_tflops": peak,

@@ -31,7 +31,7 @@ def tiny_setup(work: Path, micro_batch: int = 8):
     return spec, data, S.build_trial_tokenizer(spec.llm, data, work / "tok")
 
 
-def measure_stage(spec, data, tok, stage: str, expert_index: int | None = None,
+def measure_stage(spec, data, tok, *, stage: str, expert_index: int | None = None,
                   device: str = "cpu") -> tuple[int, int]:
     """(peak bytes of a steady-state step -- the second, AdamW states existing --, text tokens)."""
     from trainers.stages import recipes as S
@@ -40,7 +40,7 @@ def measure_stage(spec, data, tok, stage: str, expert_index: int | None = None,
     cfgs = S.resolve_experts(spec)
     if expert_index is not None:  # stage 1 trains each expert alone
         cfgs = [cfgs[expert_index].with_overrides(freeze=False)]
-    model = S.build_model(cfgs, "channel_concat", {}, spec.projector.type, spec.llm, tok, spec.seed)
+    model = S.build_model(cfgs, "channel_concat", {}, spec.projector.type, llm_spec=spec.llm, tokenizer=tok, seed=spec.seed)
     S.freeze_for_stage(model, stage, spec)
     model.to(device).train()
     opt = torch.optim.AdamW([p for g in S.param_groups(model, spec.train.stages[stage]) for p in g.params])
@@ -52,7 +52,7 @@ def measure_stage(spec, data, tok, stage: str, expert_index: int | None = None,
     with tempfile.TemporaryDirectory() as tmp:  # the launcher's image checks, for this one dataset
         checks = write_checks([path], data.image_folder, Path(tmp), Path(tmp), "error")
     ds = S.make_dataset(path, data, tok, S.PRETRAIN_TEMPLATE if caption else spec.llm.template,
-                        spec.llm.max_length, spec, checks)
+                        max_length=spec.llm.max_length, spec=spec, checks=checks)
     n = spec.train.stages[stage].micro_batch_size
     batch = to_device(S.make_collate(model, stage, spec)([ds[i] for i in range(n)]), device)
     on_gpu = device != "cpu"
@@ -83,9 +83,9 @@ def compare(work: Path, micro_batch: int = 8, device: str = "cpu") -> dict:
     out = {}
     for stage in ("align_expert", "align_projector", "sft"):
         if stage == "align_expert":
-            measured, text = max(measure_stage(spec, data, tok, stage, i, device) for i in range(len(spec.experts)))
+            measured, text = max(measure_stage(spec, data, tok, stage=stage, expert_index=i, device=device) for i in range(len(spec.experts)))
         else:
-            measured, text = measure_stage(spec, data, tok, stage, None, device)
+            measured, text = measure_stage(spec, data, tok, stage=stage, expert_index=None, device=device)
         a = Assumptions(device="gpu" if device != "cpu" else "cpu", caption_tokens=text, sft_tokens=text)
         est = TrialEstimator(a).trial(spec, len(tok))[stage].peak_memory_gb * GiB
         out[stage] = {"measured_mib": round(measured / 2**20, 2), "estimated_mib": round(est / 2**20, 2),

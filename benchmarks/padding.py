@@ -22,7 +22,7 @@ def epoch_padding(ds, collate, hp, lengths) -> float:
     accum = accumulation_steps(hp, 1)
     tokens = positions = 0
     for step in range(len(ds) // hp.global_batch_size):
-        for mb in rank_micro_batches(len(ds), step, hp, DistEnv(), accum, 0, lengths):
+        for mb in rank_micro_batches(len(ds), step, hp, DistEnv(), accum=accum, seed=0, lengths=lengths):
             batch = collate([ds[i] for i in mb])
             tokens += batch["num_tokens"]
             positions += batch["input_ids"].numel()
@@ -41,8 +41,8 @@ def main() -> int:
         data = resolve_data(spec, Path(tmp))
         tok = build_trial_tokenizer(spec.llm, data, Path(tmp) / "tok")
         model = build_model(resolve_experts(spec), spec.fusion.name, spec.fusion.options, spec.projector.type,
-                            spec.llm, tok, spec.seed)
-        ds = LlavaDataset(data.sft, data.image_folder, data.image_size, tok, spec.llm.template, spec.llm.max_length,
+                            llm_spec=spec.llm, tokenizer=tok, seed=spec.seed)
+        ds = LlavaDataset(data.sft, data.image_folder, data.image_size, tokenizer=tok, template=spec.llm.template, max_length=spec.llm.max_length,
                           bad_images={})
         args = (tok.pad_token_id, model.image_token_id, model.num_image_tokens)
         figures["image_tokens"] = model.num_image_tokens

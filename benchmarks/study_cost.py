@@ -101,7 +101,7 @@ def study_data(path: Path, variant: str, seed: int, quick: bool, fidelity: dict[
     return data
 
 
-def run_variant(path: Path, variant: str, seed: int, quick: bool, fidelity: dict[str, Any], work: Path,
+def run_variant(path: Path, variant: str, seed: int, *, quick: bool, fidelity: dict[str, Any], work: Path,
                 skills: Path) -> dict:
     from explorer.controller import run_study
     from explorer.study.storage import default_storage_url
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         skills = train_skills(path, root)
         for seed in seeds:
             for v in variants:
-                runs[v].append(run_variant(path, v, seed, args.quick, fidelity, root / v / f"s{seed}", skills))
+                runs[v].append(run_variant(path, v, seed, quick=args.quick, fidelity=fidelity, work=root / v / f"s{seed}", skills=skills))
     fig: dict[str, Any] = {"benchmark": "study_cost", "study": str(path.relative_to(ROOT) if path.is_relative_to(ROOT)
                                                                      else path),
                            "seeds": seeds, "quick": args.quick, "fidelity": fidelity,

@@ -47,7 +47,7 @@ def fresh_model(work: Path, tag: str, dtype: torch.dtype, engine=None):
     tok = build_word_tokenizer(TEXTS, work / f"tok_{tag}")
     clip = get_preset("tiny-clip").with_overrides(source=str(work / "clip_hf"), pretrained=True)
     return build_model([clip, get_preset("tiny-convnext")], "channel_concat", {}, "mlp2x_gelu",
-                       LLMSpec(source=str(work / "llm")), tok, seed=3, dtype=dtype, engine=engine)
+                       llm_spec=LLMSpec(source=str(work / "llm")), tokenizer=tok, seed=3, dtype=dtype, engine=engine)
 
 
 def partition_problems(model, engine, reference) -> list[str]:
@@ -87,7 +87,7 @@ def _evaluate(model, work: Path, tag: str, env, bf16: bool) -> dict:
     model.eval()
     with torch.no_grad(), torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=bf16):
         loss = float(model(**_batch(model, env.rank, env.device)).loss)
-        res = evaluate(model, model.tokenizer, spec, work / tag, env.rank, env.world_size, final=False)
+        res = evaluate(model, model.tokenizer, spec, work / tag, rank=env.rank, world_size=env.world_size, final=False)
     preds = {b: (work / tag / "predictions" / f"{b}.jsonl").read_text() for b in BENCHES} if env.is_main else {}
     return {"loss": loss, "scores": res["scores"], "preds": preds}
 
@@ -101,7 +101,8 @@ def check(work: Path) -> dict:
 
     import experts
     from trainers.training import distributed as D
-    from trainers.training.loop import StageJob, make_engine
+    from trainers.training.loop import StageJob
+    from trainers.training.engines import make_engine
     from trainers.training.metrics import MetricsWriter
     from trainers.modeling.eagle import EagleModel
     from trainers.spec import StageSpec
@@ -117,7 +118,8 @@ def check(work: Path) -> dict:
     if env.is_main:
         reference.save_pretrained(work / "saved")
     D.barrier()
-    engine = make_engine("deepspeed_zero3", env, MetricsWriter(work / "m.jsonl", env.rank), 0, 10, bf16=bf16)
+    engine = make_engine("deepspeed_zero3", env, MetricsWriter(work / "m.jsonl", env.rank), seed=0,
+                         checkpoint_every=10, bf16=bf16)
     with engine.build_context():
         loaded = EagleModel.from_pretrained(work / "saved", dtype=dtype)
     problems = [f"loaded {p}" for p in partition_problems(loaded, engine, reference)]

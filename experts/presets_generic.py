@@ -17,7 +17,7 @@ HALF = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # SigLIP / SigLIP2 pre
 FROM_SOURCE = {"mean": None, "std": None}  # timm: the model's pretrained config
 
 
-def _hf(name, letter, source, model_type, native, size, **arch) -> ExpertConfig:
+def _hf(name, letter, source, model_type, *, native, size, **arch) -> ExpertConfig:
     stats = arch.pop("stats")
     return ExpertConfig(name=name, family="hf_vision", letter=letter, source=source, pretrained=source is not None,
                         arch=dict(model_type=model_type, **arch), native_size=native, input_size=size,
@@ -26,19 +26,19 @@ def _hf(name, letter, source, model_type, native, size, **arch) -> ExpertConfig:
 
 _FULL = [
     # G: SigLIP2-So400m/16 at 512 (Eagle 2.5's encoder), NaFlex position table of 32x32
-    _hf("siglip2-so400m-512", "G", "google/siglip2-so400m-patch16-512", "siglip2_vision_model", 512, 512,
+    _hf("siglip2-so400m-512", "G", "google/siglip2-so400m-patch16-512", "siglip2_vision_model", native=512, size=512,
         hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16, patch_size=16,
         num_patches=1024, stats=HALF),
     # H: DINOv2-L/14 with 4 registers, positions for 518 interpolated to 448
-    _hf("dinov2-l-reg-448", "H", "facebook/dinov2-with-registers-large", "dinov2_with_registers", 518, 448,
+    _hf("dinov2-l-reg-448", "H", "facebook/dinov2-with-registers-large", "dinov2_with_registers", native=518, size=448,
         hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14, image_size=518,
         num_register_tokens=4, layerscale_value=1e-5, mlp_ratio=4, stats=IMAGENET),
     # I: DINOv3 ViT-L/16 (distilled, LVD-1689M): RoPE positions, run at 512
-    _hf("dinov3-l-512", "I", "facebook/dinov3-vitl16-pretrain-lvd1689m", "dinov3_vit", 224, 512,
+    _hf("dinov3-l-512", "I", "facebook/dinov3-vitl16-pretrain-lvd1689m", "dinov3_vit", native=224, size=512,
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=16,
         image_size=224, num_register_tokens=4, stats=IMAGENET),
     # J: AIMv2-L/14 at 448 (fixed position table: runs at its native size only)
-    _hf("aimv2-l-448", "J", "apple/aimv2-large-patch14-448", "aimv2_vision_model", 448, 448,
+    _hf("aimv2-l-448", "J", "apple/aimv2-large-patch14-448", "aimv2_vision_model", native=448, size=448,
         hidden_size=1024, intermediate_size=2816, num_hidden_layers=24, num_attention_heads=8, patch_size=14,
         image_size=448, stats=CLIP),
     # K: C-RADIOv3-L (timm NaFlexViT: variable resolution natively), at 512
@@ -55,12 +55,12 @@ _FULL = [
 
 _T = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 _TINY = [
-    _hf("tiny-siglip2", "G", None, "siglip2_vision_model", 64, 64, patch_size=16, num_patches=16, _grid=4, stats=HALF, **_T),
-    _hf("tiny-dinov2-reg", "H", None, "dinov2_with_registers", 56, 56, hidden_size=48, num_hidden_layers=2,
+    _hf("tiny-siglip2", "G", None, "siglip2_vision_model", native=64, size=64, patch_size=16, num_patches=16, _grid=4, stats=HALF, **_T),
+    _hf("tiny-dinov2-reg", "H", None, "dinov2_with_registers", native=56, size=56, hidden_size=48, num_hidden_layers=2,
         num_attention_heads=2, patch_size=14, image_size=56, num_register_tokens=4, mlp_ratio=2, _grid=4, stats=IMAGENET),
-    _hf("tiny-dinov3", "I", None, "dinov3_vit", 32, 64, patch_size=16, image_size=32, num_register_tokens=4,
+    _hf("tiny-dinov3", "I", None, "dinov3_vit", native=32, size=64, patch_size=16, image_size=32, num_register_tokens=4,
         _grid=4, stats=IMAGENET, **_T),  # RoPE: 2x2 native -> 4x4
-    _hf("tiny-aimv2", "J", None, "aimv2_vision_model", 56, 56, patch_size=14, image_size=56, _grid=4, stats=CLIP, **_T),
+    _hf("tiny-aimv2", "J", None, "aimv2_vision_model", native=56, size=56, patch_size=14, image_size=56, _grid=4, stats=CLIP, **_T),
     ExpertConfig(name="tiny-radio", family="timm", letter="K",
                  arch=dict(model_name="naflexvit_large_patch16_radio_v3", embed_dim=32, depth=2, num_heads=2),
                  native_size=64, input_size=64, hidden_size=32, grid=4, **FROM_SOURCE),
@@ -71,7 +71,7 @@ _TINY = [
 # More tiny generic experts (no letter): a SigLIP tower, a timm ViT (positions interpolated 48 -> 64)
 # and a timm ConvNeXt, used by tests and tiny studies.
 _TINY_EXTRA = [
-    _hf("tiny-siglip", None, None, "siglip_vision_model", 64, 64, patch_size=16, image_size=64, _grid=4, stats=HALF, **_T),
+    _hf("tiny-siglip", None, None, "siglip_vision_model", native=64, size=64, patch_size=16, image_size=64, _grid=4, stats=HALF, **_T),
     ExpertConfig(name="tiny-timm-vit", family="timm",
                  arch=dict(model_name="vit_base_patch16_224", img_size=48, embed_dim=32, depth=2, num_heads=2),
                  native_size=48, input_size=64, hidden_size=32, grid=4, **FROM_SOURCE),

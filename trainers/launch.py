@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from trainers.training import preempt
-from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec, changed_fields, dump_trial_spec, load_trial_spec
+from trainers.spec import SpecError, TrialSpec, changed_fields, dump_trial_spec, load_trial_spec
+from trainers.preflight import check_trial
 from trainers.training.logging_utils import find_error
 
 logger = logging.getLogger(__name__)
@@ -110,105 +111,6 @@ def default_cache_dir(spec: TrialSpec, out_dir: Path) -> Path:
     return Path(spec.cache_dir).expanduser() if spec.cache_dir else out_dir.resolve().parent / "cache"
 
 
-def _check_sva_layers(spec: TrialSpec, grid: int, visual_tokens: int, fail) -> None:
-    """SVA's llm_layers against the visual tokens and the LLM's depth (when known before loading)."""
-    from experts.fusion.sva_layers import check_llm_layers
-    from trainers.modeling.llm import llm_num_layers
-
-    try:
-        check_llm_layers(tuple(spec.fusion.options["llm_layers"]), grid, visual_tokens, llm_num_layers(spec.llm))
-    except ValueError as err:
-        fail("fusion.options", str(err))
-
-
-def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1,
-                  unstaged: list[str] | None = None) -> None:
-    """Everything that can be checked before a process starts; SpecError with one line otherwise.
-    `unstaged` (planning): a data file or image folder not there yet is appended to it, not an error."""
-    import experts
-    from trainers.training.loop import BatchSplitError, accumulation_steps
-    from trainers.modeling.llm import LLMSetupError, check_llm_spec, check_positions, llm_positions
-    from trainers.modeling.projector import PROJECTORS
-    from trainers.stages.recipes import resolve_expert
-
-    def fail(field: str, msg: str) -> None:
-        raise SpecError(f"{source}: {field}: {msg}")
-
-    if nproc < 1:
-        fail("nproc", f"must be >= 1, got {nproc}")
-    cfgs = []
-    for i, e in enumerate(spec.experts):
-        try:
-            cfgs.append(resolve_expert(e))
-        except KeyError as err:
-            fail(f"experts.{i}.preset", str(err.args[0]) if err.args else str(err))
-        except ValueError as err:
-            fail(f"experts.{i}", str(err).splitlines()[0])
-        if e.skill:
-            from trainers.skills.train import skill_of
-
-            try:
-                skill_of(cfgs[-1])
-            except ValueError as err:
-                fail(f"experts.{i}.skill", str(err))
-    grids = {c.grid for c in cfgs}
-    if len(grids) > 1:
-        fail("experts", f"all experts of a mixture must share a token grid, got {sorted(grids)}")
-    if spec.projector.type not in PROJECTORS:
-        fail("projector.type", f"unknown projector {spec.projector.type!r}; known: {', '.join(PROJECTORS)}")
-    try:  # on the meta device: only its token count is needed here (check_trial runs it)
-        import torch
-
-        with torch.device("meta"):
-            fusion = experts.build_fusion(spec.fusion.name, [c.hidden_size for c in cfgs], cfgs[0].grid ** 2,
-                                          **spec.fusion.options)
-    except KeyError as err:
-        fail("fusion.name", str(err.args[0]) if err.args else str(err))
-    except (ValueError, TypeError) as err:
-        fail("fusion.options", str(err).splitlines()[0])
-    for field, llm in (("llm", spec.llm), ("train.align_llm", spec.train.align_llm)):
-        if llm is None:
-            continue
-        try:
-            check_llm_spec(llm)
-            positions = llm_positions(llm)
-            if positions is not None:  # stage 1 runs one expert (channel_concat: grid x grid tokens)
-                check_positions(llm.max_length, fusion.out_tokens if field == "llm" else cfgs[0].grid ** 2, positions)
-        except LLMSetupError as err:
-            raise SpecError(f"{source}: {str(err).replace('llm.', field + '.', 1)}") from None
-        except (KeyError, FileNotFoundError) as err:
-            fail(field, str(err.args[0]) if isinstance(err, KeyError) else str(err))
-    if spec.fusion.name == "sva" and spec.fusion.options.get("llm_layers"):
-        _check_sva_layers(spec, cfgs[0].grid, fusion.out_tokens, fail)
-    if spec.eval.interval_steps and spec.train.strategy == "deepspeed_zero3":
-        fail("eval.interval_steps", "not supported with deepspeed_zero3 (partitioned weights): evaluate at the end")
-    world = nproc * nnodes
-    for stage in RECIPE_STAGES[spec.train.recipe]:
-        try:
-            accumulation_steps(spec.train.stages[stage], world, stage)
-        except BatchSplitError as err:
-            raise SpecError(f"{source}: {err}") from None
-    d = spec.data
-    for field in ("pretrain", "sft", "heldout"):
-        path = getattr(d, field)
-        if path is not None and not Path(path).is_file():
-            if unstaged is None or Path(path).exists():
-                fail(f"data.{field}", f"file not found: {path}")
-            unstaged.append(f"data.{field} {path}")
-    if d.image_folder is not None and not Path(d.image_folder).is_dir():
-        if unstaged is None or Path(d.image_folder).exists():
-            fail("data.image_folder", f"directory not found: {d.image_folder}")
-        unstaged.append(f"data.image_folder {d.image_folder}")
-    if spec.eval.benchmarks:
-        try:
-            from trainers.eval import BENCHMARKS
-        except ImportError as err:
-            fail("eval.benchmarks", f"the evaluation package is not available ({err})")
-        unknown = [b for b in spec.eval.benchmarks if b not in BENCHMARKS]
-        if unknown:
-            fail("eval.benchmarks", f"unknown benchmark {unknown[0]!r}; known: {', '.join(sorted(BENCHMARKS))}")
-
-
 def _nnodes(torchrun_args: Sequence[str]) -> int:
     args = list(torchrun_args)
     for i, a in enumerate(args):
@@ -220,7 +122,7 @@ def _nnodes(torchrun_args: Sequence[str]) -> int:
 
 
 def torchrun_command(spec_path: Path, out_dir: Path, cache_dir: Path, nproc: int,
-                     torchrun_args: Sequence[str] = (), worker_args: Sequence[str] = ()) -> list[str]:
+                     *, torchrun_args: Sequence[str] = (), worker_args: Sequence[str] = ()) -> list[str]:
     """Each job gets its own rendezvous (c10d on a free port) unless multi-node args override it."""
     args = list(torchrun_args)
     rdzv = [] if any(a.startswith("--rdzv") for a in args) else [
@@ -234,7 +136,6 @@ def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
                   torchrun_args: Sequence[str] = (), restart: bool = False) -> tuple[TrialSpec, Path, Path]:
     """Validate, check the directory's progress is of this spec, write trial.yaml (resolved),
     generate synthetic data. Returns (spec, trial.yaml, cache)."""
-    from trainers.preflight import check_trial
 
     spec = load_trial_spec(spec_path)
     check_trial(spec, str(spec_path), nproc, _nnodes(torchrun_args))
@@ -270,8 +171,8 @@ def _verify_images(spec: TrialSpec, source: str, cache: Path, out: Path) -> None
         raise SpecError(f"{source}: data: {err}") from None
 
 
-def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchrun_args: Sequence[str] = (),
-              worker_args: Sequence[str] = (), timeout_s: float | None = None, *,
+def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, *, torchrun_args: Sequence[str] = (),
+              worker_args: Sequence[str] = (), timeout_s: float | None = None,
               extra_torchrun_args: Sequence[str] = (), restart: bool = False) -> dict[str, Any]:
     """Run a whole trial, continuing the directory's last checkpoints; returns result.json's content.
     SpecError before launch, TrialPreempted or TrialFailed after. `extra_torchrun_args` is the
@@ -283,7 +184,7 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, torchr
     _record_attempt(out, {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit": None,
                           "resumed_from": {}}, new=True)
     _stop_on_signal(out)
-    cmd = torchrun_command(trial_yaml, out, cache, nproc, torchrun_args, worker_args)
+    cmd = torchrun_command(trial_yaml, out, cache, nproc, torchrun_args=torchrun_args, worker_args=worker_args)
     log = out / "logs" / "torchrun.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")]),
@@ -335,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     try:
-        result = run_trial(args.spec, args.out, args.nproc, torchrun_args, restart=args.restart)
+        result = run_trial(args.spec, args.out, args.nproc, torchrun_args=torchrun_args, restart=args.restart)
     except SpecError as err:
         logger.error("%s", err)
         return 2

@@ -1,5 +1,5 @@
 """The trial pre-flight: everything about a trial spec that can be checked before a process starts
-or a file is written. Beyond the schema and the registries (trainers.launch.validate_spec): each
+or a file is written. Beyond the schema and the registries (trainers.validate.validate_spec): each
 expert and the fusion built on the meta device (grids and widths, no weights), the local sources,
 the data files' first record, the benchmark copies and the objective's name. Errors are SpecError,
 one line naming the file and the field.
@@ -9,15 +9,15 @@ copies, local expert weights -- may be absent; each absent one is appended to th
 instead of failing. What is there is still read and checked."""
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from trainers.expert_entries import resolve_expert
+from trainers.meta_shapes import meta_expert_shape, meta_fusion_shape
 from trainers.spec import EvalSpec, SpecError, TrialSpec
+from trainers.validate import validate_spec
 
 SNIFF_BYTES = 1 << 16  # enough for the first record of a LLaVA file
 IMAGES_CHECKED = 8  # image files of a benchmark copy looked up (the questions file is read whole)
@@ -27,8 +27,6 @@ _OBJECTIVES = ("avg", "weighted", "heldout_loss")
 def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1,
                 unstaged: list[str] | None = None) -> None:
     """The whole pre-flight of one trial spec; SpecError (one line) on the first problem."""
-    from trainers.launch import validate_spec
-
     validate_spec(spec, source, nproc, nnodes, unstaged)
 
     def fail(field: str, msg: str) -> None:
@@ -68,55 +66,8 @@ def _looks_local(src: str) -> bool:
 
 
 def _expert_configs(spec: TrialSpec) -> list[str]:
-    from trainers.stages.recipes import resolve_expert
-
     # pretrained=False: the preset's architecture is built (on meta), nothing is downloaded
     return [resolve_expert(e).with_overrides(pretrained=False).model_dump_json() for e in spec.experts]
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """A pre-flight build is not the trial's: its per-module log lines would only be noise."""
-    log = logging.getLogger(logger_name)
-    level = log.level
-    log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-@lru_cache(maxsize=256)
-def meta_expert_shape(cfg_json: str) -> tuple[int, int]:
-    """(grid, width) of an expert's output tokens, from a forward pass on the meta device."""
-    import torch
-
-    import experts
-
-    cfg = experts.ExpertConfig.model_validate_json(cfg_json)
-    with _quiet("experts"), torch.device("meta"):
-        expert = experts.build_expert(cfg)
-        out = expert(torch.empty(1, 3, cfg.input_size, cfg.input_size))
-    if tuple(out.shape) != (1, cfg.grid ** 2, expert.out_dim):
-        raise ValueError(f"expert {cfg.name!r}: returns {tuple(out.shape[1:])} tokens x width, "
-                         f"expected ({cfg.grid ** 2}, {expert.out_dim})")
-    return cfg.grid, expert.out_dim
-
-
-@lru_cache(maxsize=256)
-def meta_fusion_shape(name: str, widths: tuple[int, ...], num_tokens: int, options_json: str) -> tuple[int, int]:
-    """(tokens, width) the fusion returns for these experts, from a forward pass on the meta device."""
-    import torch
-
-    import experts
-
-    with torch.device("meta"):
-        fusion = experts.build_fusion(name, list(widths), num_tokens, **json.loads(options_json))
-        out = fusion([torch.empty(1, num_tokens, w) for w in widths])
-    if tuple(out.shape[1:]) != (fusion.out_tokens, fusion.out_dim):
-        raise ValueError(f"fusion {name!r}: returns {tuple(out.shape[1:])}, expected "
-                         f"({fusion.out_tokens}, {fusion.out_dim})")
-    return fusion.out_tokens, fusion.out_dim
 
 
 def first_record(path: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from trainers.training.metrics import peak_memory_mb
 
 
 def build_result(stage_info: dict[str, dict[str, Any]], scores: dict[str, float], objective: float,
-                 name: str, direction: str, heldout: float, peak_mb: float, world_size: int,
+                 *, name: str, direction: str, heldout: float, peak_mb: float, world_size: int,
                  strategy: str, precision: str) -> dict[str, Any]:
     return {
         "scores": scores, "objective": objective, "objective_name": name, "direction": direction,

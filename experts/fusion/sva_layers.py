@@ -48,7 +48,7 @@ class LayerAggregator(nn.Module):
         return self.o(window_attention(q, torch.cat(keys, 2), torch.cat(values, 2), self.heads))
 
 
-def check_llm_layers(layers: tuple[int, ...], grid: int, visual_tokens: int, num_layers: int | None = None,
+def check_llm_layers(layers: tuple[int, ...], grid: int, visual_tokens: int, *, num_layers: int | None = None,
                      hidden: int | None = None, heads: int = 1) -> None:
     """The option `llm_layers` against the visual tokens, the LLM's depth and width (where known);
     one FusionError line otherwise."""
@@ -67,7 +67,7 @@ class LLMLayerAggregators(nn.Module):
     """One LayerAggregator per LLM layer in `layers`; `attach(decoder_layers)` hooks them in and
     `context(feats, slots)` feeds them during a forward (slots: [B, L] bool, the visual tokens)."""
 
-    def __init__(self, layers: tuple[int, ...], in_dims: list[int], grid: int, visual_tokens: int, hidden: int,
+    def __init__(self, layers: tuple[int, ...], in_dims: list[int], grid: int, *, visual_tokens: int, hidden: int,
                  heads: int) -> None:
         super().__init__()
         check_llm_layers(layers, grid, visual_tokens, hidden=hidden, heads=heads)
@@ -80,7 +80,7 @@ class LLMLayerAggregators(nn.Module):
         self._handles: list = []
 
     def attach(self, decoder_layers: nn.ModuleList) -> None:
-        check_llm_layers(self.layers, self.grid, self.visual_tokens, len(decoder_layers))
+        check_llm_layers(self.layers, self.grid, self.visual_tokens, num_layers=len(decoder_layers))
         for h in self._handles:
             h.remove()
         self._handles = [decoder_layers[i].register_forward_pre_hook(self._hook(str(i)), with_kwargs=True)

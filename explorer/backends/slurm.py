@@ -71,7 +71,7 @@ def _multi_node_trial(job: TrialJob, nodes: int) -> dict[str, Any]:
     env = submitit.JobEnvironment()
     rdzv = ["--nnodes", str(nodes), "--node-rank", str(env.node), "--rdzv-backend", "c10d",
             "--rdzv-endpoint", f"{env.hostnames[0]}:{RDZV_PORT}", "--rdzv-id", str(env.job_id)]
-    return run_trial(job.spec_path, job.trial_dir, job.nproc, rdzv, restart=job.restart)
+    return run_trial(job.spec_path, job.trial_dir, job.nproc, torchrun_args=rdzv, restart=job.restart)
 
 
 def _live(ids: list[str]) -> list[str]:

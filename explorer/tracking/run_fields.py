@@ -151,10 +151,9 @@ def visual_tokens(spec: dict[str, Any]) -> int | None:
 
     from pydantic import ValidationError
 
-    from trainers.preflight import meta_fusion_shape
+    from trainers.meta_shapes import meta_fusion_shape
     from trainers.spec import ExpertEntry, FusionSpec
-    from trainers.stages.recipes import resolve_expert
-
+    from trainers.expert_entries import resolve_expert
     entries = [e for e in spec.get("experts") or [] if isinstance(e, dict)]
     if not entries:
         return None

@@ -48,7 +48,7 @@ def test_llm_layer_aggregator_reads_its_window_and_touches_only_visual_tokens():
     from experts.fusion.sva_layers import LLMLayerAggregators
 
     torch.manual_seed(0)
-    agg = LLMLayerAggregators((0, 3), [24, 40], GRID, 4, 16, heads=2)  # 2x2 visual tokens, 2x2 windows
+    agg = LLMLayerAggregators((0, 3), [24, 40], GRID, visual_tokens=4, hidden=16, heads=2)  # 2x2 visual tokens, 2x2 windows
     with torch.no_grad():
         for blk in agg.blocks.values():
             blk.o.weight.normal_()
@@ -64,8 +64,8 @@ def test_llm_layer_aggregator_reads_its_window_and_touches_only_visual_tokens():
     changed = (agg.residual(3, hidden, moved, slots) - out).abs().amax(-1)[0] > 1e-4
     assert changed.tolist() == [False, False, True, False, False, False]
     with pytest.raises(FusionError, match="square grid dividing"):
-        LLMLayerAggregators((0,), [24], GRID, 9, 16, heads=1)
+        LLMLayerAggregators((0,), [24], GRID, visual_tokens=9, hidden=16, heads=1)
     with pytest.raises(FusionError, match="does not divide the LLM's width 16"):
-        LLMLayerAggregators((0,), [24], GRID, 4, 16, heads=3)
+        LLMLayerAggregators((0,), [24], GRID, visual_tokens=4, hidden=16, heads=3)
     with pytest.raises(FusionError, match="layer 3 is out of range, the LLM has 2 decoder layers"):
         agg.attach(torch.nn.ModuleList([torch.nn.Identity(), torch.nn.Identity()]))

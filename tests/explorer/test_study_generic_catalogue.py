@@ -10,8 +10,7 @@ from experts.presets_generic import GENERIC_LETTERS
 from explorer.study.trial_specs import build_trial_spec
 from explorer.study.load import load_study
 from search_spaces import load_search_space
-from trainers.stages.recipes import resolve_expert
-
+from trainers.expert_entries import resolve_expert
 TIMM_VIT = {"family": "timm", "arch": {"model_name": "vit_base_patch16_224", "img_size": 64, "embed_dim": 32,
                                        "depth": 2, "num_heads": 2},
             "native_size": 64, "input_size": 64, "hidden_size": 32, "grid": 4, "mean": None, "std": None}
@@ -85,8 +84,7 @@ def test_the_mixed_catalogue_study_compresses_behind_sva(tmp_path):
 def test_the_sva_layers_study_reaggregates_at_both_llm_layers(tmp_path):
     from pathlib import Path
 
-    from trainers.launch import validate_spec
-
+    from trainers.validate import validate_spec
     spec = load_study(Path(__file__).resolve().parents[2] / "studies" / "tiny_sva_layers.yaml")
     params = {"expert_A": True, "expert_B": True, "expert_G": True, "fusion": "sva", "fusion.options.compress": "unshuffle"}
     ts = build_trial_spec(spec, params, {"seed": 0, "experts": "A+B+G"}, number=0, cache_dir=tmp_path)

@@ -25,8 +25,8 @@ def tiny_model(tmp_path: Path, experts=("tiny-clip", "tiny-convnext"), fusion="c
     from trainers.stages.recipes import build_model
 
     tok = tiny_tokenizer(tmp_path)
-    return build_model([get_preset(e) for e in experts], fusion, {}, projector, LLMSpec(preset="tiny-llama"),
-                       tok, seed)
+    return build_model([get_preset(e) for e in experts], fusion, {}, projector, llm_spec=LLMSpec(preset="tiny-llama"),
+                       tokenizer=tok, seed=seed)
 
 
 def tiny_spec_dict(**train_overrides) -> dict:

@@ -16,7 +16,7 @@ def _model(tmp_path, dtype):
     from trainers.stages.recipes import build_model
 
     return build_model([get_preset("tiny-clip"), get_preset("tiny-convnext")], "channel_concat", {}, "mlp2x_gelu",
-                       LLMSpec(preset="tiny-llama"), tiny_tokenizer(tmp_path), seed=0, dtype=dtype)
+                       llm_spec=LLMSpec(preset="tiny-llama"), tokenizer=tiny_tokenizer(tmp_path), seed=0, dtype=dtype)
 
 
 def _dtypes(module) -> set:
@@ -61,7 +61,8 @@ def test_a_source_llm_is_read_straight_into_bf16(tmp_path, monkeypatch):
 
 def test_ddp_keeps_trainable_weights_fp32_and_frozen_ones_bf16(tmp_path):
     from trainers.training.distributed import DistEnv
-    from trainers.training.loop import StageJob, make_engine
+    from trainers.training.loop import StageJob
+    from trainers.training.engines import make_engine
     from trainers.training.metrics import MetricsWriter
     from trainers.stages.recipes import freeze_for_stage, param_groups
 
@@ -70,7 +71,8 @@ def test_ddp_keeps_trainable_weights_fp32_and_frozen_ones_bf16(tmp_path):
                      data={"synthetic": {}})
     freeze_for_stage(model, "align_projector", spec)
     hp = StageSpec()
-    engine = make_engine("ddp", DistEnv(), MetricsWriter(tmp_path / "m.jsonl"), 0, 10, bf16=True)
+    engine = make_engine("ddp", DistEnv(), MetricsWriter(tmp_path / "m.jsonl"), seed=0, checkpoint_every=10,
+                         bf16=True)
     engine.setup(StageJob("x", "align_projector", model, param_groups(model, hp), [], None, hp), 1, 10)
     assert _dtypes(model.projector) == {torch.float32}
     assert _dtypes(model.llm) == {BF16} and _dtypes(model.mixture.experts) == {BF16}

@@ -29,7 +29,7 @@ def _train(model, opt, sched, n):
 def test_resume_continues_exactly(tmp_path):
     model, opt, sched = _setup()
     _train(model, opt, sched, 3)
-    save_checkpoint(tmp_path, 3, model, opt, sched, rank=0, extra={"stage": "sft"})
+    save_checkpoint(tmp_path, 3, model, optimizer=opt, scheduler=sched, rank=0, extra={"stage": "sft"})
     _train(model, opt, sched, 2)
     reference = model[1].weight.detach().clone()
 
@@ -43,7 +43,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_only_complete_checkpoints_count_and_old_ones_are_pruned(tmp_path):
     model, opt, sched = _setup()
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, model, opt, sched, rank=0)
+        save_checkpoint(tmp_path, step, model, optimizer=opt, scheduler=sched, rank=0)
     assert sorted(p.name for p in tmp_path.glob("step_*")) == ["step_0000002", "step_0000003"]
     (tmp_path / "step_0000009").mkdir()  # killed while writing: no COMPLETE marker
     assert latest_step(tmp_path) == 3
@@ -52,7 +52,7 @@ def test_only_complete_checkpoints_count_and_old_ones_are_pruned(tmp_path):
 
 def test_mismatched_trainable_set_is_an_error(tmp_path):
     model, opt, sched = _setup()
-    save_checkpoint(tmp_path, 1, model, opt, sched, rank=0)
+    save_checkpoint(tmp_path, 1, model, optimizer=opt, scheduler=sched, rank=0)
     model2, opt2, sched2 = _setup()
     model2[0].requires_grad_(True)
     with pytest.raises(RuntimeError, match="does not match the stage's trainable parameters"):
@@ -68,7 +68,7 @@ def test_no_checkpoint_is_a_clear_error(tmp_path):
 def test_rng_state_is_saved_and_restored(tmp_path):
     model, opt, sched = _setup()
     torch.manual_seed(123)
-    save_checkpoint(tmp_path, 1, model, opt, sched, rank=0)
+    save_checkpoint(tmp_path, 1, model, optimizer=opt, scheduler=sched, rank=0)
     expected = torch.rand(4)
     assert (tmp_path / "step_0000001" / "rng_rank0.pt").is_file()
     torch.manual_seed(999)
@@ -78,7 +78,7 @@ def test_rng_state_is_saved_and_restored(tmp_path):
 
 def test_a_rank_without_rng_state_is_reseeded_and_says_so(tmp_path, caplog):
     model, opt, sched = _setup()
-    save_checkpoint(tmp_path, 1, model, opt, sched, rank=0)
+    save_checkpoint(tmp_path, 1, model, optimizer=opt, scheduler=sched, rank=0)
     draws = []
     for _ in range(2):
         with caplog.at_level("WARNING"):

@@ -48,7 +48,7 @@ def tok(tmp_path_factory):
 @pytest.mark.parametrize("jsonl", [False, True])
 def test_reads_json_and_jsonl(tmp_path, folder, tok, jsonl):
     path = _write(tmp_path / ("d.jsonl" if jsonl else "d.json"), RECORDS, jsonl)
-    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128)
+    ds = LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128)
     assert len(ds) == 3 and ds.skipped == []
     item = ds[0]
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.uint8  # floats on the device
@@ -69,7 +69,7 @@ def test_missing_image_names_id_and_path(tmp_path, folder, tok):
     (folder / "sub" / "blue.png").unlink()
     path = _write(tmp_path / "d.json", RECORDS, False)
     with pytest.raises(DataError, match=r"record r1 .*sub/blue\.png: file not found"):
-        LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128)
+        LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128)
 
 
 def test_skip_mode_counts_and_reports(tmp_path, folder, tok, caplog):
@@ -77,7 +77,7 @@ def test_skip_mode_counts_and_reports(tmp_path, folder, tok, caplog):
     records = RECORDS + [dict(RECORDS[0], id="r3", image="gone.png")]
     path = _write(tmp_path / "d.jsonl", records, True)
     with caplog.at_level(logging.WARNING, logger="trainers.data.llava"):
-        ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, on_bad_image="skip")
+        ds = LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128, on_bad_image="skip")
     assert len(ds) == 2
     assert [rid for rid, _ in ds.skipped] == ["r1", "r3"]
     assert "unreadable image" in ds.skipped[0][1] and ds.skipped[1][1] == "file not found"
@@ -90,7 +90,7 @@ def test_truncated_image_is_an_error_at_open(tmp_path, folder, tok):
     (folder / "red.png").write_bytes(data[: len(data) // 2])
     path = _write(tmp_path / "d.json", RECORDS, False)
     with pytest.raises(DataError, match=r"record r0 .*red\.png: unreadable image"):
-        LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128)
+        LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128)
 
 
 @pytest.mark.parametrize(
@@ -108,28 +108,28 @@ def test_malformed_record_names_file_and_line(tmp_path, folder, tok, bad, messag
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(RECORDS[0]) + "\n\n" + json.dumps(bad) + "\n")
     with pytest.raises(DataError, match=rf"d\.jsonl:line 3.*{message}"):
-        LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128)
+        LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128)
     _write(tmp_path / "d.json", [RECORDS[0], bad], False)
     with pytest.raises(DataError, match=rf"d\.json:record 1.*{message}"):
-        LlavaDataset(tmp_path / "d.json", folder, 32, tok, "vicuna_v1", 128)
+        LlavaDataset(tmp_path / "d.json", folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128)
 
 
 def test_invalid_json_and_bad_args(tmp_path, folder, tok):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(RECORDS[0]) + "\n{oops\n")
     with pytest.raises(DataError, match=r"d\.jsonl:line 2: invalid JSON"):
-        LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128)
+        LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128)
     good = _write(tmp_path / "g.json", RECORDS, False)
     with pytest.raises(DataError, match="on_bad_image must be 'error' or 'skip'"):
-        LlavaDataset(good, folder, 32, tok, "vicuna_v1", 128, on_bad_image="ignore")
+        LlavaDataset(good, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128, on_bad_image="ignore")
     with pytest.raises(DataError, match="image folder .* does not exist"):
-        LlavaDataset(good, tmp_path / "nope", 32, tok, "vicuna_v1", 128)
+        LlavaDataset(good, tmp_path / "nope", 32, tokenizer=tok, template="vicuna_v1", max_length=128)
     with pytest.raises(DataError, match="data file not found"):
-        LlavaDataset(tmp_path / "none.json", folder, 32, tok, "vicuna_v1", 128)
+        LlavaDataset(tmp_path / "none.json", folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128)
 
 
 def test_collate_expands_the_image_token_and_pads_right(tmp_path, folder, tok):
-    ds = LlavaDataset(_write(tmp_path / "d.json", RECORDS, False), folder, 16, tok, "chatml", 128)
+    ds = LlavaDataset(_write(tmp_path / "d.json", RECORDS, False), folder, 16, tokenizer=tok, template="chatml", max_length=128)
     items = [ds[i] for i in range(3)]
     image_id, t = tok.convert_tokens_to_ids(IMAGE_TOKEN), 5
     batch = make_collate(tok.pad_token_id, image_id, t)(items)
@@ -155,7 +155,7 @@ def test_collate_expands_the_image_token_and_pads_right(tmp_path, folder, tok):
 
 
 def test_packed_batch_is_one_row_with_restarting_positions(tmp_path, folder, tok):
-    ds = LlavaDataset(_write(tmp_path / "d.json", RECORDS, False), folder, 16, tok, "chatml", 128)
+    ds = LlavaDataset(_write(tmp_path / "d.json", RECORDS, False), folder, 16, tokenizer=tok, template="chatml", max_length=128)
     items = [ds[i] for i in range(3)]
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
     padded = collate(items, tok.pad_token_id, image_id, 4)
@@ -174,15 +174,15 @@ def test_packed_batch_is_one_row_with_restarting_positions(tmp_path, folder, tok
 
 def test_long_conversations_are_counted_or_an_error(tmp_path, folder, tok):
     path = _write(tmp_path / "d.json", RECORDS, False)
-    full = LlavaDataset(path, folder, 16, tok, "vicuna_v1", 128)
+    full = LlavaDataset(path, folder, 16, tokenizer=tok, template="vicuna_v1", max_length=128)
     assert full.truncated == 0
     cut = max(abs(n) for n in full.lengths) - 1
-    ds = LlavaDataset(path, folder, 16, tok, "vicuna_v1", cut)
+    ds = LlavaDataset(path, folder, 16, tokenizer=tok, template="vicuna_v1", max_length=cut)
     longest = [i for i, n in enumerate(full.lengths) if abs(n) > cut]
     assert ds.truncated == len(longest) >= 1 and all(ds[i]["input_ids"].numel() == cut for i in longest)
     assert [n < 0 for n in ds.lengths] == [False, False, True]  # text-only records are negative (modality)
     with pytest.raises(DataError, match=rf"record r\d .*tokens exceed llm.max_length={cut}"):
-        LlavaDataset(path, folder, 16, tok, "vicuna_v1", cut, on_too_long="error")
+        LlavaDataset(path, folder, 16, tokenizer=tok, template="vicuna_v1", max_length=cut, on_too_long="error")
 
 
 def test_images_are_verified_once_and_remembered(tmp_path, folder, monkeypatch):
@@ -211,10 +211,10 @@ def test_decode_failure_after_open(tmp_path, folder, tok):
     skip moves on."""
     (folder / "red.png").write_bytes(b"garbage")
     path = _write(tmp_path / "d.json", RECORDS, False)
-    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, bad_images={})
+    ds = LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128, bad_images={})
     with pytest.raises(DataError, match=r"record r0 .*red\.png: cannot decode"):
         ds[0]
-    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, on_bad_image="skip", bad_images={})
+    ds = LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128, on_bad_image="skip", bad_images={})
     item = ds[0]  # r0 is broken: r1 comes instead
     assert item["has_image"] and (item["image"] == 128).all()
     assert [rid for rid, _ in ds.skipped] == ["r0"]
@@ -225,7 +225,7 @@ def test_skips_in_loader_workers_are_counted_in_the_main_process(tmp_path, folde
 
     (folder / "red.png").write_bytes(b"garbage")  # passes no check: bad_images={} (launch saw it fine)
     path = _write(tmp_path / "d.json", RECORDS, False)
-    ds = LlavaDataset(path, folder, 32, tok, "vicuna_v1", 128, on_bad_image="skip", bad_images={},
+    ds = LlavaDataset(path, folder, 32, tokenizer=tok, template="vicuna_v1", max_length=128, on_bad_image="skip", bad_images={},
                       skip_dir=tmp_path / "skips")
     assert ds.skipped == []
     items = list(DataLoader(ds, batch_size=None, num_workers=1))

@@ -11,7 +11,7 @@ import torch
 
 from trainers.training import distributed as D
 ROOT = Path(__file__).resolve().parents[2]
-HELPER = ROOT / "trainers" / "distributed.py"
+HELPER = ROOT / "trainers" / "training" / "distributed.py"
 PACKAGES = ("trainers", "explorer", "experts", "benchmarks", "search_spaces", "studies")
 CALL = re.compile(r"(\bdist|torch\.distributed|distributed_c10d)\s*\.\s*(all_reduce|all_gather\w*|broadcast\w*|barrier|"
                   r"gather\w*|reduce\w*|scatter\w*|send|recv|isend|irecv|init_process_group|destroy_process_group|"

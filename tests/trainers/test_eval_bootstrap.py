@@ -76,7 +76,7 @@ def test_objective_replicates_are_the_objective_of_each_replicate_and_pair_acros
     assert out["bootstrap"]["items"] == items_fingerprint({"gqa": ["q0", "q1", "q2", "q3"],
                                                            "mme": [it.qid for it in mme[1]]})
     # a second trial on the same items that gets one more GQA item right: every replicate is >= ours
-    better = bootstrap_eval([_gqa(["a", "b", "c", "d"], ["a", "b", "c", "x"]), mme], paper_avg, 50, 3, 0.8)
+    better = bootstrap_eval([_gqa(["a", "b", "c", "d"], ["a", "b", "c", "x"]), mme], paper_avg, resamples=50, seed=3, confidence=0.8)
     diff = np.subtract(better["bootstrap"]["objective"], out["bootstrap"]["objective"])
     assert diff.min() >= -1e-9 and diff.max() > 0
     same = paired(out["bootstrap"]["objective"], out["bootstrap"]["objective"], 0.8)
@@ -87,7 +87,7 @@ def test_interval_covers_the_normal_approximation_on_many_items():
     rng = np.random.default_rng(0)
     truth = rng.random(400) < 0.7
     bench, items, preds = _gqa(["y"] * 400, ["y" if t else "n" for t in truth])
-    lo, hi = bootstrap_eval([(bench, items, preds)], None, 2000, 0, 0.95)["scores_ci"]["gqa"]
+    lo, hi = bootstrap_eval([(bench, items, preds)], None, resamples=2000, seed=0, confidence=0.95)["scores_ci"]["gqa"]
     p = truth.mean()
     half = 1.96 * np.sqrt(p * (1 - p) / 400) * 100
     assert lo == pytest.approx(100 * p - half, abs=1.0) and hi == pytest.approx(100 * p + half, abs=1.0)
@@ -95,7 +95,7 @@ def test_interval_covers_the_normal_approximation_on_many_items():
 
 def test_blind_gap_is_the_paired_interval_of_score_minus_blind_score():
     bench, items, preds = _gqa(["a", "b", "c", "d"], ["a", "b", "c", "x"])
-    out = bootstrap_eval([(bench, items, preds)], None, 40, 0, 0.9, blind={"gqa": ["a", "x", "x", "x"]})
+    out = bootstrap_eval([(bench, items, preds)], None, resamples=40, seed=0, confidence=0.9, blind={"gqa": ["a", "x", "x", "x"]})
     reps = benchmark_replicates(bench, items, preds, resample_indices(4, 40, 0, "gqa"))
     blind = benchmark_replicates(bench, items, ["a", "x", "x", "x"], resample_indices(4, 40, 0, "gqa"))
     assert out["blind_gap_ci"]["gqa"] == pytest.approx(interval([r["gqa"] - b["gqa"] for r, b in zip(reps, blind)], 0.9))

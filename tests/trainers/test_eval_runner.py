@@ -54,7 +54,7 @@ def _worker(rank, world, init_file, tmp, result_dir, eval_over):
     try:
         spec = spec_for(Path(tmp), BENCHES, **eval_over)
         try:
-            res = evaluate(PixelModel(), None, spec, Path(tmp) / "two", rank, world)
+            res = evaluate(PixelModel(), None, spec, Path(tmp) / "two", rank=rank, world_size=world)
         except RuntimeError as err:  # the test checks every rank got the same error
             res = {"error": str(err)}
         (Path(result_dir) / f"rank{rank}.json").write_text(json.dumps(res, sort_keys=True))

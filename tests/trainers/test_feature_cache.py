@@ -191,7 +191,7 @@ from trainers.caches.features import FeatureCache
 from trainers.stages.pre_align import claim
 root, key, tag = sys.argv[1:]
 cache = FeatureCache(root)
-fd = claim(cache, key, "tiny-clip", True, poll_s=0.05, what="feature")
+fd = claim(cache, key, "tiny-clip", is_main=True, poll_s=0.05, what="feature")
 if fd is not None:
     tmp = cache.begin(key)
     time.sleep(0.5)  # the other process polls meanwhile

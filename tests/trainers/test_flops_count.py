@@ -51,10 +51,10 @@ def test_head_counts_projector_and_gradients_into_trained_experts(prof):
     # channel concat of 32 + 48 wide features on 16 tokens -> mlp2x_gelu 80 -> 64 -> 64
     l1, l2 = mm(16, 80, 64), mm(16, 64, 64)
     frozen_inputs = (l1 + l2) + (l1 + 2 * l2)  # forward + weight grads + l2's input grad
-    head = prof.head([32, 48], 16, [False, False], "channel_concat", {}, "mlp2x_gelu", 64)
+    head = prof.head([32, 48], 16, [False, False], fusion="channel_concat", options={}, projector="mlp2x_gelu", hidden=64)
     assert head.flops == frozen_inputs and head.tokens == 16
     assert head.trainable == 80 * 64 + 64 + 64 * 64 + 64 and head.frozen == 0
-    into_expert = prof.head([32, 48], 16, [True, False], "channel_concat", {}, "mlp2x_gelu", 64)
+    into_expert = prof.head([32, 48], 16, [True, False], fusion="channel_concat", options={}, projector="mlp2x_gelu", hidden=64)
     assert into_expert.flops == frozen_inputs + l1  # l1's input gradient, for the trained expert
 
 
@@ -119,7 +119,7 @@ def test_real_step_counts_match_the_parts(tmp_path, prof):
     vision = sum(prof.expert(experts.get_preset(n), False).flops for n in ("tiny-clip", "tiny-convnext"))
     seq = len(ids) - 1 + model.num_image_tokens
     llm = prof.llm(llm_config(LLMSpec(preset="tiny-llama"), model.llm.config.vocab_size), seq, False)
-    head = prof.head([32, 64], 16, [False, False], "channel_concat", {}, "mlp2x_gelu", 64)
+    head = prof.head([32, 64], 16, [False, False], fusion="channel_concat", options={}, projector="mlp2x_gelu", hidden=64)
     assert got["forward"]["vision"] == vision  # frozen experts: forward only
     assert got["forward"]["fusion_projector"] == mm(16, 96, 64) + mm(16, 64, 64)
     assert got["total"] == vision + head.flops + llm.flops

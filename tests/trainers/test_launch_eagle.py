@@ -66,7 +66,7 @@ def test_torchrun_command_own_rendezvous_and_multinode_passthrough(tmp_path):
     assert cmd[1:3] == ["-m", "torch.distributed.run"]
     assert cmd[cmd.index("--rdzv-endpoint") + 1] == "localhost:0" and "--nproc-per-node" in cmd
     multi = torchrun_command(Path("t.yaml"), Path("o"), Path("c"), 8,
-                             ["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29400"])
+                             torchrun_args=["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29400"])
     assert "localhost:0" not in multi and multi[multi.index("--rdzv-endpoint") + 1] == "head:29400"
     assert multi.index("--nnodes") < multi.index("trainers.stages.runner")
 

@@ -16,7 +16,8 @@ from trainers.data.synthetic import ANSWER_SETS, make_item
 from trainers.data.templates import IMAGE_TOKEN, encode_prompt, stop_token_ids
 from trainers.data.tokenizer import build_word_tokenizer
 from trainers.training.distributed import DistEnv
-from trainers.training.loop import StageJob, make_engine
+from trainers.training.loop import StageJob
+from trainers.training.engines import make_engine
 from trainers.training.metrics import MetricsWriter
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
 from trainers.stages.recipes import build_model, freeze_for_stage, param_groups
@@ -55,12 +56,12 @@ def test_tiny_model_learns_to_answer_from_the_image(tmp_path):
     from experts import get_preset
 
     model = build_model([get_preset("tiny-clip"), get_preset("tiny-convnext")], "channel_concat", {},
-                        "mlp2x_gelu", LLMSpec(preset="tiny-llama"), tok, seed=0)
+                        "mlp2x_gelu", llm_spec=LLMSpec(preset="tiny-llama"), tokenizer=tok, seed=0)
     spec = TrialSpec(experts=[{"preset": "tiny-clip"}, {"preset": "tiny-convnext"}],
                      llm=LLMSpec(preset="tiny-llama"), data={"synthetic": {}})
     freeze_for_stage(model, "sft", spec)  # the presets' default: experts frozen, LLM and projector train
     hp = StageSpec(lr=1e-3, epochs=8, global_batch_size=16, micro_batch_size=16, warmup_ratio=0.05)
-    ds = LlavaDataset(train, tmp_path / "images", SIZE, tok, TEMPLATE, 128)
+    ds = LlavaDataset(train, tmp_path / "images", SIZE, tokenizer=tok, template=TEMPLATE, max_length=128)
     engine = make_engine("ddp", DistEnv(), MetricsWriter(tmp_path / "metrics.jsonl"), seed=0, checkpoint_every=10_000,
                     bf16=False)
     collate = make_collate(tok.pad_token_id, model.image_token_id, model.num_image_tokens)

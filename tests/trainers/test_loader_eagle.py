@@ -14,7 +14,8 @@ from trainers.data.llava import LlavaDataset
 from trainers.data.synthetic import IMAGE_SUBDIR, vocab_texts, write_sft
 from trainers.data.tokenizer import build_word_tokenizer
 from trainers.training.distributed import DistEnv
-from trainers.training.loop import StageJob, make_engine
+from trainers.training.loop import StageJob
+from trainers.training.engines import make_engine
 from trainers.training.loader import LoaderError, LoaderOptions, StepBatchSampler, check_workers, rank_micro_batches
 from trainers.training.metrics import MetricsWriter
 from trainers.spec import LLMSpec, StageSpec, TrialSpec
@@ -24,10 +25,10 @@ HP = StageSpec(lr=1e-3, epochs=2, global_batch_size=8, micro_batch_size=2, warmu
 
 
 def test_sampler_started_at_step_k_continues_the_full_order():
-    full = list(StepBatchSampler(40, HP, DistEnv(1, 2), 2, seed=3, start=0, steps=10))
-    later = list(StepBatchSampler(40, HP, DistEnv(1, 2), 2, seed=3, start=4, steps=10))
+    full = list(StepBatchSampler(40, HP, DistEnv(1, 2), accum=2, seed=3, start=0, steps=10))
+    later = list(StepBatchSampler(40, HP, DistEnv(1, 2), accum=2, seed=3, start=4, steps=10))
     assert len(full) == 20 and later == full[8:]
-    assert full[:2] == rank_micro_batches(40, 0, HP, DistEnv(1, 2), 2, 3)
+    assert full[:2] == rank_micro_batches(40, 0, HP, DistEnv(1, 2), accum=2, seed=3)
 
 
 def test_grouping_keeps_each_global_batch_and_cuts_padding():
@@ -37,8 +38,8 @@ def test_grouping_keeps_each_global_batch_and_cuts_padding():
     width = [abs(n) + (15 if n > 0 else 0) for n in lengths]  # what the LLM sees: 16 image tokens
     padding = {False: 0, True: 0}
     for step in range(6):
-        plain = [mb for r in range(2) for mb in rank_micro_batches(96, step, hp, DistEnv(r, 2), 4, 1)]
-        grouped = [mb for r in range(2) for mb in rank_micro_batches(96, step, hp, DistEnv(r, 2), 4, 1, lengths)]
+        plain = [mb for r in range(2) for mb in rank_micro_batches(96, step, hp, DistEnv(r, 2), accum=4, seed=1)]
+        grouped = [mb for r in range(2) for mb in rank_micro_batches(96, step, hp, DistEnv(r, 2), accum=4, seed=1, lengths=lengths)]
         assert sorted(i for mb in plain for i in mb) == sorted(i for mb in grouped for i in mb)  # same global batch
         assert len(grouped) == 8 and all(len(mb) == 4 for mb in grouped)
         for key, mbs in ((False, plain), (True, grouped)):
@@ -66,11 +67,11 @@ def _run(tmp_path, name, num_workers, group, stop_after=None):
     if not d.exists():
         write_sft(d, 32, seed=0, image_size=32)
     tok = build_word_tokenizer(vocab_texts(), tmp_path / "tok")
-    model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "mlp2x_gelu", LLMSpec(preset="tiny-llama"),
-                        tok, seed=0)
+    model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "mlp2x_gelu", llm_spec=LLMSpec(preset="tiny-llama"),
+                        tokenizer=tok, seed=0)
     spec = TrialSpec(experts=[{"preset": "tiny-clip"}], llm={"preset": "tiny-llama"}, data={"synthetic": {}})
     freeze_for_stage(model, "sft", spec)
-    ds = LlavaDataset(d / "sft.json", d / IMAGE_SUBDIR, 32, tok, "vicuna_v1", 128)
+    ds = LlavaDataset(d / "sft.json", d / IMAGE_SUBDIR, 32, tokenizer=tok, template="vicuna_v1", max_length=128)
     metrics = tmp_path / f"{name}.jsonl"
     engine = make_engine("ddp", DistEnv(), MetricsWriter(metrics), seed=0, checkpoint_every=2, bf16=False)
     engine.stop_after = stop_after

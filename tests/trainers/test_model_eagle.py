@@ -64,7 +64,7 @@ def test_packed_batch_gives_the_padded_loss_and_gradients(tmp_path, attn):
     from trainers.stages.recipes import build_model
 
     model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "mlp2x_gelu",
-                        LLMSpec(preset="tiny-llama", attn_implementation=attn), tiny_tokenizer(tmp_path), 0)
+                        llm_spec=LLMSpec(preset="tiny-llama", attn_implementation=attn), tokenizer=tiny_tokenizer(tmp_path), seed=0)
     assert model.llm.config._attn_implementation == attn
     texts = [f"{IMAGE_TOKEN} a red circle on a white background", "how many circles are there ? three",
              f"{IMAGE_TOKEN} blue square"]
@@ -125,7 +125,7 @@ def test_attention_implementation_survives_save_and_reload(tmp_path):
     from trainers.stages.recipes import build_model
 
     model = build_model([get_preset("tiny-clip")], "channel_concat", {}, "linear",
-                        LLMSpec(preset="tiny-llama", attn_implementation="eager"), tiny_tokenizer(tmp_path), 0)
+                        llm_spec=LLMSpec(preset="tiny-llama", attn_implementation="eager"), tokenizer=tiny_tokenizer(tmp_path), seed=0)
     model.save_pretrained(tmp_path / "m")
     assert EagleModel.from_pretrained(tmp_path / "m").llm.config._attn_implementation == "eager"
 

@@ -47,7 +47,8 @@ def _collate(items):
 
 def _run(strategy, rank, ckpt, metrics, stop_after=None):
     from trainers.training.distributed import DistEnv
-    from trainers.training.loop import ParamGroup, StageJob, make_engine
+    from trainers.training.loop import ParamGroup, StageJob
+    from trainers.training.engines import make_engine
     from trainers.training.metrics import MetricsWriter
     from trainers.spec import StageSpec
 

@@ -159,7 +159,7 @@ def test_trial_entries_choose_skilled_or_random_init(tmp_path, tiny_recipe):
 
 
 def test_skill_on_a_family_without_one_is_one_line(tmp_path):
-    from trainers.launch import validate_spec
+    from trainers.validate import validate_spec
     from trainers.spec import SpecError, parse_trial_spec
 
     spec = parse_trial_spec({"experts": [{"preset": "tiny-timm-vit", "skill": True}], "llm": {"preset": "tiny-llama"},

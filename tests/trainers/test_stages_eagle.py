@@ -104,10 +104,10 @@ def test_batch_split():
 def test_global_batch_is_the_same_for_any_process_count():
     hp = StageSpec(global_batch_size=8, micro_batch_size=2)
     for step in (0, 3, 7):  # 7 is in the second epoch of 48 items
-        one = [i for mb in rank_micro_batches(48, step, hp, DistEnv(0, 1), 4, seed=1) for i in mb]
-        two = [i for r in range(2) for mb in rank_micro_batches(48, step, hp, DistEnv(r, 2), 2, seed=1) for i in mb]
+        one = [i for mb in rank_micro_batches(48, step, hp, DistEnv(0, 1), accum=4, seed=1) for i in mb]
+        two = [i for r in range(2) for mb in rank_micro_batches(48, step, hp, DistEnv(r, 2), accum=2, seed=1) for i in mb]
         assert one == two and len(set(one)) == 8
-    epoch0 = {i for s in range(6) for mb in rank_micro_batches(48, s, hp, DistEnv(0, 1), 4, 1) for i in mb}
+    epoch0 = {i for s in range(6) for mb in rank_micro_batches(48, s, hp, DistEnv(0, 1), accum=4, seed=1) for i in mb}
     assert epoch0 == set(range(48))  # one epoch sees every item once
 
 
@@ -140,4 +140,4 @@ def test_deepspeed_configs_from_the_spec():
     with pytest.raises(ValueError, match="!= global batch 16"):
         deepspeed_config("deepspeed_zero2", hp, world_size=2, accum=3, bf16=False, on_gpu=False)
     with pytest.raises(KeyError, match="deepspeed_zero2, deepspeed_zero3"):
-        deepspeed_config("ddp", hp, 1, 8, False, False)
+        deepspeed_config("ddp", hp, 1, accum=8, bf16=False, on_gpu=False)

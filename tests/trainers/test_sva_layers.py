@@ -21,7 +21,7 @@ def _model(tmp_path, layers=(0, 1), checkpointing=False, seed=0):
 
     opts = {"query_grid": 2, "heads": 2, **({"llm_layers": list(layers)} if layers else {})}
     return build_model([get_preset("tiny-clip"), get_preset("tiny-convnext")], "sva", opts, "mlp2x_gelu",
-                       LLMSpec(preset="tiny-llama", grad_checkpointing=checkpointing), tiny_tokenizer(tmp_path), seed)
+                       llm_spec=LLMSpec(preset="tiny-llama", grad_checkpointing=checkpointing), tokenizer=tiny_tokenizer(tmp_path), seed=seed)
 
 
 def _batch(model, pack=False):
@@ -139,7 +139,7 @@ def test_a_short_training_lowers_the_loss_and_resumes_from_its_checkpoint(tmp_pa
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
     assert (model.llm_aggregators.blocks["1"].q.weight - q0).abs().amax() > 1e-3  # the layers learnt too
-    save_checkpoint(tmp_path / "ckpt", 10, model, opt, sched, rank=0)
+    save_checkpoint(tmp_path / "ckpt", 10, model, optimizer=opt, scheduler=sched, rank=0)
     again = _model(tmp_path)  # the initial weights; the trained ones come from the checkpoint
     opt2, sched2 = _trainer(again)
     model.eval(), again.eval()
@@ -155,7 +155,7 @@ def test_bad_layer_index_is_one_line_at_spec_validation(tmp_path):
     import yaml
 
     from tests.trainers.helpers_eagle import TINY_YAML
-    from trainers.launch import validate_spec
+    from trainers.validate import validate_spec
     from trainers.spec import SpecError, parse_trial_spec
 
     d = yaml.safe_load(TINY_YAML.read_text())
@@ -175,8 +175,8 @@ def test_flop_profile_counts_the_layer_aggregators():
     from trainers.estimate.arch_profiles import ArchProfiler
 
     prof = ArchProfiler("fp32")
-    one = prof.head([32, 64], 16, [False, False], "sva", {"query_grid": 2}, "mlp2x_gelu", 64)
-    two = prof.head([32, 64], 16, [False, False], "sva", {"query_grid": 2, "llm_layers": [0, 1]}, "mlp2x_gelu", 64)
+    one = prof.head([32, 64], 16, [False, False], fusion="sva", options={"query_grid": 2}, projector="mlp2x_gelu", hidden=64)
+    two = prof.head([32, 64], 16, [False, False], fusion="sva", options={"query_grid": 2, "llm_layers": [0, 1]}, projector="mlp2x_gelu", hidden=64)
     # kv norms, kv projections, key positions (2 experts x 2x2 window), q norm, q and o
     per_layer = 2 * (32 + 64) + (32 + 64) * 128 + 2 * 128 + 2 * 4 * 64 + 2 * 64 + 2 * (64 * 64 + 64)
     assert two.trainable - one.trainable == 2 * per_layer

@@ -98,7 +98,7 @@ def test_vocab_covers_every_answer_and_synthetic_loads(tmp_path):
     for answers in ANSWER_SETS.values():
         assert all(a in vocab for a in answers)  # as written: "B" decodes as "B"
     for split, template in (("pretrain", "plain"), ("sft", "vicuna_v1"), ("heldout", "llama3")):
-        ds = LlavaDataset(paths[split], paths["image_folder"], 32, tok, template, 256)
+        ds = LlavaDataset(paths[split], paths["image_folder"], 32, tokenizer=tok, template=template, max_length=256)
         for i in range(len(ds)):
             item = ds[i]
             assert item["has_image"] and tok.unk_token_id not in item["input_ids"].tolist()

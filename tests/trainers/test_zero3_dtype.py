@@ -16,12 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys, torch, torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
-from trainers.training.zero import DeepSpeedEngine
+from trainers.training.zero import ZeroEngine
 get_accelerator().is_fp16_supported = lambda: False  # as on a CPU without fp16
 dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
 out = {}
 for bf16 in (False, True):
-    engine = DeepSpeedEngine(None, None, 0, 1, bf16, "deepspeed_zero3")
+    engine = ZeroEngine(None, None, seed=0, checkpoint_every=1, bf16=bf16, strategy="deepspeed_zero3")
     dtype = torch.bfloat16 if bf16 else torch.float32  # a part is built in the trial's precision first
     built = engine.partition(torch.nn.Linear(8, 8, dtype=dtype))
     with engine.build_context():

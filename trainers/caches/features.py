@@ -29,7 +29,7 @@ class FeatureCacheError(RuntimeError):
     """The feature cache cannot hold what a trial needs (one line naming the setting)."""
 
 
-def feature_key(stage1_key: str, data_identity: dict[str, Any], records: str, image_size: int, precision: str,
+def feature_key(stage1_key: str, data_identity: dict[str, Any], *, records: str, image_size: int, precision: str,
                 code: str | None = None) -> str:
     """sha256 over what an expert's stage-2 features depend on: its stage-1 result (that entry's key),
     the data (identity and the records in dataset order), the image size, the precision and the code."""

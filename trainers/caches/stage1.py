@@ -20,22 +20,21 @@ logger = logging.getLogger(__name__)
 META = "meta.json"
 ROOT = Path(__file__).resolve().parents[2]  # the repository (this file is trainers/caches/stage1.py)
 # the code a stage-1 result depends on: the experts, the model, the data pipeline, the training loop
-STAGE1_CODE = ("experts", "trainers/data", "trainers/training", "trainers/training/loop.py", "trainers/stages/recipes.py",
-               "trainers/stages/pre_align.py", "trainers/modeling/eagle.py", "trainers/modeling/projector.py", "trainers/modeling/llm.py",
-               "trainers/training/checkpoint.py", "trainers/training/dsconfig.py", "trainers/training/distributed.py")
+STAGE1_CODE = ("experts", "trainers/data", "trainers/training", "trainers/modeling", "trainers/expert_entries.py",
+               "trainers/stages/recipes.py", "trainers/stages/pre_align.py")
 
 
 def code_version(parts: tuple[str, ...] = STAGE1_CODE, root: Path | None = None) -> str:
     """sha256 over the contents of the source files of `parts` (default: stage 1's), sorted by
     content and blind to their paths: a change to that code is a new cache version (no constant to
     bump), while moving or renaming a file keeps every cached entry."""
-    root, digests = root or ROOT, []
+    root, files = root or ROOT, set()
     for part in parts:
         p = root / part
         if not p.exists():
             raise FileNotFoundError(f"cache code part {part!r} is not under {root}: update the cache's code list")
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        digests += [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+        files |= set(p.rglob("*.py")) if p.is_dir() else {p}
+    digests = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
     return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()[:16]
 
 
@@ -49,7 +48,7 @@ def file_identity(path: str | Path) -> dict[str, Any]:
     return {"file": path.name, "sha256": h.hexdigest()}
 
 
-def stage1_key(expert_config: dict[str, Any], align_llm: dict[str, Any], data_identity: dict[str, Any],
+def stage1_key(expert_config: dict[str, Any], *, align_llm: dict[str, Any], data_identity: dict[str, Any],
                hyper_params: dict[str, Any], seed: int, template: str, projector: str, precision: str,
                code: str) -> str:
     """sha256 over a canonical JSON of what determines the stage-1 result."""

@@ -35,7 +35,7 @@ class LlavaDataset(Dataset):
         path: str | Path,
         image_folder: str | Path | None,
         image_size: int,
-        tokenizer,
+        *, tokenizer,
         template: str,
         max_length: int,
         on_bad_image: Literal["error", "skip"] = "error",

@@ -29,7 +29,7 @@ GENERATOR_VERSION = 3  # bump when scenes change, so cached datasets are regener
 _MANIFEST = "manifest.json"
 
 
-def _write_split(out_dir: str | Path, split: str, n: int, seed: int, image_size: int, qa: bool) -> Path:
+def _write_split(out_dir: str | Path, split: str, n: int, seed: int, *, image_size: int, qa: bool) -> Path:
     if not isinstance(n, int) or n <= 0:
         raise DataError(f"write_{split}: n must be a positive integer, got {n!r}")
     out_dir = Path(out_dir)
@@ -60,17 +60,17 @@ def _write_split(out_dir: str | Path, split: str, n: int, seed: int, image_size:
 
 def write_pretrain(dir: str | Path, n: int, seed: int, image_size: int) -> Path:
     """Caption records (human "<image>", gpt caption) for the plain template."""
-    return _write_split(dir, "pretrain", n, seed, image_size, qa=False)
+    return _write_split(dir, "pretrain", n, seed, image_size=image_size, qa=False)
 
 
 def write_sft(dir: str | Path, n: int, seed: int, image_size: int) -> Path:
     """Q/A records over the kinds of SFT_MIX (human "<image>\\n{question}", gpt answer)."""
-    return _write_split(dir, "sft", n, seed, image_size, qa=True)
+    return _write_split(dir, "sft", n, seed, image_size=image_size, qa=True)
 
 
 def write_heldout(dir: str | Path, n: int, seed: int, image_size: int) -> Path:
     """Q/A records like write_sft, from an independent random stream (held-out loss)."""
-    return _write_split(dir, "heldout", n, seed, image_size, qa=True)
+    return _write_split(dir, "heldout", n, seed, image_size=image_size, qa=True)
 
 
 def vocab_texts() -> list[str]:

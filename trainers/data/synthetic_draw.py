@@ -49,7 +49,7 @@ def jitter(rng: random.Random, rgb: tuple[int, int, int], amount: int = 12) -> t
     return tuple(min(255, max(0, c + rng.randint(-amount, amount))) for c in rgb)  # type: ignore[return-value]
 
 
-def draw_shape(cv: Canvas, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int]) -> None:
+def draw_shape(cv: Canvas, shape: str, cx: float, cy: float, *, r: float, fill: tuple[int, int, int]) -> None:
     """A shape centred at (cx, cy) with 'radius' r, all in canvas pixels."""
     d = cv.draw
     if shape == "circle":
@@ -70,7 +70,7 @@ def draw_shape(cv: Canvas, shape: str, cx: float, cy: float, r: float, fill: tup
         raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
 
 
-def draw_text(cv: Canvas, text: str, cx: float, cy: float, size: float, fill: tuple[int, int, int]) -> None:
+def draw_text(cv: Canvas, text: str, cx: float, cy: float, *, size: float, fill: tuple[int, int, int]) -> None:
     cv.draw.text((cx, cy), text, font=font(max(8, int(size))), fill=fill, anchor="mm")
 
 
@@ -98,7 +98,7 @@ def draw_table(cv: Canvas, values: list[list[int]], ink: tuple[int, int, int]) -
     size = min(w, h) * 0.7
     for r in range(rows):
         for c in range(cols):
-            draw_text(cv, str(values[r][c]), m + (c + 0.5) * w, m + (r + 0.5) * h, size, ink)
+            draw_text(cv, str(values[r][c]), m + (c + 0.5) * w, m + (r + 0.5) * h, size=size, fill=ink)
 
 
 def draw_bars(cv: Canvas, heights: list[float], colours: list[tuple[int, int, int]], ink) -> None:

@@ -67,7 +67,7 @@ def _one_shape(rng: random.Random, cv: Canvas, shape: str, colour: str) -> None:
     r = cv.px(rng.uniform(0.2, 0.32))
     cx = rng.uniform(r, cv.size - r)
     cy = rng.uniform(r, cv.size - r)
-    draw_shape(cv, shape, cx, cy, r, jitter(rng, COLOURS[colour]))
+    draw_shape(cv, shape, cx, cy, r=r, fill=jitter(rng, COLOURS[colour]))
 
 
 def _colour(rng: random.Random, image_size: int) -> SyntheticItem:
@@ -93,7 +93,7 @@ def _scatter(rng: random.Random, cv: Canvas, objects: list[tuple[str, str]]) -> 
         rad = cell * rng.uniform(0.28, 0.36)
         cx = c * cell + rng.uniform(rad, cell - rad)
         cy = r * cell + rng.uniform(rad, cell - rad)
-        draw_shape(cv, shape, cx, cy, rad, jitter(rng, COLOURS[colour]))
+        draw_shape(cv, shape, cx, cy, r=rad, fill=jitter(rng, COLOURS[colour]))
 
 
 def _count(rng: random.Random, image_size: int) -> SyntheticItem:
@@ -105,23 +105,23 @@ def _count(rng: random.Random, image_size: int) -> SyntheticItem:
     return SyntheticItem(cv.finish(), q, str(n), "count", None, f"{n} {colour} {_plural(shape, n)}")
 
 
-def _written(rng: random.Random, image_size: int, kind: str, choices, size: tuple[float, float],
+def _written(rng: random.Random, image_size: int, kind: str, choices, *, size: tuple[float, float],
              x: tuple[float, float], y: tuple[float, float]) -> SyntheticItem:
     """One word or number written large at a random place: the answer is what is written."""
     text = rng.choice(choices)
     cv = Canvas(rng, image_size)
     px = cv.px(rng.uniform(*size))
-    draw_text(cv, text, cv.px(rng.uniform(*x)), cv.px(rng.uniform(*y)), px, dark_ink(rng))
+    draw_text(cv, text, cv.px(rng.uniform(*x)), cv.px(rng.uniform(*y)), size=px, fill=dark_ink(rng))
     q = short_answer_question(f"What {kind} is written in the image?")
     return SyntheticItem(cv.finish(), q, text, kind, None, f"the {kind} {text}")
 
 
 def _word(rng: random.Random, image_size: int) -> SyntheticItem:
-    return _written(rng, image_size, "word", WORDS, (0.3, 0.36), (0.42, 0.58), (0.3, 0.7))
+    return _written(rng, image_size, "word", WORDS, size=(0.3, 0.36), x=(0.42, 0.58), y=(0.3, 0.7))
 
 
 def _number(rng: random.Random, image_size: int) -> SyntheticItem:
-    return _written(rng, image_size, "number", NUMBERS, (0.45, 0.6), (0.3, 0.7), (0.35, 0.65))
+    return _written(rng, image_size, "number", NUMBERS, size=(0.45, 0.6), x=(0.3, 0.7), y=(0.35, 0.65))
 
 
 def _cell(rng: random.Random, image_size: int) -> SyntheticItem:
@@ -181,7 +181,7 @@ def _choice(rng: random.Random, image_size: int) -> SyntheticItem:
     else:
         correct = rng.choice(WORDS)
         draw_text(cv, correct, cv.px(rng.uniform(0.42, 0.58)), cv.px(rng.uniform(0.3, 0.7)),
-                  cv.px(rng.uniform(0.3, 0.36)), dark_ink(rng))
+                  size=cv.px(rng.uniform(0.3, 0.36)), fill=dark_ink(rng))
         pool = [correct] + rng.sample([w for w in WORDS if w != correct], N_OPTIONS - 1)
         question = "Which word is written in the image?"
         cap = f"the word {correct}"

@@ -69,7 +69,7 @@ class _Head(nn.Module):
         return y
 
 
-def _llm_aggregators(fusion: str, options: dict[str, Any], in_dims: list[int], tokens: int, visual_tokens: int,
+def _llm_aggregators(fusion: str, options: dict[str, Any], in_dims: list[int], *, tokens: int, visual_tokens: int,
                      hidden: int) -> nn.Module | None:
     import math
 
@@ -78,7 +78,7 @@ def _llm_aggregators(fusion: str, options: dict[str, Any], in_dims: list[int], t
         return None
     from experts.fusion.sva_layers import LLMLayerAggregators
 
-    return LLMLayerAggregators(layers, in_dims, math.isqrt(tokens), visual_tokens, hidden, int(options.get("heads", 1)))
+    return LLMLayerAggregators(layers, in_dims, math.isqrt(tokens), visual_tokens=visual_tokens, hidden=hidden, heads=int(options.get("heads", 1)))
 
 
 def llm_config(spec: LLMSpec, vocab_size: int | None = None):
@@ -222,7 +222,7 @@ class ArchProfiler:
         return self._cached({"expert": cfg.model_dump(mode="json", exclude={"grad_checkpointing"}),
                              "trained": trained, "p": self.precision}, make)
 
-    def head(self, in_dims: list[int], tokens: int, grads_in: list[bool], fusion: str, options: dict[str, Any],
+    def head(self, in_dims: list[int], tokens: int, grads_in: list[bool], *, fusion: str, options: dict[str, Any],
              projector: str, hidden: int) -> Profile:
         """Fusion + projector (+ SVA's LLM layer aggregators, on the projected tokens as queries),
         trained, on one sample's expert features."""
@@ -235,7 +235,7 @@ class ArchProfiler:
             def build() -> nn.Module:
                 fuse[0] = experts.build_fusion(fusion, in_dims, tokens, **options)
                 return _Head(fuse[0], build_projector(projector, fuse[0].out_dim, hidden),
-                             _llm_aggregators(fusion, options, in_dims, tokens, fuse[0].out_tokens, hidden))
+                             _llm_aggregators(fusion, options, in_dims, tokens=tokens, visual_tokens=fuse[0].out_tokens, hidden=hidden))
 
             module = _fake(build, self.mode, self.dtype)
             module.train()

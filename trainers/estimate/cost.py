@@ -124,7 +124,7 @@ class TrialEstimator:
         mem["activations"] = activation_bytes([(p.saved, ckpt) for p, ckpt in parts], hp.micro_batch_size)
         return {k: v / GiB for k, v in mem.items()}
 
-    def _stage(self, spec: TrialSpec, stage: str, experts_: list[tuple[Any, bool]], llm: LLMSpec,
+    def _stage(self, spec: TrialSpec, stage: str, experts_: list[tuple[Any, bool]], *, llm: LLMSpec,
                llm_trained: bool, vocab: int | None, samples: int | None) -> StageEstimate:
         """One model of the stage: experts (config, trained), head (always trained), LLM."""
         mode = precision_mode(spec, self.a.device)
@@ -133,8 +133,8 @@ class TrialEstimator:
         cfg = llm_config(llm, vocab)
         fusion = (spec.fusion.name, spec.fusion.options) if len(experts_) > 1 or stage != "align_expert" \
             else ("channel_concat", {})
-        head = prof.head([p.out_dim for p, _ in ex], ex[0][0].tokens, [tr for _, tr in experts_], fusion[0],
-                         dict(fusion[1]), spec.projector.type, int(cfg.hidden_size))
+        head = prof.head([p.out_dim for p, _ in ex], ex[0][0].tokens, [tr for _, tr in experts_], fusion=fusion[0],
+                         options=dict(fusion[1]), projector=spec.projector.type, hidden=int(cfg.hidden_size))
         text = self.a.caption_tokens if stage in CAPTION_STAGES else self.a.sft_tokens
         seq = min(head.tokens + text, int(getattr(cfg, "max_position_embeddings", head.tokens + text)))
         lm = prof.llm(cfg, seq, llm_trained)
@@ -159,7 +159,7 @@ class TrialEstimator:
             samples = stage_samples(spec.train.stages[stage], records, stage)
             if stage == "align_expert":
                 llm = spec.train.align_llm or spec.llm
-                each = [self._stage(spec, stage, [(c, True)], llm, False, vocab, samples) for c in cfgs]
+                each = [self._stage(spec, stage, [(c, True)], llm=llm, llm_trained=False, vocab=vocab, samples=samples) for c in cfgs]
                 est = StageEstimate(sum(e.trainable_params for e in each), max(e.frozen_params for e in each),
                                     sum(e.flops_per_sample for e in each), max(e.peak_memory_gb for e in each),
                                     None if samples is None else sum(e.gpu_hours for e in each), samples,
@@ -169,10 +169,10 @@ class TrialEstimator:
                               for c, e in zip(cfgs, each)]
                 out[stage] = est
             elif stage == "sft":
-                out[stage] = self._stage(spec, stage, [(c, not c.freeze) for c in cfgs], spec.llm,
-                                         not spec.llm.freeze, vocab, samples)
+                out[stage] = self._stage(spec, stage, [(c, not c.freeze) for c in cfgs], llm=spec.llm,
+                                         llm_trained=not spec.llm.freeze, vocab=vocab, samples=samples)
             else:  # pretrain / align_projector: experts and LLM frozen, the head trained
-                out[stage] = self._stage(spec, stage, [(c, False) for c in cfgs], spec.llm, False, vocab, samples)
+                out[stage] = self._stage(spec, stage, [(c, False) for c in cfgs], llm=spec.llm, llm_trained=False, vocab=vocab, samples=samples)
         return out
 
 

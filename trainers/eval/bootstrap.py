@@ -126,7 +126,7 @@ def n_groups(bench, items: Sequence) -> int:
 
 
 def bootstrap_eval(runs: Sequence[tuple[Any, Sequence, Sequence[str]]], objective: Callable[[dict], float] | None,
-                   resamples: int, seed: int, confidence: float,
+                   *, resamples: int, seed: int, confidence: float,
                    blind: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Intervals of every headline score and of the objective, from (bench, items, predictions)
     runs; `objective` maps a scores dict to the objective (None: no objective interval). With

@@ -85,14 +85,14 @@ def _worker(rank: int, nproc: int, init_file: str, model_dir: str, spec_json: st
     try:
         model = _load_model(Path(model_dir), device)
         spec = TrialSpec.model_validate_json(spec_json)
-        result = evaluate(model, model.tokenizer, spec, Path(out_dir), rank, nproc)
+        result = evaluate(model, model.tokenizer, spec, Path(out_dir), rank=rank, world_size=nproc)
         if rank == 0:
             (Path(out_dir) / RESULT_FILE).write_text(json.dumps(result, indent=2))
     finally:
         D.shutdown(wait=False)
 
 
-def run_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: int | None = None,
+def run_eval(checkpoint: str | Path, benchmarks: str | list[str], *, limit: int | None = None,
              data_root: str | Path | None = None, out_dir: str | Path | None = None,
              nproc: int = 1, profile: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint; writes OUT/predictions/<bench>.jsonl and OUT/eval_result.json
@@ -109,7 +109,7 @@ def run_eval(checkpoint: str | Path, benchmarks: str | list[str], limit: int | N
     logger.info("evaluating %s on %s with %d process(es) -> %s", model_dir, ", ".join(spec.eval.benchmarks), nproc, out)
     if nproc == 1:
         model = _load_model(model_dir, _device(0))
-        result = evaluate(model, model.tokenizer, spec, out, 0, 1)
+        result = evaluate(model, model.tokenizer, spec, out, rank=0, world_size=1)
         (out / RESULT_FILE).write_text(json.dumps(result, indent=2))
         return result
     (out / RESULT_FILE).unlink(missing_ok=True)  # never report a previous run's result

@@ -71,7 +71,7 @@ def _data_root(spec: TrialSpec, out_dir: Path, rank: int, world_size: int) -> Pa
 class _Generator:
     """Batched generation with the trial's chat template, as training formatted the prompts."""
 
-    def __init__(self, model, tokenizer, template: str, max_new_tokens: int, side: int,
+    def __init__(self, model, tokenizer, template: str, *, max_new_tokens: int, side: int,
                  blank: bool = False) -> None:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.max_new_tokens, self.side, self.blank = max_new_tokens, side, blank
@@ -101,7 +101,7 @@ class _Generator:
         return [str(o) for o in out]
 
 
-def _generate_shard(gen: _Generator, items: Sequence[EvalItem], rank: int, world_size: int,
+def _generate_shard(gen: _Generator, items: Sequence[EvalItem], rank: int, *, world_size: int,
                     batch_size: int, lockstep: bool = False) -> list[tuple[int, str]]:
     """This rank's answers. With `lockstep` (a model partitioned over the ranks, whose every forward is
     collective) each rank runs the same number of batches: one out of items repeats an item and drops
@@ -161,17 +161,17 @@ def _statistics(ev, runs: list, blind_runs: list) -> dict[str, Any]:
     if bs.resamples and runs:
         obj = None if ev.objective == "heldout_loss" else (lambda scores: objective(scores, ev))
         blind = {bench.name: preds for bench, _, preds in blind_runs} if blind_runs else None
-        out.update(bootstrap_eval(runs, obj, bs.resamples, bs.seed, bs.confidence, blind))
+        out.update(bootstrap_eval(runs, obj, resamples=bs.resamples, seed=bs.seed, confidence=bs.confidence, blind=blind))
     return out
 
 
-def _generate_checked(gen: _Generator, bench: Benchmark, items: Sequence[EvalItem], rank: int, world_size: int,
+def _generate_checked(gen: _Generator, bench: Benchmark, items: Sequence[EvalItem], *, rank: int, world_size: int,
                       batch_size: int, early_stop, lockstep: bool = False) -> tuple[list[str] | None, int, bool]:
     """Predictions of `items` (rank 0; None elsewhere), in chunks that each end with the early-stop
     test (the chunks are whole rounds of batches over the ranks, so every batch is as without
     them). Returns (predictions, items done, stopped early)."""
     if early_stop is None:
-        return _gather(_generate_shard(gen, items, rank, world_size, batch_size, lockstep), len(items), rank,
+        return _gather(_generate_shard(gen, items, rank, world_size=world_size, batch_size=batch_size, lockstep=lockstep), len(items), rank,
                        world_size), \
             len(items), False
     per_round = batch_size * world_size
@@ -179,7 +179,7 @@ def _generate_checked(gen: _Generator, bench: Benchmark, items: Sequence[EvalIte
     preds: list[str] = []
     for start in range(0, len(items), chunk):
         part = items[start:start + chunk]
-        got = _gather(_generate_shard(gen, part, rank, world_size, batch_size, lockstep), len(part), rank, world_size)
+        got = _gather(_generate_shard(gen, part, rank, world_size=world_size, batch_size=batch_size, lockstep=lockstep), len(part), rank, world_size)
         stop = False
         if rank == 0:
             preds.extend(got)
@@ -190,7 +190,7 @@ def _generate_checked(gen: _Generator, bench: Benchmark, items: Sequence[EvalIte
     return (preds if rank == 0 else None), len(items), False
 
 
-def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int = 0,
+def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, *, rank: int = 0,
              world_size: int = 1, final: bool = True, early_stop=None) -> dict[str, Any]:
     """Run spec.eval on this process's shard; every rank returns {"scores", "objective",
     "objective_name", "scorer_profile", "items_done", "items_full", "early_stopped"} (objective
@@ -206,8 +206,8 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
     subsets = [slim_subset(bench, bench.load(root / name), ev.limit, seed=SLIM_SEED)
                for name, bench in zip(names, benches)]
     items_done, stopped = 0, False
-    gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, data_image_size(spec))
-    blind_gen = _Generator(model, tokenizer, spec.llm.template, ev.max_new_tokens, gen.side, blank=True) \
+    gen = _Generator(model, tokenizer, spec.llm.template, max_new_tokens=ev.max_new_tokens, side=data_image_size(spec))
+    blind_gen = _Generator(model, tokenizer, spec.llm.template, max_new_tokens=ev.max_new_tokens, side=gen.side, blank=True) \
         if final and ev.blind else None
     runs: list = []
     blind_runs: list = []
@@ -224,8 +224,8 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
         for name, bench, items in zip(names, benches, subsets):
             if stopped:
                 break
-            preds, done, stopped = _generate_checked(gen, bench, items, rank, world_size, ev.batch_size, early_stop,
-                                                     lockstep)
+            preds, done, stopped = _generate_checked(gen, bench, items, rank=rank, world_size=world_size, batch_size=ev.batch_size, early_stop=early_stop,
+                                                     lockstep=lockstep)
             items, items_done = items[:done], items_done + done
             if rank == 0 and error is None:
                 try:
@@ -238,7 +238,7 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, rank: int =
                         raise
                     error = f"{name}: {type(err).__name__}: {err}"
             if blind_gen is not None:
-                blind = _gather(_generate_shard(blind_gen, items, rank, world_size, ev.batch_size, lockstep),
+                blind = _gather(_generate_shard(blind_gen, items, rank, world_size=world_size, batch_size=ev.batch_size, lockstep=lockstep),
                                 len(items), rank, world_size)
                 if rank == 0 and error is None:
                     try:

@@ -55,7 +55,7 @@ class EagleModel(nn.Module):
     vision embeddings whose labels are IGNORE_INDEX."""
 
     def __init__(self, mixture: nn.Module, projector_type: str, llm: nn.Module, tokenizer,
-                 fusion_name: str = "channel_concat", fusion_options: dict[str, Any] | None = None) -> None:
+                 *, fusion_name: str = "channel_concat", fusion_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.mixture = mixture
         self.llm = llm
@@ -84,7 +84,7 @@ class EagleModel(nn.Module):
         from experts.fusion.sva_layers import LLMLayerAggregators, decoder_layers
 
         agg = LLMLayerAggregators(layers, [e.out_dim for e in self.mixture.experts], self.mixture.grid,
-                                  self.num_image_tokens, hidden, int(self.fusion_options.get("heads", 1)))
+                                  visual_tokens=self.num_image_tokens, hidden=hidden, heads=int(self.fusion_options.get("heads", 1)))
         agg.attach(decoder_layers(self.llm))
         self.mixture.fusion.add_module("llm_aggregators", agg)
 
@@ -246,7 +246,8 @@ class EagleModel(nn.Module):
             from trainers.modeling.llm import enable_checkpointing
 
             enable_checkpointing(llm)
-        model = cls(mixture, cfg["projector"], llm, tokenizer, cfg["fusion"]["name"], cfg["fusion"]["options"])
+        model = cls(mixture, cfg["projector"], llm, tokenizer, fusion_name=cfg["fusion"]["name"],
+                    fusion_options=cfg["fusion"]["options"])
         if (src / "fusion.safetensors").is_file():  # after the model: it holds the LLM layer aggregators too
             load_state(mixture.fusion, load_file(str(src / "fusion.safetensors")))
         load_state(model.projector, load_file(str(src / "projector.safetensors")))

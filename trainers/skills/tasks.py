@@ -68,7 +68,7 @@ def _free_scene(rng: random.Random, image_size: int) -> tuple[torch.Tensor, int]
         x, y = rng.uniform(r, cv.size - r), rng.uniform(r, cv.size - r)
         if all((x - a) ** 2 + (y - b) ** 2 > (r + c + cv.px(0.02)) ** 2 for a, b, c in placed):
             placed.append((x, y, r))
-            draw_shape(cv, rng.choice(SHAPES), x, y, r, jitter(rng, COLOURS[rng.choice(_COLOURS)]))
+            draw_shape(cv, rng.choice(SHAPES), x, y, r=r, fill=jitter(rng, COLOURS[rng.choice(_COLOURS)]))
     return to_uint8(cv.finish(), image_size), n
 
 

@@ -258,6 +258,5 @@ def skill_weights(cfg) -> str | None:
 def skill_keys(spec) -> dict[str, str]:
     """Per skilled entry of a trial spec (by index), the key of its weights: a spec's identity covers
     the skilled weights it will start from, before they exist."""
-    from trainers.stages.recipes import resolve_expert
-
+    from trainers.expert_entries import resolve_expert
     return {str(i): skill_key(resolve_expert(e)) for i, e in enumerate(spec.experts) if e.skill}

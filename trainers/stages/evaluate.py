@@ -8,39 +8,38 @@ import json
 import math
 from pathlib import Path
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 import torch
 
 from trainers.training import distributed as D
 from trainers.stages import recipes as S
+from trainers.stages.context import StageContext
 from trainers.training.loader import to_device
 
-if TYPE_CHECKING:
-    from trainers.stages.runner import TrialRunner
 
 
 @contextmanager
-def eval_mode(runner: "TrialRunner", model) -> Iterator[None]:
+def eval_mode(ctx: StageContext, model) -> Iterator[None]:
     """No grad, eval mode, bf16 autocast when the trial trains bf16; training mode restored after."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.autocast(runner.env.device.type, dtype=torch.bfloat16, enabled=runner.bf16):
+        with torch.no_grad(), torch.autocast(ctx.env.device.type, dtype=torch.bfloat16, enabled=ctx.bf16):
             yield
     finally:
         model.train(was_training)
 
 
-def heldout_loss(runner: "TrialRunner", model) -> float:
+def heldout_loss(ctx: StageContext, model) -> float:
     """Token-weighted loss on the held-out set; every rank runs the same number of forwards
     (ZeRO-3 gathers parameters collectively), the last ones weighted 0 when the split is uneven."""
-    ds = runner.dataset(runner.data.heldout, runner.spec.llm.template)
-    mb, env = runner.spec.train.stages["sft"].micro_batch_size, runner.env
+    ds = ctx.dataset(ctx.data.heldout, ctx.spec.llm.template)
+    mb, env = ctx.spec.train.stages["sft"].micro_batch_size, ctx.env
     n_batches = math.ceil(len(ds) / (mb * env.world_size))
-    collate = S.make_collate(model, "sft", runner.spec)  # image tokens expanded as in training
+    collate = S.make_collate(model, "sft", ctx.spec)  # image tokens expanded as in training
     total = torch.zeros(2, dtype=torch.float64, device=env.device)
-    with eval_mode(runner, model):
+    with eval_mode(ctx, model):
         for b in range(n_batches):
             start = (b * env.world_size + env.rank) * mb
             idx = [i for i in range(start, start + mb) if i < len(ds)]
@@ -53,7 +52,7 @@ def heldout_loss(runner: "TrialRunner", model) -> float:
     return float(total[0] / total[1])
 
 
-def benchmarks(runner: "TrialRunner", model, step: int, final: bool = True, fidelity=None) -> dict[str, Any]:
+def benchmarks(ctx: StageContext, model, step: int, final: bool = True, fidelity=None) -> dict[str, Any]:
     """Evaluate on every rank; rank 0 logs an eval line (scores + objective) that pruners read.
     The final evaluation also has intervals and the blind control (trainers/eval/runner.py). A rung
     below the top (trainers/stages/fidelity.py) evaluates on its slim subsets, without intervals, and
@@ -61,7 +60,7 @@ def benchmarks(runner: "TrialRunner", model, step: int, final: bool = True, fide
     from trainers.eval import evaluate  # the evaluation package (required when benchmarks are set)
     from trainers.eval.early_stop import EarlyStop
 
-    spec, stop = runner.spec, None
+    spec, stop = ctx.spec, None
     if fidelity is not None and not fidelity.final:
         final = False
         if fidelity.eval_limit is not None:
@@ -71,10 +70,10 @@ def benchmarks(runner: "TrialRunner", model, step: int, final: bool = True, fide
         if es is not None:
             stop = EarlyStop(es.reference, es.alpha, es.min_items, es.every,
                              maximize=spec.eval.objective != "heldout_loss")
-    with eval_mode(runner, model):
-        ev = evaluate(model, model.tokenizer, spec, runner.out, runner.env.rank, runner.env.world_size,
-                      final, early_stop=stop)
-    runner.metrics.write({"stage": "eval", "tag": "sft", "step": step, "objective": ev["objective"], **ev["scores"]})
+    with eval_mode(ctx, model):
+        ev = evaluate(model, model.tokenizer, spec, ctx.out, rank=ctx.env.rank, world_size=ctx.env.world_size,
+                      final=final, early_stop=stop)
+    ctx.metrics.write({"stage": "eval", "tag": "sft", "step": step, "objective": ev["objective"], **ev["scores"]})
     return ev
 
 
@@ -89,15 +88,15 @@ def item_scores(out_dir: Path, names: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
-def interim_hook(runner: "TrialRunner", model):
+def interim_hook(ctx: StageContext, model):
     """SFT step hook: evaluate every eval.interval_steps steps (not at the end: the trial's end does)."""
-    every = runner.spec.eval.interval_steps
-    if not (every and runner.spec.eval.benchmarks):
+    every = ctx.spec.eval.interval_steps
+    if not (every and ctx.spec.eval.benchmarks):
         return None
 
     def hook(done: int, total: int) -> None:
         if done % every or done >= total:
             return
-        benchmarks(runner, model, done, final=False)
+        benchmarks(ctx, model, done, final=False)
 
     return hook

@@ -9,7 +9,7 @@ import logging
 import time
 from contextlib import nullcontext
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,14 +17,13 @@ from torch.utils.data import Dataset
 
 from trainers.training import distributed as D
 from trainers.stages import recipes as S
+from trainers.stages.context import StageContext
 from trainers.training.loop import total_steps
 from trainers.caches.features import (GB, FeatureCache, FeatureCacheError, FeatureEntry, entry_bytes, feature_key,
                                     records_digest, shard_rows)
 from trainers.estimate.flops import flop_counter
 from trainers.stages.pre_align import claim
 
-if TYPE_CHECKING:
-    from trainers.stages.runner import TrialRunner
 
 logger = logging.getLogger(__name__)
 FP16_MAX = 65504.0
@@ -79,10 +78,10 @@ class ForwardCounter:
         return int(D.all_reduce_values([float(self.items)])[0])
 
 
-def _compute(runner: "TrialRunner", model, j: int, dataset, cache: FeatureCache, key: str,
+def _compute(ctx: StageContext, model, j: int, dataset, *, cache: FeatureCache, key: str,
              stage1_key: str) -> dict[str, Any]:
     """Every rank encodes its shard of the items with expert j and writes it; rank 0 publishes."""
-    env, spec = runner.env, runner.spec
+    env, spec = ctx.env, ctx.spec
     expert = model.mixture.experts[j].to(env.device)
     rows = shard_rows(len(dataset), env.world_size, env.rank)
     if env.is_main:
@@ -94,7 +93,7 @@ def _compute(runner: "TrialRunner", model, j: int, dataset, cache: FeatureCache,
                                       shape=(len(rows), tokens, expert.out_dim))
     src = np.empty(len(rows), dtype=np.int64)
     bs = spec.train.stages["align_projector"].micro_batch_size
-    autocast = getattr(runner.engine, "autocast", nullcontext())  # as the stage's forward runs
+    autocast = getattr(ctx.engine, "autocast", nullcontext())  # as the stage's forward runs
     flops, bad, t0 = None, "", time.perf_counter()
     with torch.no_grad():
         for s in range(0, len(rows), bs):
@@ -132,20 +131,20 @@ def _compute(runner: "TrialRunner", model, j: int, dataset, cache: FeatureCache,
     return meta
 
 
-def prepare(runner: "TrialRunner", model, dataset, collate) -> tuple[Any, Any, dict[str, Any]]:
+def prepare(ctx: StageContext, model, dataset, collate) -> tuple[Any, Any, dict[str, Any]]:
     """The stage-2 dataset and collate on cached features (made here where missing) and what the
     cache did; unchanged (and an empty record) when train.feature_cache is off."""
-    spec, env = runner.spec, runner.env
+    spec, env = ctx.spec, ctx.env
     fc = spec.train.feature_cache
     if not fc.enabled:
         return dataset, collate, {}
-    cache = FeatureCache(runner.cache_dir)
+    cache = FeatureCache(ctx.cache_dir)
     cfgs = S.resolve_experts(spec)
     digest = records_digest(dataset)
-    precision = "bf16" if runner.bf16 else "fp32"
-    data_id = {**runner.data.identity, "image_folder": str(runner.data.image_folder or "")}
-    s1 = [runner.stage1_key(c) for c in cfgs]
-    keys = [feature_key(k, data_id, digest, runner.data.image_size, precision) for k in s1]
+    precision = "bf16" if ctx.bf16 else "fp32"
+    data_id = {**ctx.data.identity, "image_folder": str(ctx.data.image_folder or "")}
+    s1 = [ctx.stage1_key(c) for c in cfgs]
+    keys = [feature_key(k, data_id, records=digest, image_size=ctx.data.image_size, precision=precision) for k in s1]
     tokens = model.mixture.grid ** 2
     sizes = [entry_bytes(len(dataset), tokens, e.out_dim) for e in model.mixture.experts]
     max_bytes = fc.max_gb * GB
@@ -156,7 +155,7 @@ def prepare(runner: "TrialRunner", model, dataset, collate) -> tuple[Any, Any, d
     seen = total_steps(hp, len(dataset), "align_projector") * hp.global_batch_size  # images the stage encodes
     info: dict[str, Any] = {"enabled": True, "experts": {}, "evicted": [], "max_gb": fc.max_gb}
     for j, (cfg, key, k1, size) in enumerate(zip(cfgs, keys, s1, sizes)):
-        fd = claim(cache, key, cfg.name, env.is_main, what="feature")
+        fd = claim(cache, key, cfg.name, is_main=env.is_main, what="feature")
         made = None
         if fd is not None:
             try:
@@ -169,7 +168,7 @@ def prepare(runner: "TrialRunner", model, dataset, collate) -> tuple[Any, Any, d
                 full = D.broadcast_object(full)  # every rank fails alike
                 if full:
                     raise FeatureCacheError(full)
-                made = _compute(runner, model, j, dataset, cache, key, k1)
+                made = _compute(ctx, model, j, dataset, cache=cache, key=key, stage1_key=k1)
             finally:
                 if fd >= 0:
                     cache.unlock(fd)

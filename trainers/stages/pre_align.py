@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trainers.training import distributed as D
 from trainers.stages import recipes as S
+from trainers.stages.context import StageContext
 from trainers.caches.stage1 import KeyedCache, Stage1Cache
 from trainers.training.loop import StageJob
 from trainers.spec import seed_for
 
-if TYPE_CHECKING:
-    from trainers.stages.runner import TrialRunner
 
 logger = logging.getLogger(__name__)
 
 
-def claim(cache: KeyedCache, key: str, name: str, is_main: bool, poll_s: float = 2.0,
+def claim(cache: KeyedCache, key: str, name: str, *, is_main: bool, poll_s: float = 2.0,
           what: str = "stage-1") -> int | None:
     """None when `key` is cached; otherwise this trial makes it: rank 0 gets the lock's descriptor,
     other ranks -1. While another trial holds the lock every rank polls together (no collective
@@ -46,44 +45,44 @@ def claim(cache: KeyedCache, key: str, name: str, is_main: bool, poll_s: float =
         time.sleep(poll_s)
 
 
-def _train_one(runner: "TrialRunner", cache: Stage1Cache, i: int, cfg, key: str, llm_spec, tok) -> Any:
-    spec, env = runner.spec, runner.env
+def _train_one(ctx: StageContext, cache: Stage1Cache, i: int, cfg, *, key: str, llm_spec, tok) -> Any:
+    spec, env = ctx.spec, ctx.env
     hp = spec.train.stages["align_expert"]
     model = S.build_model([cfg.with_overrides(freeze=False)], "channel_concat", {}, spec.projector.type,
-                          llm_spec, tok, seed_for(spec, "align_expert"), dtype=runner.dtype, engine=runner.engine)
+                          llm_spec=llm_spec, tokenizer=tok, seed=seed_for(spec, "align_expert"), dtype=ctx.dtype, engine=ctx.engine)
     S.freeze_for_stage(model, "align_expert", spec)
     job = StageJob(f"align_expert/{i}", "align_expert", model, S.param_groups(model, hp),
-                   runner.dataset(runner.data.pretrain, S.PRETRAIN_TEMPLATE, tok),
+                   ctx.dataset(ctx.data.pretrain, S.PRETRAIN_TEMPLATE, tok),
                    S.make_collate(model, "align_expert", spec), hp, loader=S.loader_options(spec),
                    extra_metrics={"expert": cfg.name, "cache_key": key})
-    res = runner.train(job)
-    with runner.engine.gathered(model.mixture.experts[0]):  # the expert alone (ZeRO-3: not the LLM)
+    res = ctx.train(job)
+    with ctx.engine.gathered(model.mixture.experts[0]):  # the expert alone (ZeRO-3: not the LLM)
         if env.is_main:
             cache.commit(key, model.mixture.experts[0].save_pretrained,
                          {"expert": cfg.name, "steps": res.steps, "first_loss": res.first_loss,
                           "last_loss": res.last_loss, "trial": spec.name,
                           "process_s": res.time_s * env.world_size, "world_size": env.world_size})
     D.barrier()
-    runner.free()
+    ctx.free()
     return res
 
 
-def run_align_expert(runner: "TrialRunner") -> dict[str, Any]:
-    spec, env = runner.spec, runner.env
-    cache = Stage1Cache(runner.cache_dir)
+def run_align_expert(ctx: StageContext) -> dict[str, Any]:
+    spec, env = ctx.spec, ctx.env
+    cache = Stage1Cache(ctx.cache_dir)
     llm_spec = spec.train.align_llm or spec.llm
-    tok = runner.stage1_tokenizer()
+    tok = ctx.stage1_tokenizer()
     summary: dict[str, Any] = {"experts": {}, "steps": 0, "time_s": 0.0}
     samples = tokens = 0.0
-    for i, cfg in enumerate(S.resolve_experts(spec, runner.cache_dir)):
-        key = runner.stage1_key(cfg)
-        fd = claim(cache, key, cfg.name, env.is_main)
+    for i, cfg in enumerate(S.resolve_experts(spec, ctx.cache_dir)):
+        key = ctx.stage1_key(cfg)
+        fd = claim(cache, key, cfg.name, is_main=env.is_main)
         if fd is None:  # cached (by an earlier trial or one that trained it while we waited)
             made = cache.meta(key).get("process_s")  # entries made before the ledger do not say
             summary["experts"][cfg.name] = {"key": key, "cached": True, "steps": 0, "saved_process_s": made}
             continue
         try:
-            res = _train_one(runner, cache, i, cfg, key, llm_spec, tok)
+            res = _train_one(ctx, cache, i, cfg, key=key, llm_spec=llm_spec, tok=tok)
         finally:
             if fd >= 0:
                 cache.unlock(fd)
@@ -97,5 +96,5 @@ def run_align_expert(runner: "TrialRunner") -> dict[str, Any]:
     t = summary["time_s"]
     summary["samples_per_s"] = samples / t if t else 0.0
     summary["tokens_per_s"] = tokens / t if t else 0.0
-    runner.write_done("align_expert", summary)
+    ctx.write_done("align_expert", summary)
     return summary

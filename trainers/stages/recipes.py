@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from trainers.training.loop import ParamGroup
+from trainers.expert_entries import resolve_expert
 from trainers.spec import LLMSpec, StageSpec, TrialSpec, seed_for
 
 logger = logging.getLogger(__name__)
@@ -40,17 +41,6 @@ def resolve_experts(spec: TrialSpec, cache_dir: str | Path | None = None) -> lis
         for i, d in zip(skilled, dirs):
             cfgs[i] = cfgs[i].with_overrides(source=str(d.resolve()), pretrained=True)  # one key across links
     return cfgs
-
-
-def resolve_expert(entry):
-    """One trial expert entry -> its validated ExpertConfig (preset + the entry's overrides)."""
-    import experts
-
-    base = (experts.ExpertConfig.declared({"name": entry.preset, **entry.define}) if entry.define
-            else experts.get_preset(entry.preset))
-    return base.with_overrides(
-        source=entry.source, pretrained=entry.pretrained, input_size=entry.input_size, grid=entry.grid,
-        highres=entry.highres, max_tiles=entry.max_tiles, freeze=entry.freeze, grad_checkpointing=entry.grad_checkpointing)
 
 
 def resolve_data(spec: TrialSpec, cache_dir: str | Path) -> TrialData:
@@ -90,7 +80,7 @@ def build_trial_tokenizer(llm: LLMSpec, data: TrialData, out_dir: Path):
     return build_tokenizer(llm, texts, out_dir)
 
 
-def make_dataset(path: Path, data: TrialData, tokenizer, template: str, max_length: int, spec: TrialSpec,
+def make_dataset(path: Path, data: TrialData, tokenizer, template: str, *, max_length: int, spec: TrialSpec,
                  checks: dict[str, Any], skip_dir: Path | None = None):
     """The LLaVA dataset at `path`, its images as verified at launch (`checks`: verify.read_checks);
     skips of every process are recorded under skip_dir/<file stem>/."""
@@ -100,7 +90,7 @@ def make_dataset(path: Path, data: TrialData, tokenizer, template: str, max_leng
     checked = checks.get(str(Path(path).resolve()))
     if checked is None:
         raise DataError(f"{path}: not among the datasets verified at launch ({', '.join(checks) or 'none'})")
-    return LlavaDataset(path, data.image_folder, data.image_size, tokenizer, template, max_length,
+    return LlavaDataset(path, data.image_folder, data.image_size, tokenizer=tokenizer, template=template, max_length=max_length,
                         on_bad_image=spec.data.on_bad_image, bad_images=checked["bad"],
                         on_too_long=spec.data.on_too_long,
                         skip_dir=skip_dir / Path(path).stem if skip_dir is not None else None)
@@ -202,7 +192,7 @@ def freeze_for_stage(model, stage: str, spec: TrialSpec) -> None:
 
 # ----- models per stage -----
 def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: dict, projector: str,
-                llm_spec: LLMSpec, tokenizer, seed: int, dtype=None, engine=None):
+                *, llm_spec: LLMSpec, tokenizer, seed: int, dtype=None, engine=None):
     """A fresh EagleModel (experts given as configs are built, given as modules are used as they are),
     every weight in `dtype` (default fp32) before it reaches a device; the LLM is loaded in it.
     With `engine` (trainers.training.loop.Engine) each part goes to engine.partition as soon as it is built
@@ -228,7 +218,7 @@ def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: 
             llm = build_llm(llm_spec, tokenizer, seed, dtype=dtype)
         llm = place(llm)
         torch.manual_seed(seed + 1)
-        model = place(EagleModel(mixture, projector, llm, tokenizer, fusion_name, fusion_options).to(dtype))
+        model = place(EagleModel(mixture, projector, llm, tokenizer, fusion_name=fusion_name, fusion_options=fusion_options).to(dtype))
     check_positions(llm_spec.max_length, model.num_image_tokens, model.max_length)
     return model
 
@@ -259,5 +249,5 @@ def stage1_key_for(cfg, spec: TrialSpec, data: TrialData, bf16: bool, tokenizer)
         llm_id["vocabulary"] = vocabulary_identity(tokenizer)
     data_id = {**data.identity, "image_size": data.image_size,
                "image_folder": str(data.image_folder.resolve()) if data.image_folder else None}
-    return stage1_key(expert, llm_id, data_id, hp.model_dump(mode="json"), seed_for(spec, "align_expert"), PRETRAIN_TEMPLATE,
-                      spec.projector.type, precision="bf16" if bf16 else "fp32", code=code_version())
+    return stage1_key(expert, align_llm=llm_id, data_identity=data_id, hyper_params=hp.model_dump(mode="json"), seed=seed_for(spec, "align_expert"), template=PRETRAIN_TEMPLATE,
+                      projector=spec.projector.type, precision="bf16" if bf16 else "fp32", code=code_version())

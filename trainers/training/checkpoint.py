@@ -81,7 +81,7 @@ def finish(root: Path, final: Path, rank: int) -> None:
     D.barrier()
 
 
-def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimizer, scheduler,
+def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, *, optimizer, scheduler,
                     rank: int, extra: dict[str, Any] | None = None) -> Path:
     """All ranks call this: rank 0 writes weights and optimizer state, each rank its RNG state."""
     root = Path(root)

@@ -47,7 +47,7 @@ class DDPEngine(Engine):
         self.opt.zero_grad(set_to_none=True)
 
     def save(self, ckpt_dir: Path, step: int, job: StageJob) -> None:
-        save_checkpoint(ckpt_dir, step, job.model, self.opt, self.sched, self.env.rank)
+        save_checkpoint(ckpt_dir, step, job.model, optimizer=self.opt, scheduler=self.sched, rank=self.env.rank)
 
     def load(self, ckpt_dir: Path, job: StageJob) -> int:
         return int(load_checkpoint(ckpt_dir, job.model, self.opt, self.sched, self.env.rank)["step"])

@@ -8,7 +8,7 @@ from trainers.spec import StageSpec
 ZERO_STAGES = {"deepspeed_zero2": 2, "deepspeed_zero3": 3}
 
 
-def deepspeed_config(strategy: str, hp: StageSpec, world_size: int, accum: int, bf16: bool,
+def deepspeed_config(strategy: str, hp: StageSpec, world_size: int, *, accum: int, bf16: bool,
                      on_gpu: bool) -> dict[str, Any]:
     """ZeRO config for one stage. On CPU: torch's AdamW (no fused op build) and fp32."""
     if strategy not in ZERO_STAGES:

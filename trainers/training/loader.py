@@ -22,7 +22,7 @@ class LoaderOptions:
     group_by_length: bool = False  # modality-length grouping of each global batch's micro batches
 
 
-def rank_micro_batches(n_items: int, step: int, hp: StageSpec, env, accum: int, seed: int,
+def rank_micro_batches(n_items: int, step: int, hp: StageSpec, env, *, accum: int, seed: int,
                        lengths: Sequence[int] | None = None) -> list[list[int]]:
     """This rank's micro batches for optimizer step `step`: a permutation per epoch (seeded), cut into
     global batches. With `lengths` (signed: negative for text-only records) the global batch is sorted
@@ -46,7 +46,7 @@ class StepBatchSampler(Sampler[list[int]]):
     """Micro batches of steps start..steps-1 for one rank (`env`: .rank, .world_size), in the order
     rank_micro_batches gives."""
 
-    def __init__(self, n_items: int, hp: StageSpec, env, accum: int, seed: int, start: int, steps: int,
+    def __init__(self, n_items: int, hp: StageSpec, env, *, accum: int, seed: int, start: int, steps: int,
                  lengths: Sequence[int] | None = None) -> None:
         self.args = (n_items, hp, env, accum, seed)
         self.start, self.steps, self.accum, self.lengths = start, steps, accum, lengths
@@ -57,7 +57,7 @@ class StepBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         n, hp, env, accum, seed = self.args
         for step in range(self.start, self.steps):
-            yield from rank_micro_batches(n, step, hp, env, accum, seed, self.lengths)
+            yield from rank_micro_batches(n, step, hp, env, accum=accum, seed=seed, lengths=self.lengths)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -76,7 +76,7 @@ def check_workers(num_workers: int) -> None:
                           "workers; use data.num_workers: 0 here")
 
 
-def stage_batches(dataset, collate_fn, sampler: StepBatchSampler, options: LoaderOptions, seed: int,
+def stage_batches(dataset, collate_fn, sampler: StepBatchSampler, *, options: LoaderOptions, seed: int,
                   device: torch.device) -> Iterator[dict]:
     """Device batches in the sampler's order, decoded by `options.num_workers` processes."""
     check_workers(options.num_workers)

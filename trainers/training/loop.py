@@ -114,11 +114,12 @@ def optimizer_groups(job: StageJob, weight_decay: float) -> list[dict]:
 
 class Engine(ABC):
     """Runs StageJobs for one trial: `run(job, ckpt_dir)` trains and returns a StageResult.
-    Subclasses implement the strategy hooks; `make_engine` picks one by the spec's strategy name."""
+    Subclasses implement the strategy hooks; trainers.training.engines.make_engine picks one by the
+    spec's `train.strategy` name."""
 
     name = ""
 
-    def __init__(self, env: DistEnv, metrics: MetricsWriter, seed: int, checkpoint_every: int,
+    def __init__(self, env: DistEnv, metrics: MetricsWriter, *, seed: int, checkpoint_every: int,
                  bf16: bool, strategy: str = "") -> None:
         self.strategy = strategy or self.name
         self.env, self.metrics = env, metrics
@@ -185,8 +186,8 @@ class Engine(ABC):
             start = self.load(ckpt_dir, job)
             self.metrics.truncate_after(job.tag, start)
         lengths = job.dataset.lengths if job.loader.group_by_length else None
-        sampler = StepBatchSampler(len(job.dataset), hp, env, accum, self.seed, start, steps, lengths)
-        batches = stage_batches(job.dataset, job.collate_fn, sampler, job.loader, self.seed, env.device)
+        sampler = StepBatchSampler(len(job.dataset), hp, env, accum=accum, seed=self.seed, start=start, steps=steps, lengths=lengths)
+        batches = stage_batches(job.dataset, job.collate_fn, sampler, options=job.loader, seed=self.seed, device=env.device)
         losses: list[float] = []
         samples = tokens = 0.0
         t_stage = time.perf_counter()
@@ -231,10 +232,3 @@ class Engine(ABC):
                            first_loss=losses[0] if losses else float("nan"),
                            last_loss=losses[-1] if losses else float("nan"),
                            resumed_from=start or None, full_steps=steps)
-
-
-def make_engine(strategy: str, env: DistEnv, metrics: MetricsWriter, seed: int, checkpoint_every: int,
-                bf16: bool) -> Engine:
-    from trainers.training.engines import get_strategy
-
-    return get_strategy(strategy)(env, metrics, seed, checkpoint_every, bf16, strategy)

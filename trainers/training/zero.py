@@ -18,7 +18,7 @@ from trainers.training.loop import Engine, StageJob, optimizer_groups, warmup_co
 logger = logging.getLogger(__name__)
 
 
-class DeepSpeedEngine(Engine):
+class ZeroEngine(Engine):
     name = "deepspeed_zero2"
 
     @property
@@ -28,8 +28,8 @@ class DeepSpeedEngine(Engine):
     def setup(self, job: StageJob, accum: int, steps: int) -> nn.Module:
         import deepspeed
 
-        cfg = deepspeed_config(self.strategy, job.hp, self.env.world_size, accum, self.bf16,
-                               self.env.device.type == "cuda")
+        cfg = deepspeed_config(self.strategy, job.hp, self.env.world_size, accum=accum, bf16=self.bf16,
+                               on_gpu=self.env.device.type == "cuda")
         self.ds, self.opt, _, self.sched = deepspeed.initialize(
             model=job.model, model_parameters=optimizer_groups(job, job.hp.weight_decay), config=cfg,
             lr_scheduler=lambda o: warmup_cosine(o, steps, job.hp.warmup_ratio))
