@@ -116,7 +116,9 @@ def _best_vs_blind(doc: dict) -> dict:
     best = doc["best"]
     trial = next(t for t in doc["trials"] if t["number"] == best["number"])
     gap = trial.get("blind_gap_ci") or {}
-    result = json.loads((Path(trial["trial_dir"]) / "result.json").read_text())
+    from trainers.trial_dir import read_result
+
+    result = read_result(trial["trial_dir"])
     rows = {b: {"score": round(result["scores"][b], 2), "ci": [round(x, 2) for x in (trial["scores_ci"] or {}).get(b, [])],
                 "blind": round(result["blind_scores"][b], 2), "gap_ci": [round(x, 2) for x in ci],
                 "beats_blind": ci[0] > 0} for b, ci in gap.items()}

@@ -19,6 +19,7 @@ from trainers.training import preempt
 from trainers.spec import SpecError, TrialSpec, changed_fields, dump_trial_spec, load_trial_spec
 from trainers.preflight import check_trial
 from trainers.training.logging_utils import find_error
+from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,6 @@ class TrialPreempted(TrialFailed):
     """Every rank checkpointed and stopped on request (a signal or the request file): run it again."""
 
 
-SPEC_STATE = "spec_state.json"  # hash + content of the spec whose progress the directory holds
-ATTEMPTS = "attempts.json"  # one entry per launch: start, exit, the steps each stage resumed from
 
 
 def spec_state(spec: TrialSpec) -> dict[str, Any]:
@@ -58,9 +57,9 @@ def spec_state(spec: TrialSpec) -> dict[str, Any]:
 def supersede(out: Path) -> Path:
     """A clean restart: the previous progress moves aside (nothing is deleted that a reader on
     another node may hold open); logs stay."""
-    aside = out / ".superseded" / time.strftime("%Y%m%dT%H%M%S")
+    aside = out / TD.SUPERSEDED / time.strftime("%Y%m%dT%H%M%S")
     aside.mkdir(parents=True, exist_ok=True)
-    for name in ("stages", "checkpoints", "predictions", "metrics.jsonl", "result.json", SPEC_STATE, ATTEMPTS):
+    for name in (TD.STAGES, TD.CHECKPOINTS, TD.PREDICTIONS, TD.METRICS, TD.RESULT, TD.SPEC_STATE, TD.ATTEMPTS):
         if (out / name).exists():
             (out / name).rename(aside / name)
     return aside
@@ -69,8 +68,8 @@ def supersede(out: Path) -> Path:
 def check_trial_dir(spec: TrialSpec, out: Path, restart: bool) -> None:
     """A directory continues only the spec it was started with; another one is an error naming
     both hashes and the changed fields, or with `restart`, a clean restart."""
-    state, path = spec_state(spec), out / SPEC_STATE
-    progress = any((out / name).exists() for name in ("stages", "checkpoints", "metrics.jsonl"))
+    state, path = spec_state(spec), out / TD.SPEC_STATE
+    progress = any((out / name).exists() for name in (TD.STAGES, TD.CHECKPOINTS, TD.METRICS))
     if path.is_file() and progress:
         old = json.loads(path.read_text())
         if old.get("hash") != state["hash"]:
@@ -85,7 +84,7 @@ def check_trial_dir(spec: TrialSpec, out: Path, restart: bool) -> None:
 
 
 def _record_attempt(out: Path, entry: dict[str, Any], new: bool) -> list[dict[str, Any]]:
-    path = out / ATTEMPTS
+    path = out / TD.ATTEMPTS
     attempts = json.loads(path.read_text()) if path.is_file() else []
     if new or not attempts:
         attempts.append(entry)
@@ -140,7 +139,7 @@ def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
     spec = load_trial_spec(spec_path)
     check_trial(spec, str(spec_path), nproc, _nnodes(torchrun_args))
     out = Path(out_dir)
-    (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / TD.LOGS).mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir(spec, out)
     resolved = spec.model_copy(update={"cache_dir": str(cache.resolve())})
     check_trial_dir(resolved, out, restart)
@@ -153,7 +152,7 @@ def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
 
         resolve_experts(spec, cache)  # skilled init trained (or found) here, before any worker starts
     _verify_images(resolved, str(spec_path), cache, out)
-    trial_yaml = out / "trial.yaml"
+    trial_yaml = out / TD.TRIAL_SPEC
     dump_trial_spec(resolved, trial_yaml)
     return resolved, trial_yaml, cache
 
@@ -185,7 +184,7 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, *, tor
                           "resumed_from": {}}, new=True)
     _stop_on_signal(out)
     cmd = torchrun_command(trial_yaml, out, cache, nproc, torchrun_args=torchrun_args, worker_args=worker_args)
-    log = out / "logs" / "torchrun.log"
+    log = out / TD.LOGS / TD.TORCHRUN_LOG
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
@@ -199,7 +198,7 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, *, tor
             os.killpg(proc.pid, 9)
             proc.wait()
             rc = -9
-    mark = out / preempt.MARK_FILE
+    mark = out / TD.PREEMPT_MARK
     if rc != 0 and mark.is_file():
         where = json.loads(mark.read_text())
         _record_attempt(out, {"exit": "preempted", "stopped_at": where}, new=False)
@@ -214,7 +213,7 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, *, tor
         first = f"{found[0]}: {found[1]}"[:500] if found else "no Python error in the log"
         tail = "\n".join(lines[-LOG_TAIL_LINES:])
         raise TrialFailed(f"trial {spec.name} failed (exit {rc}): {first}; log {log}; tail:\n{tail}")
-    result_path = out / "result.json"
+    result_path = out / TD.RESULT
     if not result_path.is_file():
         raise TrialFailed(f"trial {spec.name}: workers exited 0 but wrote no {result_path}")
     result = json.loads(result_path.read_text())

@@ -9,6 +9,7 @@ import torch
 
 from trainers.training import distributed as D
 from trainers.training.metrics import peak_memory_mb
+from trainers import trial_dir as TD
 
 
 def build_result(stage_info: dict[str, dict[str, Any]], scores: dict[str, float], objective: float,
@@ -64,5 +65,5 @@ def write_result(out_dir: Path, result: dict[str, Any], is_main: bool) -> None:
     if is_main:
         tmp = out_dir / "result.json.tmp"
         tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(out_dir / "result.json")
+        tmp.replace(out_dir / TD.RESULT)
     D.barrier()

@@ -18,6 +18,7 @@ import optuna
 
 from explorer.backends.base import Executor, Runner, RunnerError, TrialJob, TrialOutcome, TrialPreemptedError, run_job
 from trainers.training.preempt import PREEMPT_EXIT  # light: no torch
+from trainers import trial_dir as TD
 
 
 class LocalExecutor(Executor):
@@ -132,7 +133,7 @@ class LocalRunner:
             self._kill(p)
 
     def __call__(self, job: TrialJob) -> dict[str, Any]:
-        logs = job.trial_dir / "logs"
+        logs = job.trial_dir / TD.LOGS
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / "launcher.log"
         cmd = [self.python, "-m", "explorer.backends.trial_process", str(job.spec_path), str(job.trial_dir), str(job.nproc),
@@ -142,7 +143,7 @@ class LocalRunner:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         with self._lock:
             self._procs[job.number] = proc
-        metrics, seen, pruned = job.trial_dir / "metrics.jsonl", 0, False
+        metrics, seen, pruned = job.trial_dir / TD.METRICS, 0, False
         try:
             while True:
                 rc = proc.poll()
@@ -170,10 +171,10 @@ class LocalRunner:
             found = find_error(lines)  # the cause, not torchrun's wrapper or the last lines of a traceback
             cause = f"{found[0]}: {found[1]}" if found else " | ".join(lines[-5:])
             raise RunnerError(f"trial process exited with {proc.returncode} (log {log_path}): {cause}")
-        result_path = job.trial_dir / "result.json"
-        if not result_path.is_file():
-            raise RunnerError(f"trial process exited 0 but wrote no {result_path}")
-        return json.loads(result_path.read_text())
+        result = TD.read_result(job.trial_dir)
+        if result is None:
+            raise RunnerError(f"trial process exited 0 but wrote no readable {job.trial_dir / TD.RESULT}")
+        return result
 
     @staticmethod
     def _stream(metrics: Path, seen: int, job: TrialJob) -> tuple[int, bool]:

@@ -25,7 +25,7 @@ import optuna
 from explorer.backends.base import Executor, Runner, RunnerError, TrialJob, TrialOutcome, TrialPreemptedError, run_job
 from explorer.backends.local import LocalRunner
 from explorer.study.spec import SlurmOptions, StudySpec
-from trainers.training.preempt import MARK_FILE
+from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
 RDZV_PORT = 29400
@@ -134,7 +134,7 @@ class SlurmExecutor(Executor):
             fh.write(f"{job.number} {sj.job_id}\n")
         with self._lock:
             self._jobs[job.number] = sj
-        metrics, seen = job.trial_dir / "metrics.jsonl", 0
+        metrics, seen = job.trial_dir / TD.METRICS, 0
         try:
             while True:
                 finished = sj.done()
@@ -147,7 +147,7 @@ class SlurmExecutor(Executor):
                 time.sleep(self.poll_s)
             out = sj.result()
         except submitit.core.utils.UncompletedJobError as err:
-            mark = job.trial_dir / MARK_FILE
+            mark = job.trial_dir / TD.PREEMPT_MARK
             if mark.is_file() and mark.stat().st_mtime >= submitted:  # killed after its checkpoint
                 raise TrialPreemptedError(f"SLURM job {sj.job_id} ended after checkpointing") from None
             raise RunnerError(f"SLURM job {sj.job_id} did not finish: {str(err).strip().splitlines()[0]} "

@@ -22,9 +22,10 @@ from explorer.report import leaderboard as report
 from explorer.study.attrs import trial_scores
 from explorer.study.ledger import ledger_lines, study_ledger
 from explorer.redact import mask, mask_data
-from explorer.tracking.run_fields import is_number, visual_tokens
+from explorer.tracking.run_fields import is_number
 from explorer.report.scales import PAPER_COLUMNS, PAPER_ORDER
 from explorer.report.tokens import token_rows, token_table
+from explorer.report.trial_files import trial_result, trial_visual_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -34,38 +35,6 @@ PLOTS = ("greedy_path.png", "pareto.png", "benchmarks.png", "visual_tokens.png")
 
 def report_dir(workdir: str | Path, study_name: str) -> Path:
     return Path(workdir) / "report" / study_name
-
-
-def trial_dir_of(trial, workdir: str | Path | None, study_name: str) -> Path | None:
-    """The trial's directory: where the study recorded it, else at the same place under a work
-    directory that has moved since."""
-    recorded = trial.user_attrs.get("trial_dir")
-    if recorded and Path(recorded).is_dir():
-        return Path(recorded)
-    if workdir is not None:
-        name = Path(recorded).name if recorded else str(trial.number)  # the planned trial's directory
-        moved = Path(workdir) / "trials" / study_name / name
-        if moved.is_dir():
-            return moved
-    return None
-
-
-def trial_visual_tokens(trial, workdir: str | Path | None, study_name: str) -> int | None:
-    """Tokens the LLM sees per image, from the trial's trial.yaml (None when it is not there)."""
-    tdir = trial_dir_of(trial, workdir, study_name)
-    try:
-        spec = yaml.safe_load((tdir / "trial.yaml").read_text()) if tdir else None
-    except (OSError, yaml.YAMLError):
-        return None
-    return visual_tokens(spec) if isinstance(spec, dict) else None
-
-
-def trial_result(trial, workdir: str | Path | None, study_name: str) -> dict[str, Any]:
-    tdir = trial_dir_of(trial, workdir, study_name)
-    try:
-        return json.loads((tdir / "result.json").read_text()) if tdir else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def rank_hours(result: dict[str, Any]) -> float | None:
@@ -78,7 +47,7 @@ def rank_hours(result: dict[str, Any]) -> float | None:
 
 def study_cost(study, workdir: str | Path | None) -> dict[str, Any]:
     """The cost ledger (explorer/study/ledger.py) over every trial that wrote a result (stopped ones too)."""
-    results = [trial_result(t, workdir, study.study_name) for t in study.get_trials(deepcopy=False)]
+    results = [trial_result(t, workdir, study.study_name) or {} for t in study.get_trials(deepcopy=False)]
     return study_ledger([r for r in results if r])
 
 
@@ -185,7 +154,7 @@ def write_report(study, spec, workdir: str | Path | None, out_dir: str | Path) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done = _done(study)
-    results = {t.number: trial_result(t, workdir, study.study_name) for t in done}
+    results = {t.number: trial_result(t, workdir, study.study_name) or {} for t in done}
     objective = spec.objective.metric
     maximize = spec.objective.direction == "maximize"
     files: list[Path] = []

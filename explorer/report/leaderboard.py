@@ -7,11 +7,9 @@ ties) come from explorer/study/stats.py, as the greedy strategy's decisions do.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
-from pathlib import Path
 from typing import Any
 
 from explorer.study import stats
@@ -26,6 +24,7 @@ from explorer.strategies.fidelity import (
 )
 from explorer.study.attrs import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
 from explorer.study.handle import StoredStudy
+from explorer.report.trial_files import trial_result
 
 logger = logging.getLogger(__name__)
 
@@ -38,23 +37,6 @@ class ReportError(ValueError):
 
 def _maximize(study) -> bool:
     return study.direction.name == "MAXIMIZE"
-
-
-def trial_result(trial) -> dict | None:
-    """The trial's result.json (scores, objective, system figures), or None if it has none."""
-    if isinstance(trial.user_attrs.get("result"), dict):
-        return trial.user_attrs["result"]
-    trial_dir = trial.user_attrs.get("trial_dir")
-    if not trial_dir:
-        return None
-    path = Path(trial_dir) / "result.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as err:
-        logger.warning("cannot read %s: %s", path, err)
-        return None
 
 
 def benchmark_scores(trial) -> dict[str, float]:

@@ -16,9 +16,9 @@ from explorer.report.leaderboard import (
     greedy_path,
     leaderboard,
     mean_or_none,
-    trial_result,
     trial_stat,
 )
+from explorer.report.trial_files import trial_result
 from explorer.report.rungs import RUNG_NOTE, row_rung, stopped_numbers
 from explorer.report.scales import (
     AVG_LABEL,

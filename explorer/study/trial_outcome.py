@@ -13,6 +13,7 @@ from explorer.study.attrs import score_attrs
 from explorer.backends.base import TrialOutcome
 from explorer.study.stats import BOOTSTRAP_ATTR, STAT_ATTRS, bootstrap_record
 from explorer.strategies import fidelity as F
+from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def record_outcome(study, storage, trial: optuna.Trial, trial_id: int, outcome: 
             trial.set_user_attr("error", (outcome.error or "unknown error")[:4000])
             if outcome.restarts:
                 trial.set_user_attr("restarts", outcome.restarts)
-            trial.set_user_attr("log", str(trial_dir / "logs"))
+            trial.set_user_attr("log", str(trial_dir / TD.LOGS))
             study.tell(trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         # our heartbeat lapsed past the grace period and another controller failed the trial

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer.study.spec import StudyError, StudySpec
+from trainers import trial_dir as TD
 from trainers.spec import SpecError, TrialSpec, dump_trial_spec, parse_trial_spec
 
 
@@ -103,7 +104,7 @@ def build_trial_spec(spec: StudySpec, params: dict[str, Any], user_attrs: dict[s
 def write_trial_spec(trial_spec: TrialSpec, trial_dir: str | Path) -> Path:
     trial_dir = Path(trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
-    path = trial_dir / "trial.yaml"
+    path = trial_dir / TD.TRIAL_SPEC
     dump_trial_spec(trial_spec, path)
     return path
 

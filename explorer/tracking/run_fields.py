@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from explorer.study.attrs import SCORE_PREFIX
+from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
 
@@ -184,14 +185,14 @@ def setting_params(params: dict[str, Any], user_attrs: dict[str, Any]) -> dict[s
 def artifact_files(trial_dir: Path) -> list[tuple[Path, str | None]]:
     """(file or folder, artifact folder) to log: the spec, result, step metrics, predictions and logs, each
     log once (rank 0's file is a copy of what torchrun.log already holds)."""
-    out: list[tuple[Path, str | None]] = [(trial_dir / n, None) for n in ("trial.yaml", "result.json", "metrics.jsonl")
+    out: list[tuple[Path, str | None]] = [(trial_dir / n, None) for n in (TD.TRIAL_SPEC, TD.RESULT, TD.METRICS)
                                           if (trial_dir / n).is_file()]
-    preds = trial_dir / "predictions"
+    preds = trial_dir / TD.PREDICTIONS
     if preds.is_dir() and any(preds.iterdir()):
-        out.append((preds, "predictions"))  # a folder: logged whole
-    logs = trial_dir / "logs"
+        out.append((preds, TD.PREDICTIONS))  # a folder: logged whole
+    logs = trial_dir / TD.LOGS
     if logs.is_dir():
         has_torchrun = (logs / "torchrun.log").is_file()
-        out += [(p, "logs") for p in sorted(logs.iterdir())
+        out += [(p, TD.LOGS) for p in sorted(logs.iterdir())
                 if p.is_file() and not (has_torchrun and p.name == "rank0.log")]
     return out

@@ -35,6 +35,7 @@ from explorer.tracking.store import (
     view_state,
 )
 from explorer.redact import mask
+from trainers import trial_dir as TD
 from explorer.report.rungs import rung_tag
 from explorer.tracking.trial_run import run_record
 from explorer.study.handle import StoredStudy
@@ -324,7 +325,7 @@ class MlflowTracker:
         self._log(run_id, params=mb.params(params, run.data.params), metrics=[], tags=mb.tags(tags))
         self.client.update_run(run_id, status="RUNNING", name=trial_label(experts, trial.user_attrs, number))
         if trial_dir is not None:
-            self.live.watch(number, run_id, Path(trial_dir) / "metrics.jsonl")
+            self.live.watch(number, run_id, Path(trial_dir) / TD.METRICS)
         return run_id
 
     def _where(self, trial_dir: str | Path) -> str:

@@ -12,12 +12,13 @@ import yaml
 
 from explorer.tracking import run_fields as rf
 from explorer.study.stats import interval_metrics
+from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
 
 
 def read_file(path: Path, parse=json.loads) -> Any:
-    """A trial file's content, None when missing or unreadable (logged: a half-written trial)."""
+    """A trial file's content (trial.yaml), None when missing or unreadable (logged: a half-written trial)."""
     try:
         return parse(path.read_text())
     except FileNotFoundError:
@@ -38,8 +39,8 @@ class TrialRecord:
 
 def run_record(frozen_trial, trial_dir: Path | None, experts: str, default_objective: str) -> TrialRecord:
     ua = frozen_trial.user_attrs
-    spec = read_file(trial_dir / "trial.yaml", yaml.safe_load) if trial_dir else None
-    result = read_file(trial_dir / "result.json") if trial_dir else None
+    spec = read_file(trial_dir / TD.TRIAL_SPEC, yaml.safe_load) if trial_dir else None
+    result = TD.read_result(trial_dir)
     objective = rf.objective_of(result, default_objective)
     params = rf.setting_params(frozen_trial.params, ua)
     if isinstance(spec, dict):  # its experts are in the order of the trial's letters
@@ -53,5 +54,5 @@ def run_record(frozen_trial, trial_dir: Path | None, experts: str, default_objec
     values.update(interval_metrics(result or {}))  # intervals and the blind control
     if frozen_trial.value is not None:
         values.setdefault(objective, rf.rounded(frozen_trial.value))
-    rows = rf.read_steps(trial_dir / "metrics.jsonl") if trial_dir else []
+    rows = rf.read_steps(trial_dir / TD.METRICS) if trial_dir else []
     return TrialRecord(params, values, rows, objective, bool(result and result.get("scores")))

@@ -1,4 +1,4 @@
-"""Stage 2 on cached expert features (trainers/caches/features.py, stage2_features.py): the same
+"""Stage 2 on cached expert features (trainers/caches/features.py, trainers/stages/features.py): the same
 projector as with the expert forwards, no expert forward in stage 2 of a trial that hits, one
 computation for two processes that claim the same entry, the size bound, and a key that follows
 every input."""

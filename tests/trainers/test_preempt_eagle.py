@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.trainers.helpers_eagle import TINY_YAML, tiny_spec_dict, write_spec
-from trainers.launch import ATTEMPTS, SPEC_STATE, prepare_trial, run_trial
+from trainers.launch import prepare_trial, run_trial
+from trainers.trial_dir import ATTEMPTS, PREEMPT_MARK, SPEC_STATE
 from trainers.training.metrics import read_metrics
-from trainers.training.preempt import MARK_FILE, PREEMPT_EXIT
+from trainers.training.preempt import PREEMPT_EXIT
 from trainers.spec import SpecError
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def test_sigterm_checkpoints_every_rank_and_the_next_attempt_continues(tmp_path)
     _wait_for_sft_step(out, proc, 3)
     os.kill(proc.pid, signal.SIGTERM)  # the launcher only: it asks every rank to stop
     assert proc.wait(timeout=120) == PREEMPT_EXIT
-    mark = json.loads((out / MARK_FILE).read_text())
+    mark = json.loads((out / PREEMPT_MARK).read_text())
     stopped = mark["step"]
     assert mark["stage"] == "sft" and 3 <= stopped < 48
     assert (out / "checkpoints" / "sft" / f"step_{stopped:07d}" / "COMPLETE").is_file()

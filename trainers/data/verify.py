@@ -13,10 +13,10 @@ from typing import Any
 from trainers.data.errors import DataError
 from trainers.data.images import check_image
 from trainers.data.records import read_records
+from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
 
-CHECKS_FILE = "data_checks.json"  # in the trial directory: what the workers read
 
 
 def _key(records_path: Path, folder: Path | None, images: list[str]) -> str:
@@ -54,7 +54,7 @@ def verify_dataset(records_path: str | Path, folder: str | Path | None, cache_di
 def write_checks(paths: list[Path], folder: Path | None, cache_dir: Path, out_dir: Path,
                  on_bad_image: str) -> dict[str, dict[str, Any]]:
     """Verify every dataset of a trial; error mode fails on the first bad image (naming it and the
-    count). Writes out_dir/CHECKS_FILE for the workers."""
+    count). Writes out_dir/data_checks.json for the workers."""
     checks: dict[str, dict[str, Any]] = {}
     for p in dict.fromkeys(paths):
         res = verify_dataset(p, folder, cache_dir)
@@ -63,12 +63,12 @@ def write_checks(paths: list[Path], folder: Path | None, cache_dir: Path, out_di
             raise DataError(f"{p}: image {Path(folder or '') / name}: {reason} ({len(res['bad'])} bad images; "
                             "data.on_bad_image: skip drops them)")
         checks[str(Path(p).resolve())] = res
-    (out_dir / CHECKS_FILE).write_text(json.dumps(checks, indent=1))
+    (out_dir / TD.DATA_CHECKS).write_text(json.dumps(checks, indent=1))
     return checks
 
 
 def read_checks(out_dir: Path) -> dict[str, dict[str, Any]]:
-    path = out_dir / CHECKS_FILE
+    path = out_dir / TD.DATA_CHECKS
     if not path.is_file():
         raise DataError(f"{path}: no image checks (a trial's images are verified by trainers.launch before it starts)")
     return json.loads(path.read_text())

@@ -23,6 +23,7 @@ from trainers.eval.base import check_profile
 from trainers.eval.benchmarks import parse_benchmark_list
 from trainers.eval.runner import evaluate
 from trainers.spec import TrialSpec, load_trial_spec, parse_trial_spec
+from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +36,17 @@ def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, Path]:
     ckpt = Path(checkpoint).expanduser().resolve()
     if not ckpt.exists():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-    if (ckpt / "trial.yaml").is_file():
+    if (ckpt / TD.TRIAL_SPEC).is_file():
         model_dir = ckpt / "stages" / "sft" / "model"
         if not (model_dir / MODEL_CONFIG).is_file():
             raise FileNotFoundError(f"{ckpt} is a trial directory without a finished model "
                                     f"(no {model_dir / MODEL_CONFIG})")
-        return model_dir, ckpt / "trial.yaml"
+        return model_dir, ckpt / TD.TRIAL_SPEC
     if not (ckpt / MODEL_CONFIG).is_file():
         raise FileNotFoundError(f"{ckpt} is neither a trial directory (trial.yaml) nor a saved model ({MODEL_CONFIG})")
     for parent in list(ckpt.parents)[:3]:
-        if (parent / "trial.yaml").is_file():
-            return ckpt, parent / "trial.yaml"
+        if (parent / TD.TRIAL_SPEC).is_file():
+            return ckpt, parent / TD.TRIAL_SPEC
     raise FileNotFoundError(f"no trial.yaml in the 3 folders above {ckpt}: it names the chat template "
                             "the model was trained with")
 

@@ -27,6 +27,7 @@ from trainers.eval.benchmarks import get_benchmark, parse_benchmark_list
 from trainers.eval.synthetic_suite import ensure_suite
 from trainers.spec import TrialSpec
 from trainers.stages.recipes import data_image_size
+from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, *, rank: in
             items, items_done = items[:done], items_done + done
             if rank == 0 and error is None:
                 try:
-                    write_predictions(out_dir / "predictions" / f"{name}.jsonl", bench, items, preds, gen)
+                    write_predictions(out_dir / TD.PREDICTIONS / f"{name}.jsonl", bench, items, preds, gen)
                     scores.update(bench.summarize(items, preds))
                     runs.append((bench, items, preds))
                     logger.info("eval %s: %.2f on %d items", name, scores[name], len(items))
@@ -242,7 +243,7 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, *, rank: in
                                 len(items), rank, world_size)
                 if rank == 0 and error is None:
                     try:
-                        write_predictions(out_dir / "predictions" / f"{name}.blind.jsonl", bench, items, blind, gen)
+                        write_predictions(out_dir / TD.PREDICTIONS / f"{name}.blind.jsonl", bench, items, blind, gen)
                         blind_runs.append((bench, items, blind))
                     except Exception as err:
                         if not shared:

@@ -16,6 +16,7 @@ from trainers.training import distributed as D
 from trainers.stages import recipes as S
 from trainers.stages.context import StageContext
 from trainers.training.loader import to_device
+from trainers import trial_dir as TD
 
 
 
@@ -81,7 +82,7 @@ def item_scores(out_dir: Path, names: list[str]) -> dict[str, dict[str, float]]:
     """Per-item scores of the evaluation just written (predictions/<bench>.jsonl), by question id."""
     out: dict[str, dict[str, float]] = {}
     for name in names:
-        path = out_dir / "predictions" / f"{name}.jsonl"
+        path = out_dir / TD.PREDICTIONS / f"{name}.jsonl"
         if path.is_file():
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             out[name] = {str(r["question_id"]): float(r["score"]) for r in rows}

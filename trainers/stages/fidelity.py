@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from trainers import trial_dir as TD
 
-FIDELITY_FILE = "fidelity.json"
 
 
 class _Strict(BaseModel):
@@ -40,7 +40,7 @@ class FidelityRequest(_Strict):
 
 
 def read_request(out_dir: str | Path) -> FidelityRequest | None:
-    path = Path(out_dir) / FIDELITY_FILE
+    path = Path(out_dir) / TD.FIDELITY
     if not path.is_file():
         return None
     try:
@@ -51,7 +51,7 @@ def read_request(out_dir: str | Path) -> FidelityRequest | None:
 
 def write_request(out_dir: str | Path, request: FidelityRequest | None) -> None:
     """Atomically; None removes a previous request (the launch is at full fidelity)."""
-    path = Path(out_dir) / FIDELITY_FILE
+    path = Path(out_dir) / TD.FIDELITY
     if request is None:
         path.unlink(missing_ok=True)
         return

@@ -53,12 +53,6 @@ def setup_logging(log_dir: str | Path | None = None, level: int = logging.INFO) 
     _CONFIGURED = True
 
 
-def rank_zero_info(logger: logging.Logger, msg: str, *args: object) -> None:
-    """Log on rank 0 only (file handlers of other ranks stay quiet too)."""
-    if get_rank() == 0:
-        logger.info(msg, *args)
-
-
 _ERROR_LINE = re.compile(r"^(?:\[(?:rank|default)\d+\]:\s*)*(?:[A-Za-z_][\w]*\.)*([A-Z]\w*(?:Error|Exception)):\s*(.*)$")
 _WRAPPERS = ("ChildFailedError", "TrialFailed", "RunnerError", "CalledProcessError")
 

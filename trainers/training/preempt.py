@@ -8,10 +8,9 @@ import json
 import signal
 from pathlib import Path
 from typing import Any
+from trainers import trial_dir as TD
 
 PREEMPT_EXIT = 75  # EX_TEMPFAIL: try again later
-REQUEST_FILE = "PREEMPT"  # written by a launcher asked to stop; every rank's rank 0 polls it
-MARK_FILE = "preempted.json"  # written by rank 0 once the checkpoint is on disk
 
 _signalled = False
 
@@ -41,19 +40,19 @@ def install_handlers() -> None:
 
 
 def requested(out_dir: Path | None) -> bool:
-    return _signalled or (out_dir is not None and (out_dir / REQUEST_FILE).exists())
+    return _signalled or (out_dir is not None and (out_dir / TD.PREEMPT_REQUEST).exists())
 
 
 def request(out_dir: Path) -> None:
     """Ask a running trial (all its ranks) to checkpoint and stop."""
-    (out_dir / REQUEST_FILE).write_text("stop\n")
+    (out_dir / TD.PREEMPT_REQUEST).write_text("stop\n")
 
 
 def write_mark(out_dir: Path, err: Preempted) -> None:
-    (out_dir / MARK_FILE).write_text(json.dumps({"stage": err.tag, "step": err.step}))
+    (out_dir / TD.PREEMPT_MARK).write_text(json.dumps({"stage": err.tag, "step": err.step}))
 
 
 def clear(out_dir: Path) -> None:
     """Before an attempt starts: an old request or mark belongs to the previous attempt."""
-    for name in (REQUEST_FILE, MARK_FILE):
+    for name in (TD.PREEMPT_REQUEST, TD.PREEMPT_MARK):
         (out_dir / name).unlink(missing_ok=True)

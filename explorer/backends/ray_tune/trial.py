@@ -13,6 +13,7 @@ from typing import Any
 from explorer.backends.local import LocalRunner
 
 from explorer.backends.base import Runner, RunnerError, TrialJob, run_job
+from trainers import trial_dir as TD
 logger = logging.getLogger(__name__)
 
 _OUTCOME = "eagle_outcome"  # final result key: the TrialOutcome as JSON
@@ -117,14 +118,14 @@ class RayTrainRunner:
         seen = 0
         while thread.is_alive():
             thread.join(self.poll_s)
-            seen, stop = LocalRunner._stream(out / "metrics.jsonl", seen, job)
+            seen, stop = LocalRunner._stream(out / TD.METRICS, seen, job)
             if stop:
                 raise optuna.TrialPruned(f"trial {job.number} pruned")
         if "error" in box:
             msg = str(box["error"]).strip().splitlines()
             last = msg[-1] if msg else type(box["error"]).__name__
             raise RunnerError(f"TorchTrainer of trial {job.number} failed: {last}", restarts=self.max_failures)
-        result_path = out / "result.json"
-        if not result_path.is_file():
-            raise RunnerError(f"TorchTrainer of trial {job.number} finished but wrote no {result_path}")
-        return json.loads(result_path.read_text())
+        result = TD.read_result(out)
+        if result is None:
+            raise RunnerError(f"TorchTrainer of trial {job.number} finished but wrote no readable {out / TD.RESULT}")
+        return result
