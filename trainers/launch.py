@@ -230,7 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--nproc", type=int, default=1)
     ap.add_argument("--restart", action="store_true", help="start over if the directory holds another spec's progress")
+    ap.add_argument("--die-with-parent", action="store_true", help="stop the trial's processes when the parent dies")
     args, torchrun_args = ap.parse_known_args(argv)
+    if args.die_with_parent:
+        import threading
+
+        from trainers.training.processes import watch_parent
+
+        threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True).start()
     from trainers.training.logging_utils import setup_logging
 
     setup_logging()

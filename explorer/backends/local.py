@@ -1,6 +1,6 @@
 """The local backend: trials as processes on this machine, up to `resources.max_concurrent_trials` at
-once. LocalRunner runs one real trial (`python -m explorer.backends.trial_process`, which calls
-`trainers.launch.run_trial`) in its own session, so its torchrun ranks are killed as one."""
+once. LocalRunner runs one real trial (`python -m trainers.launch ... --die-with-parent`) in its own
+session, so its torchrun ranks are killed as one."""
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -18,6 +18,7 @@ import optuna
 
 from explorer.backends.base import Executor, Runner, RunnerError, TrialJob, TrialOutcome, TrialPreemptedError, run_job
 from trainers.training.preempt import PREEMPT_EXIT  # light: no torch
+from trainers.training.processes import kill_groups, process_groups
 from trainers import trial_dir as TD
 
 
@@ -52,40 +53,8 @@ def _eval_value(line: dict[str, Any], metric: str) -> float | None:
     return None
 
 
-def process_groups(root: int) -> set[int]:
-    """Process groups of `root` and all its descendants (torchrun starts its own session, so
-    killing the launcher's group alone would leave the ranks running). Linux /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended while we looked
-        children.setdefault(ppid, []).append(int(entry))
-    groups, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            groups.add(os.getpgid(pid))
-        except ProcessLookupError:
-            pass
-        todo.extend(children.get(pid, []))
-    return groups
-
-
-def kill_groups(groups: set[int], sig: int) -> None:
-    for pgid in groups:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 class LocalRunner:
-    """One real trial per call: `python -m explorer.backends.trial_process SPEC OUT NPROC` in a new session
+    """One real trial per call: `python -m trainers.launch SPEC --out OUT --nproc N` in a new session
     (its torchrun ranks share that process group, killed as one). Streams eval lines of
     metrics.jsonl to job.report for pruning."""
 
@@ -136,8 +105,8 @@ class LocalRunner:
         logs = job.trial_dir / TD.LOGS
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / "launcher.log"
-        cmd = [self.python, "-m", "explorer.backends.trial_process", str(job.spec_path), str(job.trial_dir), str(job.nproc),
-               *(["--restart"] if job.restart else [])]
+        cmd = [self.python, "-m", "trainers.launch", str(job.spec_path), "--out", str(job.trial_dir), "--nproc",
+               str(job.nproc), "--die-with-parent", *(["--restart"] if job.restart else [])]
         env = {**os.environ, **(self.env or {})}
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)

@@ -20,7 +20,7 @@ from explorer.backends.base import RunnerError, TrialJob, run_job
 # like a trial, and (mode "slow") leaves a grandchild in its own session, as torchrun does.
 FAKE = r'''#!{python}
 import json, os, subprocess, sys, time
-spec, out, nproc = sys.argv[3:6]
+spec, out, nproc = sys.argv[3], sys.argv[sys.argv.index('--out') + 1], sys.argv[sys.argv.index('--nproc') + 1]
 mode = os.environ["FAKE_MODE"]
 if mode == "slow":  # the grandchild exists before any eval line, so a prune must reach it
     child = subprocess.Popen(["sleep", "60"], start_new_session=True)
