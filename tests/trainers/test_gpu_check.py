@@ -19,7 +19,7 @@ def test_refuses_without_cuda(capsys):
     assert gpu_check.main([]) == 2
     err = capsys.readouterr()
     assert err.out == "" and err.err.strip().splitlines() == [
-        "gpu_check: no CUDA device (torch.cuda.is_available() is False); run it on a GPU machine"]
+        "gpu_check: no CUDA device (torch.cuda.is_available() is False); run it on a GPU machine, or --rehearse-on-cpu"]
     assert full_size_throughput.main([]) == 2
 
 
