@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trainers.nodes import Nodes, from_slurm, names_nodes
 from trainers.training import preempt
 from trainers.spec import SpecError, TrialSpec, changed_fields, dump_trial_spec, load_trial_spec
 from trainers.preflight import check_trial
@@ -24,6 +25,7 @@ from trainers import trial_dir as TD
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
+PREPARE_WAIT_S = 4 * 3600  # node 0 may pre-train skilled experts before the ranks start
 
 
 class TrialFailed(RuntimeError):
@@ -124,7 +126,7 @@ def torchrun_command(spec_path: Path, out_dir: Path, cache_dir: Path, nproc: int
                      *, torchrun_args: Sequence[str] = (), worker_args: Sequence[str] = ()) -> list[str]:
     """Each job gets its own rendezvous (c10d on a free port) unless multi-node args override it."""
     args = list(torchrun_args)
-    rdzv = [] if any(a.startswith("--rdzv") for a in args) else [
+    rdzv = [] if names_nodes(args) else [
         "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0"]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), *rdzv, *args,
             "-m", "trainers.stages.runner", "--spec", str(spec_path), "--out", str(out_dir),
@@ -172,32 +174,29 @@ def _verify_images(spec: TrialSpec, source: str, cache: Path, out: Path) -> None
 
 def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, *, torchrun_args: Sequence[str] = (),
               worker_args: Sequence[str] = (), timeout_s: float | None = None,
-              extra_torchrun_args: Sequence[str] = (), restart: bool = False) -> dict[str, Any]:
+              extra_torchrun_args: Sequence[str] = (), restart: bool = False,
+              nodes: Nodes | None = None) -> dict[str, Any] | None:
     """Run a whole trial, continuing the directory's last checkpoints; returns result.json's content.
     SpecError before launch, TrialPreempted or TrialFailed after. `extra_torchrun_args` is the
-    DEVELOPERS.md name of `torchrun_args` (both are passed through)."""
+    DEVELOPERS.md name of `torchrun_args` (both are passed through). Several nodes: `nodes`, or
+    SLURM's (trainers/nodes.py) when torchrun_args do not name them; node k > 0 returns None."""
     torchrun_args = [*torchrun_args, *extra_torchrun_args]
+    if nodes is None and not names_nodes(torchrun_args):
+        nodes = from_slurm()
+    if nodes is not None:
+        torchrun_args = [*torchrun_args, *nodes.torchrun_args()]
+        if nodes.rank > 0:
+            return _follow_node0(spec_path, Path(out_dir), nproc, nodes, torchrun_args, worker_args, timeout_s)
     spec, trial_yaml, cache = prepare_trial(spec_path, out_dir, nproc, torchrun_args, restart)
     out = Path(out_dir)
     preempt.clear(out)
     _record_attempt(out, {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit": None,
                           "resumed_from": {}}, new=True)
+    if nodes is not None:  # the other nodes start their ranks once this is written
+        (out / TD.LOGS / TD.PREPARED).write_text(json.dumps({"run_id": nodes.run_id}))
     _stop_on_signal(out)
     cmd = torchrun_command(trial_yaml, out, cache, nproc, torchrun_args=torchrun_args, worker_args=worker_args)
-    log = out / TD.LOGS / TD.TORCHRUN_LOG
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
-    logger.info("trial %s: %s", spec.name, " ".join(cmd))
-    with log.open("ab") as fh:
-        start = fh.tell()  # the log keeps every attempt: this attempt's error is read from here
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
-            rc = -9
+    rc, log, start = _torchrun(cmd, out / TD.LOGS / TD.TORCHRUN_LOG, timeout_s)
     mark = out / TD.PREEMPT_MARK
     if rc != 0 and mark.is_file():
         where = json.loads(mark.read_text())
@@ -206,13 +205,7 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, *, tor
                              "(checkpoint saved: run it again to continue)")
     if rc != 0:
         _record_attempt(out, {"exit": rc}, new=False)
-        with log.open("rb") as fh:
-            fh.seek(start)
-            lines = fh.read().decode(errors="replace").splitlines()
-        found = find_error(lines)
-        first = f"{found[0]}: {found[1]}"[:500] if found else "no Python error in the log"
-        tail = "\n".join(lines[-LOG_TAIL_LINES:])
-        raise TrialFailed(f"trial {spec.name} failed (exit {rc}): {first}; log {log}; tail:\n{tail}")
+        raise _failure(spec.name, rc, log, start)
     result_path = out / TD.RESULT
     if not result_path.is_file():
         raise TrialFailed(f"trial {spec.name}: workers exited 0 but wrote no {result_path}")
@@ -222,6 +215,57 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, *, tor
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(result_path)
     return result
+
+
+def _torchrun(cmd: list[str], log: Path, timeout_s: float | None) -> tuple[int, Path, int]:
+    """Runs torchrun in its own process group, appending to `log`: (exit code, log, this attempt's offset)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    logger.info("%s", " ".join(cmd))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        start = fh.tell()  # the log keeps every attempt: this attempt's error is read from here
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            rc = -9
+    return rc, log, start
+
+
+def _failure(name: str, rc: int, log: Path, start: int) -> TrialFailed:
+    with log.open("rb") as fh:
+        fh.seek(start)
+        lines = fh.read().decode(errors="replace").splitlines()
+    found = find_error(lines)
+    first = f"{found[0]}: {found[1]}"[:500] if found else "no Python error in the log"
+    tail = "\n".join(lines[-LOG_TAIL_LINES:])
+    return TrialFailed(f"trial {name} failed (exit {rc}): {first}; log {log}; tail:\n{tail}")
+
+
+def _follow_node0(spec_path: str | Path, out: Path, nproc: int, nodes: Nodes, torchrun_args: list[str],
+                  worker_args: Sequence[str], timeout_s: float | None) -> None:
+    """Node k > 0: waits until node 0 has prepared this launch (validated, written trial.yaml, made
+    the data), then starts its own ranks; node 0 records the attempt and the result."""
+    marker, deadline = out / TD.LOGS / TD.PREPARED, time.monotonic() + (timeout_s or PREPARE_WAIT_S)
+    while not (marker.is_file() and json.loads(marker.read_text() or "{}").get("run_id") == nodes.run_id):
+        if time.monotonic() > deadline:
+            raise TrialFailed(f"node {nodes.rank}: node 0 did not prepare {out} for {nodes.run_id} in time")
+        time.sleep(1.0)
+    spec = load_trial_spec(out / TD.TRIAL_SPEC)
+    cache = Path(spec.cache_dir) if spec.cache_dir else default_cache_dir(spec, out)
+    _stop_on_signal(out)
+    cmd = torchrun_command(out / TD.TRIAL_SPEC, out, cache, nproc, torchrun_args=torchrun_args,
+                           worker_args=worker_args)
+    rc, log, start = _torchrun(cmd, out / TD.LOGS / f"torchrun.node{nodes.rank}.log", timeout_s)
+    if rc != 0 and (out / TD.PREEMPT_MARK).is_file():
+        raise TrialPreempted(f"trial {spec.name}: node {nodes.rank} stopped after the checkpoint")
+    if rc != 0:
+        raise _failure(f"{spec.name} (node {nodes.rank})", rc, log, start)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrialFailed as err:
         logger.error("%s", err)
         return 1
-    sys.stdout.write(json.dumps(result) + "\n")
+    if result is not None:  # node k > 0 of a multi-node trial has none: node 0 reports it
+        sys.stdout.write(json.dumps(result) + "\n")
     return 0
 
 

@@ -24,7 +24,8 @@ PREDICTIONS = "predictions"
 CHECKPOINTS = "checkpoints"
 STAGES = "stages"
 SUPERSEDED = ".superseded"  # progress of an older spec, moved aside by --restart
-TORCHRUN_LOG = "torchrun.log"  # in logs/
+TORCHRUN_LOG = "torchrun.log"  # in logs/ (node k > 0 of a multi-node trial: torchrun.node<k>.log)
+PREPARED = "prepared.json"  # in logs/: node 0 has prepared this launch (run id); the other nodes wait for it
 
 
 def read_result(trial_dir: str | Path | None) -> dict[str, Any] | None:

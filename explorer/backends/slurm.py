@@ -8,7 +8,8 @@ Time limits and pre-emption: jobs are submitted with `--no-requeue` and `--signa
 SLURM's SIGTERM (ahead of the time limit, or on pre-emption) makes every rank checkpoint and stop;
 the job reports "pre-empted" and the controller requeues a new attempt, a new job, that continues
 from that checkpoint in the same trial directory (no retry is spent). Several nodes: one task per
-node, each a torchrun of `nproc_per_trial` ranks meeting at a c10d rendezvous on the first node."""
+node, each a torchrun of `nproc_per_trial` ranks; node ranks and the rendezvous on the first node
+come from SLURM's variables (trainers/nodes.py)."""
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -28,7 +29,6 @@ from explorer.study.spec import SlurmOptions, StudySpec
 from trainers import trial_dir as TD
 
 logger = logging.getLogger(__name__)
-RDZV_PORT = 29400
 
 
 def _no_report(step: int, value: float) -> bool:  # noqa: ARG001 -- the job cannot reach the study
@@ -63,15 +63,17 @@ def run_in_job(runner: Runner, job: TrialJob, nodes: int) -> dict[str, Any]:
     return {"result": result}
 
 
-def _multi_node_trial(job: TrialJob, nodes: int) -> dict[str, Any]:
-    import submitit
-
+def _multi_node_trial(job: TrialJob, nodes: int) -> dict[str, Any] | None:
+    """One task per node: node rank, count and rendezvous from SLURM's variables (trainers/nodes.py);
+    task 0's result is the job's."""
     from trainers.launch import run_trial
+    from trainers.nodes import from_slurm
 
-    env = submitit.JobEnvironment()
-    rdzv = ["--nnodes", str(nodes), "--node-rank", str(env.node), "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", f"{env.hostnames[0]}:{RDZV_PORT}", "--rdzv-id", str(env.job_id)]
-    return run_trial(job.spec_path, job.trial_dir, job.nproc, torchrun_args=rdzv, restart=job.restart)
+    found = from_slurm()
+    if found is None or found.count != nodes:
+        raise RunnerError(f"a {nodes}-node trial job runs {found.count if found else 1} SLURM task(s); "
+                          "it needs one task per node")
+    return run_trial(job.spec_path, job.trial_dir, job.nproc, restart=job.restart, nodes=found)
 
 
 def _live(ids: list[str]) -> list[str]:
@@ -145,7 +147,7 @@ class SlurmExecutor(Executor):
                 if finished:
                     break
                 time.sleep(self.poll_s)
-            out = sj.result()
+            out = sj.results()[0]  # task 0 reports the trial (a multi-node job has one task per node)
         except submitit.core.utils.UncompletedJobError as err:
             mark = job.trial_dir / TD.PREEMPT_MARK
             if mark.is_file() and mark.stat().st_mtime >= submitted:  # killed after its checkpoint

@@ -22,7 +22,8 @@ def trial(trial_file: Annotated[Path, typer.Argument(help="Trial spec (YAML).")]
           restart: Annotated[bool, typer.Option(
               "--restart", help="Start over if OUT holds progress of another spec (it moves aside).")] = False) -> None:
     """Run one trial on this machine (torchrun; DeepSpeed when the spec says so). Run it again on
-    the same OUT to continue from its last checkpoint; SIGTERM makes it checkpoint and stop."""
+    the same OUT to continue from its last checkpoint; SIGTERM makes it checkpoint and stop. Under
+    `srun` with one task per node, the tasks run one trial on all the nodes (docs/slurm.md)."""
     with guard():
         from explorer.preflight import preflight
         from trainers.launch import TrialFailed, TrialPreempted, run_trial
@@ -38,6 +39,9 @@ def trial(trial_file: Annotated[Path, typer.Argument(help="Trial spec (YAML).")]
         except TrialFailed as err:
             err_console().print(f"[red]trial failed:[/red] {one_line(err)} (logs: {out_dir / 'logs'})")
             raise typer.Exit(1) from None
+        if result is None:  # node k > 0 of a multi-node trial (srun): node 0 reports it
+            err_console().print(f"this node's ranks of {out_dir} finished; node 0 prints the result")
+            return
         _print_result(result, out_dir)
 
 
