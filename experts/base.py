@@ -220,14 +220,16 @@ class VisionExpert(nn.Module):
         self._set_backbone_checkpointing(bool(flag))
         self.config = self.config.with_overrides(grad_checkpointing=bool(flag))
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write expert.json (full arch, random-init rebuildable) + model.safetensors."""
+    def save_pretrained(self, directory: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write expert.json (full arch, random-init rebuildable) + model.safetensors: `state`, or this
+        module's own (a trainer passes the state it gathered from ZeRO-3 partitions)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         cfg = self.config.model_dump()
         cfg.update(arch=self.export_arch(), pretrained=False, source=None)
         (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if state is None:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(out / WEIGHTS_FILE), metadata={"family": self.family})
         logger.info("saved expert %s to %s", self.config.name, out)
         return out

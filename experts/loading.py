@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,29 @@ def read_safetensors(path: str | Path, prefix: str = "", dtype: torch.dtype | No
                 t = f.get_tensor(key)
                 out[key[len(prefix):]] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
     return out
+
+
+class SafetensorsState(Mapping):
+    """A .safetensors file as a read-only state dict whose tensors are read (and converted to
+    `dtype`) only when asked for: a loader that fills one submodule at a time holds one at a time."""
+
+    def __init__(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
+        self.path, self.dtype = Path(path), dtype
+        with safe_open(str(self.path), framework="pt") as f:
+            self._keys = list(f.keys())
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        with safe_open(str(self.path), framework="pt") as f:
+            t = f.get_tensor(key)
+        return t.to(self.dtype) if self.dtype is not None and t.is_floating_point() else t
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def check_keys(expected, given, owner: str = "") -> None:
@@ -211,10 +234,6 @@ def read_saved_config(directory: str | Path) -> ExpertConfig:
         return ExpertConfig.model_validate(json.loads(path.read_text()))
     except ValueError as exc:
         raise ExpertLoadError(f"{path}: not a valid expert config ({_first_line(exc)})") from exc
-
-
-def read_saved_weights(directory: str | Path, prefix: str = "", dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    return read_safetensors(Path(directory).expanduser() / WEIGHTS_FILE, prefix, dtype)
 
 
 def load_saved_backbone(expert_cls, cfg: ExpertConfig) -> nn.Module:

@@ -15,7 +15,7 @@ from experts.errors import UnknownNameError
 from experts.lookup import Registry
 from experts.families.eva02 import Eva02Expert
 from experts.families.hf_vision import HFVisionExpert
-from experts.loading import WEIGHTS_FILE, default_dtype, read_saved_config, read_saved_weights, stream_safetensors
+from experts.loading import WEIGHTS_FILE, SafetensorsState, default_dtype, read_saved_config, stream_safetensors
 from experts.families.pix2struct import Pix2StructExpert
 from experts.presets import PRESETS
 from experts.fusion import FUSIONS
@@ -63,7 +63,7 @@ def load_expert(directory, load_state=None, dtype: torch.dtype | None = None) ->
     if load_state is None:
         stream_safetensors(expert, Path(directory).expanduser() / WEIGHTS_FILE)
     else:
-        load_state(expert, read_saved_weights(directory, dtype=dtype))
+        load_state(expert, SafetensorsState(Path(directory).expanduser() / WEIGHTS_FILE, dtype=dtype))
     return expert
 
 

@@ -106,6 +106,7 @@ def _sig(x: float | None) -> float | None:
 def _stage_doc(s: StageEstimate) -> dict[str, Any]:
     return {"trainable_params": s.trainable_params, "frozen_params": s.frozen_params,
             "flops_per_sample": s.flops_per_sample, "peak_memory_gb": round(s.peak_memory_gb, 3),
+            "host_memory_gb_per_node": round(s.host_memory_gb, 3),
             "gpu_hours": _sig(s.gpu_hours), "samples": s.samples,
             "tokens_per_sample": s.tokens_per_sample, "memory_gb": {k: round(v, 3) for k, v in s.memory_gb.items()},
             **({"stage1": [{"expert": e["expert"], "key": hashlib.sha256(e["key"].encode()).hexdigest()[:16],

@@ -78,7 +78,7 @@ def _print_plan(doc: dict, limit: float | None, target: Path) -> None:
     a = doc["assumptions"]
     table = Table(title=f"{target}: plan ({a['gpus_per_trial']} GPU(s) per trial, MFU {a['mfu']:.0%} of "
                         f"{a['peak_tflops']:g} TFLOP/s)")
-    for col in ("trial", "stage", "trainable", "frozen", "FLOP/sample", "tokens", "peak GB/GPU", "GPU-h"):
+    for col in ("trial", "stage", "trainable", "frozen", "FLOP/sample", "tokens", "peak GB/GPU", "host GB/node", "GPU-h"):
         table.add_column(col, justify="left" if col in ("trial", "stage") else "right")
     for t in doc["trials"]:
         for i, (stage, s) in enumerate(t["stages"].items()):
@@ -87,7 +87,8 @@ def _print_plan(doc: dict, limit: float | None, target: Path) -> None:
                 peak = f"[red]{peak} > {limit:g}[/red]"
             table.add_row(t["key"] if i == 0 else "", stage, _si(s["trainable_params"]),
                           _si(s["frozen_params"]), _si(s["flops_per_sample"]),
-                          str(s["tokens_per_sample"]), peak, _fmt_hours(s["gpu_hours"]))
+                          str(s["tokens_per_sample"]), peak, f"{s['host_memory_gb_per_node']:.3g}",
+                          _fmt_hours(s["gpu_hours"]))
     console = Console(width=max(120, Console().width))
     console.print(table)
     tot = doc["total_gpu_hours"]

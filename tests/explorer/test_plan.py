@@ -14,7 +14,8 @@ from explorer.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
-STAGE_KEYS = {"trainable_params", "frozen_params", "flops_per_sample", "peak_memory_gb", "gpu_hours"}
+STAGE_KEYS = {"trainable_params", "frozen_params", "flops_per_sample", "peak_memory_gb", "gpu_hours",
+              "host_memory_gb_per_node"}
 
 SMALL = {  # greedy over two tiny experts: two expert sets, three planned trials
     "name": "plan-small", "strategy": {"type": "greedy", "base": ["A"], "candidates": ["B", "C"], "max_size": 2},
@@ -158,6 +159,9 @@ def test_plan_of_the_paper_greedy_study(tmp_path, plan_cache):
     sft = doc["trials"][0]["stages"]["sft"]
     assert 7.8e9 < sft["trainable_params"] < 8.0e9  # Vicuna-7B + projector + CLIP-L + ConvNeXt-XXL (trained in SFT)
     assert sft["frozen_params"] < 2e7  # only what the features never reach (the experts train in SFT)
+    # ZeRO-2 builds the whole bf16 model on the host in each of the node's 8 ranks
+    whole = 2 * (sft["trainable_params"] + sft["frozen_params"]) / 2**30
+    assert sft["host_memory_gb_per_node"] == pytest.approx(8 * whole, rel=1e-3) and 110 < 8 * whole < 140
     peaks = [s["peak_memory_gb"] for t in doc["trials"] for s in t["stages"].values()]
     assert max(peaks) <= doc["gpu_memory_gb"] == 80  # `run` would refuse the study otherwise
     six = doc["trials"][-1]["stages"]

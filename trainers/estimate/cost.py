@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.estimate.arch_profiles import ArchProfiler, Profile, llm_config
-from trainers.estimate.memory import GiB, activation_bytes, state_bytes
+from trainers.estimate.memory import GiB, activation_bytes, host_bytes, state_bytes
 from trainers.spec import RECIPE_STAGES, LLMSpec, StageSpec, TrialSpec
 
 CAPTION_STAGES = ("pretrain", "align_expert", "align_projector")  # these read the pre-training captions
@@ -29,6 +29,7 @@ class Assumptions:
     sft_tokens: int = 512  # text tokens of an SFT sample
     samples: dict[str, int] = field(default_factory=dict)  # "pretrain"/"sft" -> records (overrides the data)
     device: str = "gpu"  # where precision "auto" is resolved: bf16 on a GPU, fp32 on a CPU
+    gpus_per_node: int = 8  # a trial of more GPUs spans nodes (host RAM is priced per node)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class StageEstimate:
     tokens_per_sample: int
     memory_gb: dict[str, float]  # weights, gradients, optimizer, activations
     stage1: list[dict[str, Any]] = field(default_factory=list)  # align_expert: per expert key + hours
+    host_memory_gb: float = 0.0  # host RAM per node while the stage builds, loads and saves
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,8 +145,10 @@ class TrialEstimator:
         flops = float(sum(p.flops for p, _ in parts))
         mem = self._memory(spec, hp, parts, mode != "fp32")
         hours = None if samples is None else flops * samples / (self.a.peak_tflops * 1e12 * self.a.mfu) / 3600
+        host = host_bytes([p.trainable + p.frozen for p, _ in parts[:-1]], lm.trainable + lm.frozen,
+                          spec.train.strategy, mode != "fp32", min(self.a.gpus, self.a.gpus_per_node)) / GiB
         return StageEstimate(sum(p.trainable for p, _ in parts), sum(p.frozen for p, _ in parts), flops,
-                             sum(mem.values()), hours, samples, seq, mem)
+                             sum(mem.values()), hours, samples, seq, mem, host_memory_gb=host)
 
     def trial(self, spec: TrialSpec, vocab: int | None = None) -> dict[str, StageEstimate]:
         """Every stage of the trial's recipe. align_expert trains each expert alone (its peak is the
@@ -164,7 +168,8 @@ class TrialEstimator:
                                     sum(e.flops_per_sample for e in each), max(e.peak_memory_gb for e in each),
                                     None if samples is None else sum(e.gpu_hours for e in each), samples,
                                     each[0].tokens_per_sample, max((e.memory_gb for e in each),
-                                                                   key=lambda m: sum(m.values())))
+                                                                   key=lambda m: sum(m.values())),
+                                    host_memory_gb=max(e.host_memory_gb for e in each))
                 est.stage1 = [{"expert": c.name, "key": stage1_identity(c, spec), "gpu_hours": e.gpu_hours}
                               for c, e in zip(cfgs, each)]
                 out[stage] = est

@@ -115,6 +115,9 @@ def count_saved(model: nn.Module) -> Iterator[Saved]:
             h.remove()
 
 
+SAVE_SHARD_BYTES = 2 * 2**30  # trainers/modeling/saving.py writes the LLM in shards of this size
+
+
 def state_bytes(trainable: int, frozen: int, strategy: str, bf16: bool, world: int) -> dict[str, float]:
     """Weights, gradients and optimizer states per GPU. DDP keeps fp32 weights (autocast computes
     in bf16) and a gradient bucket copy when world > 1; DeepSpeed bf16 keeps bf16 weights and
@@ -131,6 +134,20 @@ def state_bytes(trainable: int, frozen: int, strategy: str, bf16: bool, world: i
     weights = w * (trainable + frozen) / (world if zero == 3 else 1)
     grads = w * trainable / world + (w * DS_BUCKET_ELEMENTS * 2 if world > 1 else 0.0)
     return {"weights": weights, "gradients": grads, "optimizer": (8.0 + master) * trainable / world}
+
+
+def host_bytes(part_params: list[int], llm_params: int, strategy: str, bf16: bool, ranks_per_node: int) -> float:
+    """Host RAM per node while a stage builds, loads and saves its model. Without ZeRO-3 every rank
+    builds the whole model on the host first. Under ZeRO-3 a rank holds at most one part whole (an
+    expert or the head, built whole and then partitioned; on rank 0 also the part being saved) and
+    of the LLM one shard of tensors in flight (trainers/modeling/saving.py: SAVE_SHARD_BYTES)."""
+    if strategy not in ZERO:
+        raise KeyError(f"unknown strategy {strategy!r}; known: {', '.join(ZERO)}")
+    w = 2.0 if bf16 and ZERO[strategy] else 4.0
+    if ZERO[strategy] < 3:
+        return ranks_per_node * w * (sum(part_params) + llm_params)
+    one = max([w * n for n in part_params] + [min(w * llm_params, SAVE_SHARD_BYTES)])
+    return (ranks_per_node + 1) * one  # + rank 0's copy of what it saves
 
 
 def activation_bytes(parts: list[tuple[Saved, bool]], micro_batch: int) -> float:

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from experts.loading import SafetensorsState
 from trainers.modeling.projector import build_projector
 
 logger = logging.getLogger(__name__)
@@ -210,17 +210,23 @@ class EagleModel(nn.Module):
         return D.active() and hasattr(next(self.llm.parameters()), "ds_id")
 
     # ----- persistence -----
-    def save_pretrained(self, out_dir: str | Path) -> None:
+    def save_pretrained(self, out_dir: str | Path, *, is_main: bool = True) -> None:
+        """Every rank calls it when the weights are ZeRO-3 partitions (trainers/modeling/saving.py
+        gathers one submodule at a time; rank 0 writes); otherwise only `is_main` writes."""
+        from trainers.modeling.saving import partitioned, save_llm, save_part, whole_state
+
+        if not partitioned(self) and not is_main:
+            return
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         for i, expert in enumerate(self.mixture.experts):
-            expert.save_pretrained(out / "experts" / str(i))
-        fusion_state = {k: v.detach().contiguous() for k, v in self.mixture.fusion.state_dict().items()}
-        if fusion_state:
-            save_file(fusion_state, str(out / "fusion.safetensors"))
-        save_file({k: v.detach().contiguous() for k, v in self.projector.state_dict().items()},
-                  str(out / "projector.safetensors"))
-        self.llm.save_pretrained(str(out / "llm"), safe_serialization=True)
+            state = whole_state(expert, is_main=is_main)
+            if is_main:
+                expert.save_pretrained(out / "experts" / str(i), state=state)
+        save_part(self.mixture.fusion, out / "fusion.safetensors", is_main=is_main)
+        save_part(self.projector, out / "projector.safetensors", is_main=is_main)
+        save_llm(self.llm, out / "llm", is_main=is_main)
+        if not is_main:
+            return
         self.tokenizer.save_pretrained(str(out / "tokenizer"))
         cfg = {"num_experts": len(self.mixture.experts), "fusion": {"name": self.fusion_name,
                "options": self.fusion_options}, "projector": self.projector_type, "image_token": IMAGE_TOKEN,
@@ -249,6 +255,6 @@ class EagleModel(nn.Module):
         model = cls(mixture, cfg["projector"], llm, tokenizer, fusion_name=cfg["fusion"]["name"],
                     fusion_options=cfg["fusion"]["options"])
         if (src / "fusion.safetensors").is_file():  # after the model: it holds the LLM layer aggregators too
-            load_state(mixture.fusion, load_file(str(src / "fusion.safetensors")))
-        load_state(model.projector, load_file(str(src / "projector.safetensors")))
+            load_state(mixture.fusion, SafetensorsState(src / "fusion.safetensors"))
+        load_state(model.projector, SafetensorsState(src / "projector.safetensors"))
         return model.to(dtype)

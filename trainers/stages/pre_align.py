@@ -10,6 +10,7 @@ from trainers.training import distributed as D
 from trainers.stages import recipes as S
 from trainers.stages.context import StageContext
 from trainers.caches.stage1 import KeyedCache, Stage1Cache
+from trainers.modeling.saving import whole_state
 from trainers.training.loop import StageJob
 from trainers.spec import seed_for
 
@@ -56,12 +57,13 @@ def _train_one(ctx: StageContext, cache: Stage1Cache, i: int, cfg, *, key: str, 
                    S.make_collate(model, "align_expert", spec), hp, loader=S.loader_options(spec),
                    extra_metrics={"expert": cfg.name, "cache_key": key})
     res = ctx.train(job)
-    with ctx.engine.gathered(model.mixture.experts[0]):  # the expert alone (ZeRO-3: not the LLM)
-        if env.is_main:
-            cache.commit(key, model.mixture.experts[0].save_pretrained,
-                         {"expert": cfg.name, "steps": res.steps, "first_loss": res.first_loss,
-                          "last_loss": res.last_loss, "trial": spec.name,
-                          "process_s": res.time_s * env.world_size, "world_size": env.world_size})
+    expert = model.mixture.experts[0]
+    state = whole_state(expert, is_main=env.is_main)  # the expert alone, one submodule gathered at a time
+    if env.is_main:
+        cache.commit(key, lambda d: expert.save_pretrained(d, state=state),
+                     {"expert": cfg.name, "steps": res.steps, "first_loss": res.first_loss,
+                      "last_loss": res.last_loss, "trial": spec.name,
+                      "process_s": res.time_s * env.world_size, "world_size": env.world_size})
     D.barrier()
     ctx.free()
     return res

@@ -171,9 +171,7 @@ class TrialRunner:
         if res.steps < res.full_steps:  # stopped at a rung: checkpointed, continued by a later launch
             self.final_model = self.engine.last_module
             return info
-        with self.engine.gathered(model):
-            if self.env.is_main:
-                model.save_pretrained(self.stage_dir(stage) / "model")
+        model.save_pretrained(self.stage_dir(stage) / "model", is_main=self.env.is_main)  # every rank: ZeRO-3 gathers
         self.write_done(stage, info)
         if last:
             self.final_model = self.engine.last_module  # evaluated as it lives in the engine

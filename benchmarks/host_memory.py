@@ -1,0 +1,118 @@
+"""Host memory per rank under ZeRO-3 for a full-size LLM (Qwen2-0.5B's architecture, random weights
+saved locally), 2 gloo processes on CPU: the build (zero.Init, from_pretrained into the partitions),
+the save that gathers one submodule at a time (trainers/modeling/saving.py), and for comparison a
+gather of every parameter at once (what a save did before). Each phase's peak is the rise of the
+process's peak RSS (VmHWM, reset between phases) over its RSS before the phase; the model's size
+is its weights' bytes. `python -m benchmarks.host_memory [--out benchmarks/results/host_memory_cpu.json]`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN2_05B = {"vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+             "num_attention_heads": 14, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+             "tie_word_embeddings": True}  # Qwen2-0.5B's config.json
+MIB = 2**20
+
+
+def _rss(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / MIB
+    raise KeyError(field)
+
+
+def _reset_peak() -> float:
+    """Resets VmHWM to the current RSS (Linux clear_refs 5); returns that RSS in MiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _rss("VmRSS")
+
+
+def write_source(path: Path) -> int:
+    """The random full-size LLM in fp32 safetensors; returns its weights' bytes."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B))
+    model.save_pretrained(str(path), safe_serialization=True)
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def rank_job(source: Path, out: Path) -> dict:
+    import deepspeed
+    from transformers import AutoModelForCausalLM
+
+    from trainers.modeling.llm import import_llm_class
+    from trainers.modeling.saving import save_llm
+    from trainers.spec import LLMSpec
+    from trainers.training import distributed as D
+    from trainers.training.engines import make_engine
+
+    env = D.init_distributed()
+    engine = make_engine("deepspeed_zero3", env, None, seed=0, checkpoint_every=10**6, bf16=False)
+    import_llm_class(LLMSpec(source=str(source)))
+    phases: dict[str, float] = {}
+    t0 = time.perf_counter()
+    base = _reset_peak()
+    with engine.build_context():
+        llm = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    phases["build_peak_mib"] = _rss("VmHWM") - base
+    phases["after_build_mib"] = _rss("VmRSS") - base
+    share = sum(p.ds_tensor.numel() * p.ds_tensor.element_size() for p in llm.parameters())
+    D.barrier()
+    base = _reset_peak()
+    save_llm(llm, out, is_main=env.is_main, max_shard_bytes=256 * MIB)
+    phases["save_peak_mib"] = _rss("VmHWM") - base
+    D.barrier()
+    base = _reset_peak()
+    with deepspeed.zero.GatheredParameters(list(llm.parameters()), modifier_rank=None):
+        phases["gather_all_peak_mib"] = _rss("VmHWM") - base
+    doc = {"rank": env.rank, "share_mib": share / MIB, **phases, "wall_s": time.perf_counter() - t0}
+    ranks: list = [None] * env.world_size
+    torch.distributed.all_gather_object(ranks, {k: round(v, 1) if isinstance(v, float) else v for k, v in doc.items()})
+    D.shutdown()
+    return {"ranks": ranks, "saved_files": sorted(p.name for p in out.glob("*.safetensors"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    if "RANK" in os.environ:  # a torchrun rank
+        source, out, result = (Path(a) for a in (argv or sys.argv[1:]))
+        doc = rank_job(source, out)
+        if os.environ["RANK"] == "0":
+            result.write_text(json.dumps(doc))
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.host_memory")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "host_memory_cpu.json"))
+    ap.add_argument("--nproc", type=int, default=2)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        size = write_source(work / "llm")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "benchmarks.host_memory", str(work / "llm"), str(work / "saved"), str(work / "ranks.json")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr[-3000:])
+            return 1
+        ranks = json.loads((work / "ranks.json").read_text())
+    doc = {"benchmark": "host_memory", "device": "cpu", "strategy": "deepspeed_zero3", "world_size": args.nproc,
+           "llm": "Qwen2-0.5B architecture (random weights), fp32", "model_mib": round(size / MIB, 1),
+           "torch": torch.__version__, **ranks}
+    Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
+    sys.stdout.write(json.dumps(doc) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
