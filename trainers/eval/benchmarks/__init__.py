@@ -2,6 +2,7 @@
 (<data_root>/gqa, <data_root>/pope, ...), each in the layout its module documents."""
 from __future__ import annotations
 
+from experts.lookup import Registry
 from trainers.eval.base import DEFAULT_PROFILE, Benchmark, UnknownBenchmarkError
 from trainers.eval.benchmarks.gqa import GQA
 from trainers.eval.benchmarks.mme import MME
@@ -11,22 +12,15 @@ from trainers.eval.benchmarks.pope import POPE
 from trainers.eval.benchmarks.scienceqa_img import ScienceQAImg
 from trainers.eval.benchmarks.textvqa import TextVQA
 
-BENCHMARKS: dict[str, type[Benchmark]] = {
-    "gqa": GQA,
-    "textvqa": TextVQA,
-    "pope": POPE,
-    "mme": MME,
-    "scienceqa_img": ScienceQAImg,
-    "ocrbench": OCRBench,
-    "mmmu": MMMU,
-}
+BENCHMARKS: Registry[type[Benchmark]] = Registry("benchmark", error=UnknownBenchmarkError)
+for _name, _cls in (("gqa", GQA), ("textvqa", TextVQA), ("pope", POPE), ("mme", MME),
+                    ("scienceqa_img", ScienceQAImg), ("ocrbench", OCRBench), ("mmmu", MMMU)):
+    BENCHMARKS.register(_name, _cls)
 
 
 def get_benchmark(name: str, profile: str = DEFAULT_PROFILE) -> Benchmark:
     """The harness for `name`, scoring by `profile`'s rules ("official" or "lmms_eval")."""
-    if name not in BENCHMARKS:
-        raise UnknownBenchmarkError("benchmark", name, BENCHMARKS)
-    return BENCHMARKS[name](profile)
+    return BENCHMARKS.get(name)(profile)
 
 
 def parse_benchmark_list(text: str | list[str]) -> list[str]:
