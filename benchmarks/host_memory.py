@@ -77,8 +77,7 @@ def rank_job(source: Path, out: Path) -> dict:
     with deepspeed.zero.GatheredParameters(list(llm.parameters()), modifier_rank=None):
         phases["gather_all_peak_mib"] = _rss("VmHWM") - base
     doc = {"rank": env.rank, "share_mib": share / MIB, **phases, "wall_s": time.perf_counter() - t0}
-    ranks: list = [None] * env.world_size
-    torch.distributed.all_gather_object(ranks, {k: round(v, 1) if isinstance(v, float) else v for k, v in doc.items()})
+    ranks = D.gather_objects({k: round(v, 1) if isinstance(v, float) else v for k, v in doc.items()})
     D.shutdown()
     return {"ranks": ranks, "saved_files": sorted(p.name for p in out.glob("*.safetensors"))}
 
