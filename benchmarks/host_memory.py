@@ -1,12 +1,16 @@
 """Host memory per rank under ZeRO-3 for a full-size LLM (Qwen2-0.5B's architecture, random weights
-saved locally), 2 gloo processes on CPU: the build (zero.Init, from_pretrained into the partitions),
-the save that gathers one submodule at a time (trainers/modeling/saving.py), and for comparison a
-gather of every parameter at once (what a save did before). Each phase's peak is the rise of the
+saved locally), 2 gloo processes on CPU: the build that reads each rank's ranges of the weights
+straight into its partitions (trainers/modeling/partitions.py), the save that gathers one submodule
+at a time (trainers/modeling/saving.py), a later stage's build from those shards, and for
+comparison a gather of every parameter at once (what a save did before) and transformers' own
+ZeRO-3 from_pretrained (rank 0 reads whole files). Each phase's peak is the rise of the
 process's peak RSS (VmHWM, reset between phases) over its RSS before the phase; the model's size
 is its weights' bytes. `python -m benchmarks.host_memory [--out benchmarks/results/host_memory_cpu.json]`."""
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import subprocess
@@ -16,6 +20,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from trainers.training import distributed as D
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN2_05B = {"vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
@@ -47,14 +53,25 @@ def write_source(path: Path) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def _peak(phases: dict[str, float], name: str, fn):
+    """fn() run as one phase: its peak RSS rise (and what it leaves) recorded under `name`."""
+    D.barrier()
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap back to the system: the base RSS is what is held
+    base = _reset_peak()
+    out = fn()
+    phases[f"{name}_peak_mib"] = _rss("VmHWM") - base
+    phases[f"after_{name}_mib"] = _rss("VmRSS") - base
+    return out
+
+
 def rank_job(source: Path, out: Path) -> dict:
     import deepspeed
     from transformers import AutoModelForCausalLM
 
-    from trainers.modeling.llm import import_llm_class
+    from trainers.modeling.llm import import_llm_class, load_causal_lm
     from trainers.modeling.saving import save_llm
     from trainers.spec import LLMSpec
-    from trainers.training import distributed as D
     from trainers.training.engines import make_engine
 
     env = D.init_distributed()
@@ -62,20 +79,25 @@ def rank_job(source: Path, out: Path) -> dict:
     import_llm_class(LLMSpec(source=str(source)))
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
-    base = _reset_peak()
-    with engine.build_context():
-        llm = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
-    phases["build_peak_mib"] = _rss("VmHWM") - base
-    phases["after_build_mib"] = _rss("VmRSS") - base
+
+    def build(path: Path, whole_files: bool):
+        with engine.build_context():
+            if whole_files:  # transformers' own ZeRO-3 load, for comparison
+                return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+            return load_causal_lm(path, dtype=torch.float32, attn_implementation="sdpa")
+
+    def gather_all():  # every parameter at once: what a save did before
+        with deepspeed.zero.GatheredParameters(list(llm.parameters()), modifier_rank=None):
+            pass
+
+    llm = _peak(phases, "build", lambda: build(source, False))
     share = sum(p.ds_tensor.numel() * p.ds_tensor.element_size() for p in llm.parameters())
-    D.barrier()
-    base = _reset_peak()
-    save_llm(llm, out, is_main=env.is_main, max_shard_bytes=256 * MIB)
-    phases["save_peak_mib"] = _rss("VmHWM") - base
-    D.barrier()
-    base = _reset_peak()
-    with deepspeed.zero.GatheredParameters(list(llm.parameters()), modifier_rank=None):
-        phases["gather_all_peak_mib"] = _rss("VmHWM") - base
+    _peak(phases, "save", lambda: save_llm(llm, out, is_main=env.is_main, max_shard_bytes=256 * MIB))
+    _peak(phases, "gather_all", gather_all)
+    del llm
+    llm = _peak(phases, "reload", lambda: build(out, False))  # a later stage reads the saved shards
+    del llm
+    llm = _peak(phases, "transformers_build", lambda: build(source, True))
     doc = {"rank": env.rank, "share_mib": share / MIB, **phases, "wall_s": time.perf_counter() - t0}
     ranks = D.gather_objects({k: round(v, 1) if isinstance(v, float) else v for k, v in doc.items()})
     D.shutdown()

@@ -3,6 +3,7 @@ read straight into the dtype they are built in (experts.registry sets it)."""
 from __future__ import annotations
 
 import inspect
+import math
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -68,26 +69,57 @@ def read_safetensors(path: str | Path, prefix: str = "", dtype: torch.dtype | No
 
 
 class SafetensorsState(Mapping):
-    """A .safetensors file as a read-only state dict whose tensors are read (and converted to
-    `dtype`) only when asked for: a loader that fills one submodule at a time holds one at a time."""
+    """.safetensors files (one, or a directory: model.safetensors or the shards its
+    model.safetensors.index.json lists) as a read-only state dict whose tensors are read (and
+    converted to `dtype`) only when asked for: a loader that fills one submodule at a time holds one
+    at a time, and `flat_range` reads a part of a tensor without the rest."""
 
     def __init__(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
         self.path, self.dtype = Path(path), dtype
-        with safe_open(str(self.path), framework="pt") as f:
-            self._keys = list(f.keys())
+        self._files = {k: self.path for k in _keys(self.path)} if self.path.is_file() else _shards(self.path)
 
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keys:
-            raise KeyError(key)
-        with safe_open(str(self.path), framework="pt") as f:
-            t = f.get_tensor(key)
+    def _convert(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.dtype) if self.dtype is not None and t.is_floating_point() else t
 
+    def __getitem__(self, key: str) -> torch.Tensor:
+        with safe_open(str(self._files[key]), framework="pt") as f:
+            return self._convert(f.get_tensor(key))
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        with safe_open(str(self._files[key]), framework="pt") as f:
+            return tuple(f.get_slice(key).get_shape())
+
+    def flat_range(self, key: str, start: int, end: int) -> torch.Tensor:
+        """Elements [start, end) of the flattened tensor, reading only the rows that hold them."""
+        with safe_open(str(self._files[key]), framework="pt") as f:
+            part = f.get_slice(key)
+            shape = part.get_shape()
+            if len(shape) == 0:
+                return self._convert(f.get_tensor(key).reshape(-1)[start:end])
+            row = math.prod(shape[1:])
+            first = start // row
+            rows = part[first:-(-end // row)].reshape(-1)
+        return self._convert(rows[start - first * row:end - first * row])
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self._files)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._files)
+
+
+def _keys(path: Path) -> list[str]:
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())
+
+
+def _shards(directory: Path) -> dict[str, Path]:
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        return {k: directory / name for k, name in json.loads(index.read_text())["weight_map"].items()}
+    if (directory / "model.safetensors").is_file():
+        return {k: directory / "model.safetensors" for k in _keys(directory / "model.safetensors")}
+    raise FileNotFoundError(f"{directory}: no model.safetensors or model.safetensors.index.json")
 
 
 def check_keys(expected, given, owner: str = "") -> None:

@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from experts.loading import SafetensorsState
+from trainers.modeling.llm import load_causal_lm
+from trainers.modeling.partitions import load_state, partitioned
 from trainers.modeling.projector import build_projector
 
 logger = logging.getLogger(__name__)
@@ -19,33 +21,6 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"  # same string as trainers.data.templates.IMAGE_TOKEN
 CONFIG_NAME = "eagle.json"
-
-
-def load_state(module: nn.Module, state: dict[str, Tensor]) -> None:
-    """Strict load_state_dict that also fills ZeRO-3-partitioned parameters: one module's own
-    parameters gathered at a time (so the whole is never gathered), rank 0's values kept."""
-    if not any(hasattr(p, "ds_id") for p in module.parameters()):
-        module.load_state_dict(state, strict=True)
-        return
-    import deepspeed
-
-    from experts.loading import check_keys
-
-    check_keys(module.state_dict(keep_vars=True), state, type(module).__name__)
-    with torch.no_grad():
-        for prefix, mod in module.named_modules():
-            head = f"{prefix}." if prefix else ""
-            own = {n: p for n, p in mod.named_parameters(recurse=False) if f"{head}{n}" in state}
-            with deepspeed.zero.GatheredParameters(list(own.values()), modifier_rank=0):
-                for n, p in own.items():
-                    src = state[f"{head}{n}"]
-                    if src.shape != p.shape:
-                        raise RuntimeError(f"size mismatch for {head}{n}: {tuple(src.shape)} given, "
-                                           f"{tuple(p.shape)} in the model")
-                    p.copy_(src)
-            for n, b in mod.named_buffers(recurse=False):  # buffers are never partitioned
-                if f"{head}{n}" in state:
-                    b.copy_(state[f"{head}{n}"])
 
 
 class EagleModel(nn.Module):
@@ -213,7 +188,7 @@ class EagleModel(nn.Module):
     def save_pretrained(self, out_dir: str | Path, *, is_main: bool = True) -> None:
         """Every rank calls it when the weights are ZeRO-3 partitions (trainers/modeling/saving.py
         gathers one submodule at a time; rank 0 writes); otherwise only `is_main` writes."""
-        from trainers.modeling.saving import partitioned, save_llm, save_part, whole_state
+        from trainers.modeling.saving import save_llm, save_part, whole_state
 
         if not partitioned(self) and not is_main:
             return
@@ -246,8 +221,7 @@ class EagleModel(nn.Module):
         loaded = [experts.load_expert(src / "experts" / str(i), load_state, dtype) for i in range(cfg["num_experts"])]
         mixture = experts.VisionMixture(loaded, cfg["fusion"]["name"], cfg["fusion"]["options"]).to(dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
-        llm = AutoModelForCausalLM.from_pretrained(str(src / "llm"), dtype=dtype,
-                                                   attn_implementation=cfg.get("attn_implementation", "sdpa"))
+        llm = load_causal_lm(src / "llm", dtype=dtype, attn_implementation=cfg.get("attn_implementation", "sdpa"))
         if llm_grad_checkpointing:
             from trainers.modeling.llm import enable_checkpointing
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
+from trainers.modeling.partitions import is_partitioned, read_llm
 from trainers.spec import LLMSpec
 
 logger = logging.getLogger(__name__)
@@ -132,8 +133,7 @@ def build_llm(spec: LLMSpec, tokenizer, seed: int = 0, dtype: torch.dtype = torc
                     sum(p.numel() for p in model.parameters()) / 1e6, seed)
     else:
         try:
-            model = AutoModelForCausalLM.from_pretrained(spec.source, dtype=dtype,
-                                                         attn_implementation=spec.attn_implementation)
+            model = load_causal_lm(spec.source, dtype=dtype, attn_implementation=spec.attn_implementation)
         except OSError as err:
             raise FileNotFoundError(f"cannot load llm.source {spec.source!r}: {str(err).splitlines()[0]}") from None
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
@@ -145,8 +145,22 @@ def build_llm(spec: LLMSpec, tokenizer, seed: int = 0, dtype: torch.dtype = torc
     return model
 
 
+def load_causal_lm(source: str | Path, *, dtype: torch.dtype, attn_implementation: str) -> PreTrainedModel:
+    """A hub id or directory read straight into `dtype`. Inside a ZeRO-3 build context a local
+    directory is read into the partitions, each rank its own range (trainers/modeling/partitions.py);
+    transformers' own ZeRO-3 load, which reads whole files on rank 0, is the fallback."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled() and Path(source).expanduser().is_dir():
+        model = read_llm(Path(source).expanduser(), dtype=dtype, attn_implementation=attn_implementation)
+        if model is not None:
+            return model
+        logger.info("llm %s: names differ from the model's; transformers loads it (whole files on rank 0)", source)
+    return AutoModelForCausalLM.from_pretrained(str(source), dtype=dtype, attn_implementation=attn_implementation)
+
+
 def _zero(params: list[torch.nn.Parameter]) -> bool:
-    return any(hasattr(p, "ds_id") for p in params)  # partitioned by deepspeed.zero.Init
+    return any(is_partitioned(p) for p in params)
 
 
 def _read(param: torch.nn.Parameter) -> torch.Tensor:

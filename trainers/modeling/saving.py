@@ -19,10 +19,6 @@ INDEX = "model.safetensors.index.json"
 _META = {"format": "pt"}  # what transformers expects in a safetensors header
 
 
-def partitioned(module: nn.Module) -> bool:
-    return any(hasattr(p, "ds_id") for p in module.parameters())
-
-
 def _gathered(params: list[nn.Parameter]):
     parts = [p for p in params if hasattr(p, "ds_id")]
     if not parts:

@@ -22,6 +22,8 @@ from trainers.training.distributed import DistEnv
 from trainers.training.loop import StageJob, StageResult, total_steps
 from trainers.training.engines import make_engine
 from trainers.eval.aggregate import objective_direction
+from trainers.modeling.llm import import_llm_class
+from trainers.modeling.partitions import load_state
 from trainers.stages.fidelity import fidelity_block, read_request, stop_step
 from trainers.data.verify import read_checks
 from trainers.training.logging_utils import setup_logging
@@ -110,6 +112,7 @@ class TrialRunner:
 
         spec = self.spec
         if prev is not None:  # every weight comes from disk: ZeRO-3 builds it partitioned
+            import_llm_class(spec.llm)  # before zero.Init (trainers/modeling/llm.py says why)
             with self.engine.build_context():
                 return EagleModel.from_pretrained(self.stage_dir(prev) / "model", spec.llm.checkpointing,
                                                   dtype=self.dtype)
@@ -125,8 +128,8 @@ class TrialRunner:
 
         cache = Stage1Cache(self.cache_dir)
         cfgs = S.resolve_experts(self.spec, self.cache_dir)
-        loaded = [self.engine.partition(experts.load_expert(cache.expert_dir(self.stage1_key(c)), dtype=self.dtype))
-                  for c in cfgs]  # one whole at a time (ZeRO-3)
+        with self.engine.build_context():  # ZeRO-3: read from disk into the partitions
+            loaded = [experts.load_expert(cache.expert_dir(self.stage1_key(c)), load_state, self.dtype) for c in cfgs]
         for cfg, mod in zip(cfgs, loaded):  # SFT freeze and checkpointing come from this trial
             mod.config = mod.config.with_overrides(freeze=cfg.freeze)
             mod.set_grad_checkpointing(cfg.grad_checkpointing)

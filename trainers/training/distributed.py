@@ -68,6 +68,11 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def group_rank(group: Any = None) -> int:
+    """This process's rank in `group` (a ZeRO-3 parameter's partition group), 0 when not distributed."""
+    return dist.get_rank(group) if dist.is_available() and dist.is_initialized() else 0
+
+
 def _nccl_only() -> bool:
     return dist.get_backend() == "nccl"
 

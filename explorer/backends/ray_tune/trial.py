@@ -83,9 +83,17 @@ class RayTrainRunner:
     def configured(self, **kw: Any) -> "RayTrainRunner":
         return dataclasses.replace(self, **kw)
 
+    def scaling(self, nproc: int):
+        """Ray Train's placement of a trial: `nproc` workers, each its CPUs and GPUs, packed onto as
+        few nodes as hold them (a worker never splits across nodes)."""
+        from ray.train import ScalingConfig
+
+        resources = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+        return ScalingConfig(num_workers=nproc, use_gpu=self.gpus_per_worker > 0, resources_per_worker=resources)
+
     def __call__(self, job: TrialJob) -> dict[str, Any]:
         import optuna
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train import FailureConfig, RunConfig
         from ray.train.torch import TorchTrainer
 
         out = Path(job.trial_dir)
@@ -95,13 +103,11 @@ class RayTrainRunner:
             _, spec_path, cache = prepare_trial(job.spec_path, out, job.nproc)
         else:
             spec_path, cache = Path(job.spec_path), out.parent / "cache"
-        resources = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
         attempt = job.user_attrs.get("attempt", 0)
         trainer = TorchTrainer(
             self.worker_fn,
             train_loop_config={"spec": str(spec_path), "out": str(out), "cache_dir": str(cache)},
-            scaling_config=ScalingConfig(num_workers=job.nproc, use_gpu=self.gpus_per_worker > 0,
-                                         resources_per_worker=resources),
+            scaling_config=self.scaling(job.nproc),
             run_config=RunConfig(name=f"trial-{job.number}-attempt-{attempt}", storage_path=str(out / "ray_train"),
                                  failure_config=FailureConfig(max_failures=self.max_failures)),
         )
