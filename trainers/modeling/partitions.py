@@ -52,19 +52,24 @@ def fill(param: nn.Parameter, state: Mapping[str, Tensor], key: str) -> None:
             param.ds_tensor.data[:end - start].copy_(_range(state, key, start, end))
 
 
+def _fill_all(module: nn.Module, state: Mapping[str, Tensor], keys: dict[str, str]) -> None:
+    """Each distinct parameter (by its first name) from state[keys[name]]; persistent buffers the
+    state holds, whole (never partitioned)."""
+    params = dict(module.named_parameters())
+    for name, key in keys.items():
+        fill(params[name], state, key)
+    persistent = module.state_dict().keys()
+    with torch.no_grad():
+        for name, b in module.named_buffers():
+            if name in state and name in persistent:
+                b.copy_(state[name])
+
+
 def load_state(module: nn.Module, state: Mapping[str, Tensor]) -> None:
     """Strict load_state_dict that fills ZeRO-3 partitions in place (each rank its own range, no
     gather); a parameter shared under several names (tied weights) is filled once."""
     check_keys(module.state_dict(keep_vars=True), state, type(module).__name__)
-    seen: set[int] = set()
-    for name, p in module.named_parameters(remove_duplicate=False):
-        if id(p) not in seen:
-            seen.add(id(p))
-            fill(p, state, name)
-    with torch.no_grad():
-        for name, b in module.named_buffers():
-            if name in state:
-                b.copy_(state[name])
+    _fill_all(module, state, {name: name for name, _ in module.named_parameters()})
 
 
 @contextmanager
@@ -129,16 +134,9 @@ def read_llm(directory: str | Path, *, dtype: torch.dtype, attn_implementation: 
         if not hit:
             return None
         chosen[names[0]] = hit[0]
-    persistent = set(model.state_dict().keys())
-    if keys - set(chosen.values()) - {n for n in persistent}:
+    if keys - set(chosen.values()) - set(model.state_dict().keys()):
         return None  # weights the model does not name
-    params = dict(model.named_parameters())
-    for name, key in chosen.items():
-        fill(params[name], state, key)
-    with torch.no_grad():
-        for name, b in model.named_buffers():
-            if name in keys and name in persistent:
-                b.copy_(state[name])
+    _fill_all(model, state, chosen)
     logger.info("llm %s read into ZeRO-3 partitions (%d tensors)", directory, len(chosen))
     return model
 

@@ -80,10 +80,10 @@ class ZeroEngine(Engine):
 
     @contextmanager
     def build_context(self) -> Iterator[None]:
-        """ZeRO-3: modules are partitioned as they are constructed (deepspeed.zero.Init) and
-        transformers' from_pretrained loads into the partitions (HfDeepSpeedConfig alive meanwhile),
-        so no rank holds the whole model. Weights must then come from disk (load_state), since an
-        init a parent module runs after construction would not reach the partitions."""
+        """ZeRO-3: modules are partitioned as they are constructed (deepspeed.zero.Init) and weights
+        read from disk go straight into the partitions (trainers/modeling/partitions.py;
+        HfDeepSpeedConfig alive meanwhile), so no rank holds the whole model. Weights must then come
+        from disk, since an init a parent module runs after construction would not reach the partitions."""
         if not self.zero3:
             yield
             return
