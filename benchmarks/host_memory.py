@@ -3,7 +3,9 @@ saved locally), 2 gloo processes on CPU: the build that reads each rank's ranges
 straight into its partitions (trainers/modeling/partitions.py), the save that gathers one submodule
 at a time (trainers/modeling/saving.py), a later stage's build from those shards, and for
 comparison a gather of every parameter at once (what a save did before) and transformers' own
-ZeRO-3 from_pretrained (rank 0 reads whole files). Each phase's peak is the rise of the
+ZeRO-3 from_pretrained (rank 0 reads whole files); then a part with no weights on disk (a random
+init) built once by rank 0 and read back by every rank (Engine.first_build), against every rank
+building it whole and partitioning it (what a first build did before). Each phase's peak is the rise of the
 process's peak RSS (VmHWM, reset between phases) over its RSS before the phase; the model's size
 is its weights' bytes. `python -m benchmarks.host_memory [--out benchmarks/results/host_memory_cpu.json]`."""
 from __future__ import annotations
@@ -67,9 +69,10 @@ def _peak(phases: dict[str, float], name: str, fn):
 
 def rank_job(source: Path, out: Path) -> dict:
     import deepspeed
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     from trainers.modeling.llm import import_llm_class, load_causal_lm
+    from trainers.modeling.partitions import read_llm
     from trainers.modeling.saving import save_llm
     from trainers.spec import LLMSpec
     from trainers.training.engines import make_engine
@@ -98,6 +101,20 @@ def rank_job(source: Path, out: Path) -> dict:
     llm = _peak(phases, "reload", lambda: build(out, False))  # a later stage reads the saved shards
     del llm
     llm = _peak(phases, "transformers_build", lambda: build(source, True))
+    del llm
+
+    def fresh():  # a part with no weights on disk yet: a random init
+        torch.manual_seed(1)
+        return Qwen2ForCausalLM(Qwen2Config(**QWEN2_05B))
+
+    def first_build():  # rank 0 builds and writes it, every rank reads its ranges
+        return engine.first_build(fresh, lambda m, d: save_llm(m, d, is_main=True, max_shard_bytes=256 * MIB),
+                                  lambda d: read_llm(d, dtype=torch.float32, attn_implementation="sdpa"),
+                                  out.parent / "first_build" / "llm")
+
+    llm = _peak(phases, "first_build", first_build)
+    del llm
+    llm = _peak(phases, "whole_then_partition", lambda: engine.partition(fresh()))  # every rank builds it: before
     doc = {"rank": env.rank, "share_mib": share / MIB, **phases, "wall_s": time.perf_counter() - t0}
     ranks = D.gather_objects({k: round(v, 1) if isinstance(v, float) else v for k, v in doc.items()})
     D.shutdown()

@@ -23,6 +23,7 @@ LOGS = "logs"
 PREDICTIONS = "predictions"
 CHECKPOINTS = "checkpoints"
 STAGES = "stages"
+FIRST_BUILD = "first_build"  # ZeRO-3: rank 0's copy of a part with no weights on disk, read by every rank
 SUPERSEDED = ".superseded"  # progress of an older spec, moved aside by --restart
 TORCHRUN_LOG = "torchrun.log"  # in logs/ (node k > 0 of a multi-node trial: torchrun.node<k>.log)
 PREPARED = "prepared.json"  # in logs/: node 0 has prepared this launch (run id); the other nodes wait for it

@@ -67,6 +67,8 @@ class Deformable(Fusion):
     def reset_parameters(self) -> None:
         """Offsets start as a regular star (one direction per head, point k at k+1 pixels) and
         attention uniform, as in Deformable-DETR, so sampling is spread out from step 0."""
+        if self.sampling_offsets.bias.numel() == 0:  # built as empty ZeRO-3 partitions: read from disk next
+            return
         heads, levels, points = self.options.heads, self.num_experts, self.options.points
         nn.init.zeros_(self.sampling_offsets.weight)
         theta = torch.arange(heads, dtype=torch.float32) * (2 * math.pi / heads)

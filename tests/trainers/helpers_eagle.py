@@ -1,6 +1,9 @@
 """Shared builders for the trial-engine tests (tiny, local, random init); also used by test_eval_cli.py."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -42,3 +45,27 @@ def tiny_spec_dict(**train_overrides) -> dict:
 def write_spec(d: dict, path: Path) -> Path:
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     return path
+
+
+def run_workers(script: str, *args: str, nproc: int = 2) -> None:
+    """tests/trainers/`script` under torchrun on `nproc` gloo ranks (its own rendezvous); fails with
+    the workers' stderr."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "trainers")]),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
+           "--nnodes", "1", "--nproc-per-node", str(nproc), str(ROOT / "tests" / "trainers" / script), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def write_rank_reports(doc: dict, result: Path) -> None:
+    """In a run_workers script: every rank's `doc`, gathered, written by rank 0 as a JSON list; then
+    the process group ends."""
+    import json
+
+    from trainers.training import distributed as D
+
+    docs = D.gather_objects(doc)  # None except on rank 0
+    if docs is not None:
+        result.write_text(json.dumps(docs))
+    D.shutdown()

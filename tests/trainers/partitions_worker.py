@@ -2,7 +2,6 @@
 each rank's range checked against the file, then the gathered model's logits against a plain load."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from experts.loading import SafetensorsState
+from helpers_eagle import write_rank_reports
 from trainers.modeling.llm import import_llm_class
 from trainers.modeling.partitions import is_partitioned, load_state, read_llm
 from trainers.spec import LLMSpec
@@ -46,10 +46,7 @@ def main(src: Path, result: Path) -> None:
         same = torch.equal(logits, plain(input_ids=ids).logits)
     doc = {"rank": env.rank, "own_ranges": all(own.values()), "n": len(own), "head": head_ok, "logits": same,
            "tied": llm.lm_head.weight is llm.model.embed_tokens.weight}
-    docs = D.gather_objects(doc)
-    if env.is_main:
-        result.write_text(json.dumps(docs))
-    D.shutdown()
+    write_rank_reports(doc, result)
 
 
 if __name__ == "__main__":

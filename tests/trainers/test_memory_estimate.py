@@ -51,14 +51,16 @@ def test_checkpointing_keeps_block_inputs_and_one_block():
     assert Saved(total=5).with_checkpointing() == 5
 
 
-def test_host_memory_per_node_whole_without_zero3_one_part_with_it():
+def test_host_memory_per_node_whole_without_zero3_one_part_on_rank0_with_it():
     from trainers.estimate.memory import SAVE_SHARD_BYTES, host_bytes
 
-    parts, llm = [300_000_000, 600_000_000, 20_000_000], 7_000_000_000  # two experts, the head; a 7B LLM
-    assert host_bytes(parts, llm, "ddp", True, 8) == 8 * 4.0 * (920_000_000 + llm)  # fp32 weights, whole per rank
-    assert host_bytes(parts, llm, "deepspeed_zero2", True, 8) == 8 * 2.0 * (920_000_000 + llm)
-    # ZeRO-3: the largest part whole (the 600M expert) beats one 2 GiB LLM shard; 8 ranks + rank 0's save copy
-    assert host_bytes(parts, llm, "deepspeed_zero3", True, 8) == 9 * max(2.0 * 600_000_000, SAVE_SHARD_BYTES)
-    assert host_bytes([1000], 5000, "deepspeed_zero3", False, 2) == 3 * 4.0 * 5000  # a small LLM: whole
+    ex, head, llm = [300_000_000, 600_000_000], 20_000_000, 7_000_000_000  # two experts, the head; a 7B LLM
+    assert host_bytes(ex, head, llm, "ddp", True, 8) == 8 * 4.0 * (920_000_000 + llm)  # fp32 weights, whole per rank
+    assert host_bytes(ex, head, llm, "deepspeed_zero2", True, 8) == 8 * 2.0 * (920_000_000 + llm)
+    # ZeRO-3: each rank the head and one 2 GiB LLM shard in flight; rank 0 also the largest part whole
+    # (the 600M expert it builds for every rank beats one shard)
+    assert host_bytes(ex, head, llm, "deepspeed_zero3", True, 8) == \
+        8 * (2.0 * head + SAVE_SHARD_BYTES) + max(2.0 * 600_000_000, SAVE_SHARD_BYTES)
+    assert host_bytes([1000], 10, 5000, "deepspeed_zero3", False, 2) == 2 * 4.0 * (10 + 5000) + 4.0 * 5000  # small LLM
     with pytest.raises(KeyError, match="unknown strategy 'fsdp'"):
-        host_bytes(parts, llm, "fsdp", True, 8)
+        host_bytes(ex, head, llm, "fsdp", True, 8)

@@ -5,9 +5,6 @@ partition equal to its range of the file with the gathered model giving a plain 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from experts.loading import SafetensorsState
 from trainers.modeling.partitions import load_state, read_llm
+from tests.trainers.helpers_eagle import run_workers
 from trainers.modeling.saving import save_llm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,13 +82,7 @@ def test_two_zero3_ranks_read_only_their_own_ranges(tmp_path):
     src = tmp_path / "llm"
     model = _qwen(src, tied=True)
     out = tmp_path / "ranks.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "trainers")]),
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
-           "--nnodes", "1", "--nproc-per-node", "2", str(ROOT / "tests" / "trainers" / "partitions_worker.py"),
-           str(src), str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_workers("partitions_worker.py", str(src), str(out))
     ranks = json.loads(out.read_text())
     n = len(list(model.parameters()))
     assert [r["rank"] for r in ranks] == [0, 1]

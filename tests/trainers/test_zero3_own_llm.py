@@ -1,6 +1,6 @@
 """A user's own LLM (Qwen2 architecture, its own byte-level BPE tokenizer without the image token,
 the pad token or the chat markers) under ZeRO-3 on 2 gloo processes through every stage and the
-evaluation, and the same trial under DDP: the vocabulary grows the same way in both, and both end
+evaluation, with the deformable fusion, and the same trial under DDP: the vocabulary grows the same way in both, and both end
 with the same held-out loss and scores."""
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ def test_zero3_with_a_user_llm_that_needs_new_tokens_equals_ddp(tmp_path):
     llm = _qwen(tmp_path / "qwen")
     base = yaml.safe_load((ROOT / "studies" / "trials" / "tiny.yaml").read_text())
     base["llm"] = {"source": str(llm), "template": "chatml", "max_length": 256}
+    base["fusion"] = {"name": "deformable"}  # a fusion with weights, built once by rank 0 and read back in every stage
     base["train"]["precision"] = "fp32"
     base["eval"] = {"benchmarks": ["gqa", "pope"], "batch_size": 4, "max_new_tokens": 4}
     base["data"]["synthetic"]["n_eval"] = 8

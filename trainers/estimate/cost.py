@@ -145,7 +145,7 @@ class TrialEstimator:
         flops = float(sum(p.flops for p, _ in parts))
         mem = self._memory(spec, hp, parts, mode != "fp32")
         hours = None if samples is None else flops * samples / (self.a.peak_tflops * 1e12 * self.a.mfu) / 3600
-        host = host_bytes([p.trainable + p.frozen for p, _ in parts[:-1]], lm.trainable + lm.frozen,
+        host = host_bytes([p.trainable + p.frozen for p, _ in ex], head.trainable + head.frozen, lm.trainable + lm.frozen,
                           spec.train.strategy, mode != "fp32", min(self.a.gpus, self.a.gpus_per_node)) / GiB
         return StageEstimate(sum(p.trainable for p, _ in parts), sum(p.frozen for p, _ in parts), flops,
                              sum(mem.values()), hours, samples, seq, mem, host_memory_gb=host)

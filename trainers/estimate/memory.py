@@ -136,18 +136,22 @@ def state_bytes(trainable: int, frozen: int, strategy: str, bf16: bool, world: i
     return {"weights": weights, "gradients": grads, "optimizer": (8.0 + master) * trainable / world}
 
 
-def host_bytes(part_params: list[int], llm_params: int, strategy: str, bf16: bool, ranks_per_node: int) -> float:
+def host_bytes(expert_params: list[int], head_params: int, llm_params: int, strategy: str, bf16: bool,
+               ranks_per_node: int) -> float:
     """Host RAM per node while a stage builds, loads and saves its model. Without ZeRO-3 every rank
-    builds the whole model on the host first. Under ZeRO-3 a rank holds at most one part whole (an
-    expert or the head, built whole and then partitioned; on rank 0 also the part being saved) and
-    of the LLM one shard of tensors in flight (trainers/modeling/saving.py: SAVE_SHARD_BYTES)."""
+    builds the whole model on the host first. Under ZeRO-3 every rank builds the head (fusion and
+    projector) whole and reads the rest into its partitions a tensor range at a time (at most one
+    LLM shard of bytes in flight); rank 0 alone also holds one part whole: a part with no weights
+    on disk yet, which it builds for every rank (trainers/modeling/first_build.py), or the part or
+    LLM shard it saves (trainers/modeling/saving.py: SAVE_SHARD_BYTES)."""
     if strategy not in ZERO:
         raise KeyError(f"unknown strategy {strategy!r}; known: {', '.join(ZERO)}")
     w = 2.0 if bf16 and ZERO[strategy] else 4.0
     if ZERO[strategy] < 3:
-        return ranks_per_node * w * (sum(part_params) + llm_params)
-    one = max([w * n for n in part_params] + [min(w * llm_params, SAVE_SHARD_BYTES)])
-    return (ranks_per_node + 1) * one  # + rank 0's copy of what it saves
+        return ranks_per_node * w * (sum(expert_params) + head_params + llm_params)
+    flight = min(w * llm_params, SAVE_SHARD_BYTES)
+    rank0 = max([w * n for n in expert_params] + [w * head_params, flight])
+    return ranks_per_node * (w * head_params + flight) + rank0
 
 
 def activation_bytes(parts: list[tuple[Saved, bool]], micro_batch: int) -> float:

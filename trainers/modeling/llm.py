@@ -138,6 +138,11 @@ def build_llm(spec: LLMSpec, tokenizer, seed: int = 0, dtype: torch.dtype = torc
             raise FileNotFoundError(f"cannot load llm.source {spec.source!r}: {str(err).splitlines()[0]}") from None
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
             grow_vocabulary(model, len(tokenizer))
+    return finish_llm(model, spec, tokenizer)
+
+
+def finish_llm(model: PreTrainedModel, spec: LLMSpec, tokenizer) -> PreTrainedModel:
+    """What a built LLM takes from the trial beyond its weights: the pad token, checkpointing."""
     if model.generation_config is not None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if spec.checkpointing:

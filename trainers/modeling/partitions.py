@@ -73,7 +73,7 @@ def load_state(module: nn.Module, state: Mapping[str, Tensor]) -> None:
 
 
 @contextmanager
-def _no_init_broadcast() -> Iterator[None]:
+def no_init_broadcast() -> Iterator[None]:
     """zero.Init broadcasts every new parameter from rank 0 before partitioning it, so each other
     rank receives whole tensors; when every weight is read from disk afterwards that copy is waste
     (and a whole module per rank at a time). Partition the uninitialised values instead."""
@@ -107,7 +107,7 @@ def _aliases(module: nn.Module) -> dict[int, list[str]]:
 
 def read_llm(directory: str | Path, *, dtype: torch.dtype, attn_implementation: str):
     """A saved causal LM (config.json + safetensors) built inside deepspeed.zero.Init (the caller's
-    engine.build_context) with no weight init, then filled from disk into the partitions; None when
+    engine.build_context, which skips rank 0's broadcast) with no weight init, then filled from disk into the partitions; None when
     the files' names do not match the model's (a renamed or converted checkpoint: transformers'
     from_pretrained, which reads whole files, takes it)."""
     from transformers import AutoConfig
@@ -124,7 +124,7 @@ def read_llm(directory: str | Path, *, dtype: torch.dtype, attn_implementation: 
     cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
     if cls is None:
         return None
-    with default_dtype(dtype), hf_init.no_init_weights(), _no_init_broadcast():  # every weight comes from disk
+    with default_dtype(dtype), hf_init.no_init_weights():  # every weight comes from disk
         model = cls(config)
     model.tie_weights()
     keys = set(state)

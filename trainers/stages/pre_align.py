@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from trainers import trial_dir as TD
 from trainers.training import distributed as D
 from trainers.stages import recipes as S
 from trainers.stages.context import StageContext
@@ -50,7 +51,8 @@ def _train_one(ctx: StageContext, cache: Stage1Cache, i: int, cfg, *, key: str, 
     spec, env = ctx.spec, ctx.env
     hp = spec.train.stages["align_expert"]
     model = S.build_model([cfg.with_overrides(freeze=False)], "channel_concat", {}, spec.projector.type,
-                          llm_spec=llm_spec, tokenizer=tok, seed=seed_for(spec, "align_expert"), dtype=ctx.dtype, engine=ctx.engine)
+                          llm_spec=llm_spec, tokenizer=tok, seed=seed_for(spec, "align_expert"), dtype=ctx.dtype, engine=ctx.engine,
+                          scratch=ctx.out / TD.FIRST_BUILD)
     S.freeze_for_stage(model, "align_expert", spec)
     job = StageJob(f"align_expert/{i}", "align_expert", model, S.param_groups(model, hp),
                    ctx.dataset(ctx.data.pretrain, S.PRETRAIN_TEMPLATE, tok),

@@ -192,31 +192,37 @@ def freeze_for_stage(model, stage: str, spec: TrialSpec) -> None:
 
 # ----- models per stage -----
 def build_model(expert_cfgs_or_modules: list, fusion_name: str, fusion_options: dict, projector: str,
-                *, llm_spec: LLMSpec, tokenizer, seed: int, dtype=None, engine=None):
+                *, llm_spec: LLMSpec, tokenizer, seed: int, dtype=None, engine=None, scratch=None):
     """A fresh EagleModel (experts given as configs are built, given as modules are used as they are),
     every weight in `dtype` (default fp32) before it reaches a device; the LLM is loaded in it.
-    With `engine` (trainers.training.loop.Engine) each part goes to engine.partition as soon as it is built
-    and a source LLM is read inside engine.build_context: under ZeRO-3 no rank holds the model whole."""
+    With `engine` (trainers.training.loop.Engine) a part with no weights on disk goes through
+    engine.first_build (ZeRO-3: rank 0 builds it and writes it under `scratch`, each rank reads its
+    range) and a source LLM is read inside engine.build_context: under ZeRO-3 no rank holds the model whole."""
     from contextlib import nullcontext
 
     import torch
 
-    import experts
+    from trainers.modeling import first_build as FB
     from trainers.modeling.llm import build_llm, check_positions, import_llm_class
     from trainers.modeling.eagle import EagleModel
 
     place = engine.partition if engine is not None else (lambda m: m)
+
+    def part(name: str):
+        return Path(scratch) / name if scratch is not None else None
+
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         dtype = dtype or torch.float32
-        mods = [place(e if isinstance(e, nn.Module) else experts.build_expert(e, dtype))
-                for e in expert_cfgs_or_modules]  # one expert whole at a time
-        mixture = place(experts.VisionMixture(mods, fusion_name, fusion_options).to(dtype))
-        reads = engine is not None and llm_spec.source is not None  # read into the partitions
-        import_llm_class(llm_spec)  # before zero.Init (trainers/modeling/llm.py says why)
-        with engine.build_context() if reads else nullcontext():
-            llm = build_llm(llm_spec, tokenizer, seed, dtype=dtype)
-        llm = place(llm)
+        mods = [place(e) if isinstance(e, nn.Module) else FB.expert(engine, part(f"expert{i}"), e, dtype)
+                for i, e in enumerate(expert_cfgs_or_modules)]  # one expert at a time
+        mixture = FB.mixture(engine, part("fusion"), mods, fusion_name, fusion_options, dtype)
+        if llm_spec.source is None:
+            llm = FB.preset_llm(engine, part("llm"), llm_spec, tokenizer, seed, dtype)
+        else:
+            import_llm_class(llm_spec)  # before zero.Init (trainers/modeling/llm.py says why)
+            with engine.build_context() if engine is not None else nullcontext():  # read into the partitions
+                llm = place(build_llm(llm_spec, tokenizer, seed, dtype=dtype))
         torch.manual_seed(seed + 1)
         model = place(EagleModel(mixture, projector, llm, tokenizer, fusion_name=fusion_name, fusion_options=fusion_options).to(dtype))
     check_positions(llm_spec.max_length, model.num_image_tokens, model.max_length)

@@ -120,7 +120,7 @@ class TrialRunner:
             return self._stage2_model()
         return S.build_model(S.resolve_experts(spec, self.cache_dir), spec.fusion.name, spec.fusion.options,
                              spec.projector.type, llm_spec=spec.llm, tokenizer=self.tokenizer, seed=seed_for(spec, stage), dtype=self.dtype,
-                             engine=self.engine)
+                             engine=self.engine, scratch=self.out / TD.FIRST_BUILD)
 
     def _stage2_model(self):
         import experts
@@ -135,7 +135,7 @@ class TrialRunner:
             mod.set_grad_checkpointing(cfg.grad_checkpointing)
         return S.build_model(loaded, self.spec.fusion.name, self.spec.fusion.options, self.spec.projector.type,
                              llm_spec=self.spec.llm, tokenizer=self.tokenizer, seed=seed_for(self.spec, "align_projector"), dtype=self.dtype,
-                             engine=self.engine)
+                             engine=self.engine, scratch=self.out / TD.FIRST_BUILD)
 
     def run_simple_stage(self, stage: str, prev: str | None, last: bool) -> dict[str, Any]:
         """pretrain / align_projector / sft: one model, one dataset."""

@@ -170,6 +170,13 @@ class Engine(ABC):
         as it exists (ZeRO-3: partitioned now, so at most one part is ever whole); default: as it is."""
         return module
 
+    def first_build(self, make: Callable[[], nn.Module], write: Callable[[nn.Module, Path], Any],
+                    read: Callable[[Path], nn.Module], scratch: Path | None) -> nn.Module:
+        """A part with no weights on disk yet (a random init, an expert's first read of its hub
+        weights): `make()` builds it, `write(part, dir)` and `read(dir)` round-trip it through
+        `scratch` where the strategy builds it once (ZeRO-3); default: made here and partitioned."""
+        return self.partition(make())
+
     def release(self) -> None:
         """Drop references to this stage's optimizer/engine so the next stage starts from free memory."""
 

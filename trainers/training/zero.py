@@ -2,15 +2,19 @@
 checkpoints are DeepSpeed's own (trainable parameters only) plus each rank's RNG state."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import shutil
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from trainers.modeling.partitions import no_init_broadcast
+from trainers.training import distributed as D
 from trainers.training.checkpoint import finish, load_rng, newest, save_rng, step_dir
 from trainers.training.dsconfig import deepspeed_config
 from trainers.training.loop import Engine, StageJob, optimizer_groups, warmup_cosine
@@ -83,7 +87,8 @@ class ZeroEngine(Engine):
         """ZeRO-3: modules are partitioned as they are constructed (deepspeed.zero.Init) and weights
         read from disk go straight into the partitions (trainers/modeling/partitions.py;
         HfDeepSpeedConfig alive meanwhile), so no rank holds the whole model. Weights must then come
-        from disk, since an init a parent module runs after construction would not reach the partitions."""
+        from disk, since an init a parent module runs after construction would not reach the
+        partitions; rank 0's values are not broadcast either (partitions.no_init_broadcast)."""
         if not self.zero3:
             yield
             return
@@ -95,7 +100,7 @@ class ZeroEngine(Engine):
 
         cfg = self._init_config()
         hf = HfDeepSpeedConfig(cfg)  # transformers checks for it through a weak reference
-        with deepspeed.zero.Init(config_dict_or_path=cfg):
+        with deepspeed.zero.Init(config_dict_or_path=cfg), no_init_broadcast():  # rank 0's values are overwritten
             yield
         del hf
 
@@ -107,6 +112,27 @@ class ZeroEngine(Engine):
 
             deepspeed.zero.Init(module=module, config_dict_or_path=self._init_config())
         return module
+
+    def first_build(self, make, write, read, scratch):
+        """ZeRO-3: rank 0 alone builds the part whole (its seed and draws are DDP's), writes it to
+        `scratch`, and every rank reads its partition's range back (no init, no broadcast of rank 0's
+        values, the RNG untouched): no other rank ever holds the part whole."""
+        if not self.zero3 or scratch is None:
+            return super().first_build(make, write, read, scratch)
+        scratch = Path(scratch)
+        if self.env.is_main:
+            scratch.mkdir(parents=True, exist_ok=True)
+            write(make(), scratch)
+            gc.collect()  # a built model may sit in reference cycles: gone before the read
+        D.barrier()
+        with torch.random.fork_rng(), self.build_context():
+            part = read(scratch)
+        D.barrier()  # every rank has read it
+        if self.env.is_main:
+            shutil.rmtree(scratch, ignore_errors=True)
+            with suppress(OSError):  # the parts' common folder, once its last part is read
+                scratch.parent.rmdir()
+        return part
 
     def release(self) -> None:
         if getattr(self, "ds", None) is not None:
