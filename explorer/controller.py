@@ -40,6 +40,7 @@ from explorer.strategies.base import FIXED_PREFIX, group_by_key, is_error_fail, 
 from explorer.study.spec import StudySpec
 from explorer.study.trial_outcome import record_outcome
 from explorer.study.handle import StoredStudy
+from explorer.study.expectation import FINISHED_ATTR
 from explorer.tracking.hooks import Tracker
 
 logger = logging.getLogger(__name__)
@@ -301,6 +302,8 @@ class Controller:
                        "elapsed_s": elapsed, "eta_s": eta})
 
     def outcome(self, finished: bool, reason: str | None) -> StudyOutcome:
+        if finished:  # what the expectation check waits for (explorer/study/expectation.py)
+            StoredStudy.of(self.study).set_system_attr(FINISHED_ATTR, True)
         trials = self.study.get_trials(deepcopy=False)
         s = self.strategy.summary(trials)
         count = lambda st: sum(1 for t in trials if t.state == st)  # noqa: E731

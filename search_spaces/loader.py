@@ -49,6 +49,7 @@ class ResolutionRecipe(_Strict):
     input_size: PerScale | None = None
     grid: PerScale | None = None  # token grid side at this resolution (the paper's 576/1024/2304 tokens)
     highres: Literal["interpolate", "tiled", "dynamic"] | None = None
+    max_tiles: int | None = Field(default=None, ge=1)  # highres dynamic: tiles per image, plus a thumbnail
     applies_to: list[str] | None = None
 
 

@@ -80,13 +80,16 @@ def print_leaderboard(study, limit: int | None = None, workdir: Path | None = No
 def print_path(study) -> None:
     from rich.console import Console
 
-    from explorer.report.leaderboard import format_path, greedy_path
+    from explorer.report.leaderboard import expectation, format_path, greedy_path
+    from explorer.study.expectation import summary_line
 
     path = greedy_path(study)
     if path:
         from rich.markup import escape
 
         Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {escape(format_path(path))}")
+    if line := summary_line(expectation(study)):
+        typer.echo(line[0].upper() + line[1:] + ".")
 
 
 def status(study_file: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt = Path("."),

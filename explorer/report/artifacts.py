@@ -132,14 +132,16 @@ def _candidate(experts: str, trials: list, results: dict[int, dict]) -> dict[str
 
 
 def greedy_rounds(study, results: dict[int, dict]) -> list[dict[str, Any]]:
-    path = {p["round"]: p["experts"] for p in report.greedy_path(study)}
+    entries = report.greedy_path(study)
+    path = {p["round"]: p["experts"] for p in entries}
+    answer = {p["round"] for p in entries if p["best"]}
     if not path:
         return []
     groups: dict[int, dict[str, list]] = {}
     for t in _done(study):
         if t.user_attrs.get("round") is not None:
             groups.setdefault(int(t.user_attrs["round"]), {}).setdefault(str(t.user_attrs.get("experts")), []).append(t)
-    return [{"round": rnd, "best": path.get(rnd),
+    return [{"round": rnd, "best": path.get(rnd), "answer": rnd in answer,
              "candidates": [_candidate(e, ts, results) for e, ts in sorted(groups[rnd].items())]}
             for rnd in sorted(groups)]
 

@@ -24,6 +24,7 @@ from explorer.strategies.fidelity import (
 )
 from explorer.study.attrs import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
 from explorer.study.handle import StoredStudy
+from explorer.study.expectation import study_expectation
 from explorer.report.trial_files import trial_result
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ def status_json(study) -> dict[str, Any]:
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     best = best_trial(study)
+    best_experts = None if best is None else expert_letters(best.params, best.user_attrs)
+    path = greedy_path(study)
     return {
         "study": study.study_name,
         "direction": study.direction.name.lower(),
@@ -107,13 +110,21 @@ def status_json(study) -> dict[str, Any]:
         "n_trials": len(trials),
         "states": counts,
         "best": None if best is None else {"number": best.number, "value": best.value,
-                                           "experts": expert_letters(best.params, best.user_attrs)},
+                                           "experts": best_experts},
         "leaderboard": leaderboard(study),
-        "greedy_path": greedy_path(study),
+        "greedy_path": path,
+        "expectation": study_expectation(study, best_experts, path),
         "mlflow_experiment_id": study.user_attrs.get(STUDY_EXPERIMENT_ATTR),
         "mlflow_parent_run_id": study.user_attrs.get(STUDY_RUN_ATTR),
         "trials": [status_record(t, stopped_marks(StoredStudy.of(study))) for t in trials],
     }
+
+
+def expectation(study) -> dict | None:
+    """The study's outcome against the expectation recorded from its file (None: it has none)."""
+    best = best_trial(study)
+    return study_expectation(study, None if best is None else expert_letters(best.params, best.user_attrs),
+                             greedy_path(study))
 
 
 def complete_trials(study) -> list:
@@ -123,7 +134,13 @@ def complete_trials(study) -> list:
 
 
 def best_trial(study):
+    """The best complete trial at full fidelity; in a greedy study, the best trial of its answer (the
+    last round that improved, greedy_path), which is not always the highest value."""
     done = [t for t in complete_trials(study) if not _below_top(t)]  # a lower rung trained less
+    answer = next((p for p in greedy_path(study) if p["best"]), None)
+    if answer is not None:
+        numbers = {n for c in answer["candidates"] if c["experts"] == answer["experts"] for n in c["trial_numbers"]}
+        done = [t for t in done if t.number in numbers] or done
     if not done:
         return None
     pick = max if _maximize(study) else min
@@ -233,23 +250,26 @@ def greedy_path(study) -> list[dict[str, Any]]:
         c["experts"], c["stopped"] = experts, _below_top(done[0])
         rounds.setdefault(int(rnd), []).append(c)
     sign = 1 if _maximize(study) else -1
+    rule, best = stats.improvement_rule(study), None
     path = []
     for rnd in sorted(rounds):
         cands = rounds[rnd]
         lead = stats.compare([c for c in cands if not c["stopped"]], sign > 0, stats.tie_threshold(study))
         if lead is None:
             continue  # its round's rungs are not decided yet
+        improved = stats.improves(lead, best, sign > 0, rule)
+        best = lead if improved else best
         for c in cands:
             if c["stopped"]:  # stopped at a lower rung: listed, not compared
                 c.update(leader=False, tied=False, p_beats_leader=None, diff_ci=None)
         path.append({"round": rnd, "experts": lead["experts"], "value": lead["mean"], "std": lead["std"],
-                     "ci": lead["ci"], "n": lead["n"], "planned": lead["planned"], "best": False,
+                     "ci": lead["ci"], "n": lead["n"], "planned": lead["planned"], "best": False, "improved": improved,
                      "tied": stats.tied_labels(cands), "tie_note": stats.tie_note(cands),
                      "candidates": [{"experts": c["experts"], "trial_numbers": c["trials"], "stopped": c["stopped"],
                                      **_row_stats(c, "leader")}
                                     for c in cands]})
-    if path:
-        max(path, key=lambda p: sign * p["value"])["best"] = True
+    if improving := [p for p in path if p["improved"]]:  # the answer: the last round that improved
+        improving[-1]["best"] = True
     return path
 
 

@@ -12,6 +12,7 @@ from explorer.report.leaderboard import (
     benchmark_scores,
     complete_trials,
     configurations,
+    expectation,
     format_path,
     greedy_path,
     leaderboard,
@@ -19,6 +20,7 @@ from explorer.report.leaderboard import (
     trial_stat,
 )
 from explorer.report.trial_files import trial_result
+from explorer.study.expectation import summary_line
 from explorer.report.rungs import RUNG_NOTE, row_rung, stopped_numbers
 from explorer.report.scales import (
     AVG_LABEL,
@@ -134,6 +136,8 @@ def export(study, fmt_name: str = "markdown") -> str:
     path = greedy_path(study)
     if path:
         lines += ["", "Greedy path: " + format_path(path)]
+    if line := summary_line(expectation(study)):
+        lines += ["", line[0].upper() + line[1:] + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -43,8 +43,9 @@ def _error(row: dict[str, Any]) -> tuple[float, float] | None:
 
 
 def greedy_path(rounds: list[dict[str, Any]], objective: str, maximize: bool, path: Path, title: str) -> Path:
-    """`rounds`: [{"round", "candidates": [{"experts", "value", lo/hi or std, n}], "best": experts}].
-    Every candidate is a dot in its round; the kept set of each round is joined by the path line."""
+    """`rounds`: [{"round", "candidates": [{"experts", "value", lo/hi or std, n}], "best": experts,
+    "answer": whether the round's kept set is the study's answer}]. Every candidate is a dot in its
+    round, a dropped one labelled with the expert it tried; the kept sets are joined by the path line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rounds) + 2), 4.2))
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.92)
@@ -61,10 +62,13 @@ def greedy_path(rounds: list[dict[str, Any]], objective: str, maximize: bool, pa
                 ys.append(c["value"])
                 ax.annotate(c["experts"], (r["round"], c["value"]), textcoords="offset points", xytext=(6, 6),
                             fontsize=8, color="C0")
+                if r.get("answer"):
+                    ax.plot([r["round"]], [c["value"]], "*", color="C3", markersize=14, zorder=4, label="study's answer")
+            else:  # dropped: the expert it added to the previous round's kept set
+                ax.annotate(_added(c["experts"], rounds, r["round"]), (r["round"], c["value"]), textcoords="offset points",
+                            xytext=(6, -3), fontsize=7, color="0.45")
     if xs:
         ax.plot(xs, ys, "-", color="C0", alpha=0.7, label="kept set")
-        best = (max if maximize else min)(range(len(ys)), key=lambda i: ys[i])
-        ax.plot([xs[best]], [ys[best]], "*", color="C3", markersize=14, zorder=4, label="study's answer")
         ax.legend(loc="best", fontsize=8)
     ax.margins(x=0.12, y=0.15)  # room for the labels of the first and last rounds
     ax.set_xticks([r["round"] for r in rounds])
@@ -73,6 +77,13 @@ def greedy_path(rounds: list[dict[str, Any]], objective: str, maximize: bool, pa
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _added(experts: str, rounds: list[dict[str, Any]], rnd: int) -> str:
+    """"+C" for A+B+C in the round after A+B was kept; the whole set when there is no previous round."""
+    before = next((r.get("best") for r in rounds if r["round"] == rnd - 1), None)
+    extra = [e for e in experts.split("+") if before and e not in before.split("+")]
+    return "+" + "+".join(extra) if extra else experts
 
 
 def pareto(points: list[dict[str, Any]], objective: str, maximize: bool, *, cost_label: str, path: Path,

@@ -12,7 +12,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from explorer.study.stats import candidate, compare, public, tie_note, tied_labels
+from explorer.study.stats import candidate, compare, improves, public, tie_note, tied_labels
 from explorer.strategies.base import Plan, Planned, Status, Strategy, group_by_key, status_of
 from explorer.strategies.fidelity import build_schedule
 from explorer.study.spec import GreedyStrategy, StudySpec
@@ -97,7 +97,7 @@ class Greedy(Strategy):
         groups = group_by_key(trials)
         stopped: dict[int, int] = {}
         current, remaining = list(self.opts.base), list(self.candidates)
-        best: tuple[float, list[str]] | None = None
+        best: dict[str, Any] | None = None  # the leader of the last round that improved
         path: list[dict[str, Any]] = []
         rnd = 0
         maximize = self.spec.objective.direction == "maximize"
@@ -149,10 +149,10 @@ class Greedy(Strategy):
             if leader["partial"] and complete:  # said, never silent: it won on fewer seeds than planned
                 entry["partial_note"] = (f"{leader['experts']} leads on {leader['n']} of {leader['planned']} seeds "
                                          f"(its other seeds failed)")
-            improved = best is None or self.better(leader["mean"], best[0])
+            improved = improves(leader, best, maximize, self.opts.improvement)
             entry["improved"] = improved
             if improved:
-                best = (leader["mean"], leader["letters"])
+                best = leader
             new_current = leader["letters"]
             if last_round:
                 return Plan(items, statuses, rnd, True, "maximum size reached", stopped), path
@@ -184,8 +184,8 @@ class Greedy(Strategy):
     def summary(self, trials: list[FrozenTrial]) -> dict[str, Any]:
         plan, path = self._walk(trials)
         best_value, best_experts = None, None
-        for entry in path:
-            if entry.get("best_experts") and (best_value is None or self.better(entry["best_value"], best_value)):
+        for entry in path:  # the answer: the last round that improved (strategy.improvement)
+            if entry.get("best_experts") and entry.get("improved"):
                 best_value, best_experts = entry["best_value"], entry["best_experts"]
         best_params = None
         if best_experts is not None:

@@ -20,5 +20,8 @@ class StoredStudy:
     def system_attrs(self) -> dict[str, Any]:
         return self.storage.get_study_system_attrs(self.study_id)
 
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self.storage.set_study_system_attr(self.study_id, key, value)
+
     def trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)

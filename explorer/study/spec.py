@@ -5,7 +5,8 @@ Schema (every key optional unless marked):
     name: tiny_greedy                      # required; [A-Za-z0-9_.-]
     strategy:                              # required; one of
       {type: greedy, base: [A, B], candidates: [C, D, E, F], max_size: 6,
-       stop_on_no_improvement: false, repeats: 1, seeds: null, seed_scope: sft,
+       stop_on_no_improvement: false, improvement: interval,   # or mean; the answer: the last
+       repeats: 1, seeds: null, seed_scope: sft,              # round that improved
        tie_threshold: 0.05, resolve_ties: null,     # or {extra_seeds: 2, max_extra_trials: 6}
        fusion: null, resolution: preset, freeze: preset,   # fusion null: the base trial's
        fidelity: null}   # or {schedule: successive_halving|asha, min_fraction: 0.25, eta: 2,
@@ -33,6 +34,8 @@ Schema (every key optional unless marked):
     heartbeat_interval_s: 30
     grace_period_s: 90                     # a silent trial of a dead controller elsewhere is re-run after this
     poll_interval_s: 1.0
+    expect: null                           # or {answer: [A, B, E], path: [[A, B], [A, B, E]]}, written
+                                           # before any run (docs/testbed.md)
 """
 from __future__ import annotations
 
@@ -105,6 +108,9 @@ class GreedyStrategy(_Fixed):
     candidates: list[str] | None = None  # default: every catalogue letter not in base
     max_size: int | None = Field(default=None, gt=0)  # default: base + all candidates
     stop_on_no_improvement: bool = False
+    # a round improves on the best so far when its leader beats it beyond the paired interval
+    # ("interval"), or by its mean ("mean"); the answer is the last round that improved
+    improvement: Literal["interval", "mean"] = "interval"
     resolve_ties: ResolveTies | None = None
     fidelity: FidelitySpec | None = None
 
@@ -166,6 +172,12 @@ class PrunerSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class Expectation(_Strict):
+    """The answer the study should find, derived from the design before any run."""
+    answer: list[str] = Field(min_length=1)  # the mixture the study should select
+    path: list[list[str]] | None = None  # the leader of each greedy round, in order (optional)
+
+
 class StudySpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -187,6 +199,7 @@ class StudySpec(_Strict):
     heartbeat_interval_s: int = Field(default=30, gt=0)
     grace_period_s: int = Field(default=90, gt=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
+    expect: Expectation | None = None
 
     _space: SearchSpace | None = PrivateAttr(default=None)
     _base_trial: dict[str, Any] | None = PrivateAttr(default=None)
@@ -204,6 +217,21 @@ class StudySpec(_Strict):
     def _grace(self) -> "StudySpec":
         if self.grace_period_s <= self.heartbeat_interval_s:
             raise ValueError("grace_period_s must exceed heartbeat_interval_s")
+        return self
+
+    @model_validator(mode="after")
+    def _expectation_in_strategy(self) -> "StudySpec":
+        st, ex = self.strategy, self.expect
+        if ex is None or st.type != "greedy":
+            return self
+        known = set(st.base) | set(st.candidates or [])
+        for field, names in [("expect.answer", ex.answer), *((f"expect.path[{i}]", p) for i, p in enumerate(ex.path or []))]:
+            if st.candidates is not None and (unknown := sorted(set(names) - known)):
+                raise ValueError(f"{field}: {', '.join(unknown)} not in strategy.base or strategy.candidates")
+            if not set(st.base) <= set(names):
+                raise ValueError(f"{field}: a greedy study's mixtures all hold strategy.base ({', '.join(st.base)})")
+            if st.max_size is not None and len(set(names)) > st.max_size:
+                raise ValueError(f"{field}: {len(set(names))} experts, over strategy.max_size {st.max_size}")
         return self
 
     @property
@@ -237,7 +265,7 @@ class StudySpec(_Strict):
 
 
 _LATER_DEFAULTS: dict[str, Any] = {"seed_scope": "sft", "tie_threshold": DEFAULT_TIE_THRESHOLD, "resolve_ties": None,
-                                   "fidelity": None}
+                                   "fidelity": None, "improvement": "interval"}
 
 
 def validation_line(source: str, err: ValidationError) -> str:
@@ -248,6 +276,8 @@ def validation_line(source: str, err: ValidationError) -> str:
     if first["type"] == "union_tag_invalid":
         msg = "strategy.type must be one of greedy, grid, tpe"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if not loc and first["type"] == "value_error":  # a check across fields names its own field
+        return f"{source}: {msg.removeprefix('Value error, ')}{more}"
     return f"{source}: {field}: {msg}{more}"
 
 

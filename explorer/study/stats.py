@@ -22,8 +22,10 @@ from trainers.eval.bootstrap import interval, paired
 from explorer.study.handle import StoredStudy
 
 TIE_ATTR = "eagle:tie_threshold"  # study system attr: the study file's strategy.tie_threshold
+IMPROVEMENT_ATTR = "eagle:improvement"  # study system attr: the study file's strategy.improvement (greedy)
 BOOTSTRAP_ATTR = "eagle:bootstrap"  # trial system attr: {"items", "confidence", "objective": [..]}
-STAT_ATTRS = ("objective_ci", "scores_ci", "blind_scores", "blind_objective", "blind_gap_ci")  # trial user attrs
+STAT_ATTRS = ("objective_ci", "scores_ci", "blind_scores", "blind_objective", "blind_gap_ci",
+              "scores_undefined", "blind_undefined")  # trial user attrs
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_TIE_THRESHOLD = 0.05  # tied with the leader when P(it beats the leader) >= this
 _FLAT = 1000  # replicates for a candidate whose trials carry none
@@ -112,6 +114,25 @@ def compare(cands: list[dict[str, Any]], maximize: bool = True,
         c["tied"] = c["p_beats_leader"] >= threshold
     leader["tied"] = any(c["tied"] for c in cands)
     return leader
+
+
+def improves(new: dict[str, Any], old: dict[str, Any] | None, maximize: bool, rule: str) -> bool:
+    """Whether a round's leader `new` improves on the best so far `old`: by its mean ("mean"), or
+    ("interval") only when the paired interval of new - old excludes 0 on the better side.
+    Candidates without paired replicates are compared by their means under either rule."""
+    if old is None:
+        return True
+    sign = 1 if maximize else -1
+    a, b = new.get("replicates"), old.get("replicates")
+    if rule == "mean" or a is None or b is None or len(a) != len(b):
+        return sign * new["mean"] > sign * old["mean"]
+    lo, hi = paired(a, b, new["confidence"], maximize)["diff_ci"]
+    return lo > 0 if maximize else hi < 0
+
+
+def improvement_rule(study) -> str:
+    """The study file's strategy.improvement ("mean" for a study stored before it was recorded)."""
+    return str(StoredStudy.of(study).system_attrs().get(IMPROVEMENT_ATTR, "mean"))
 
 
 def tied_labels(cands: list[dict[str, Any]]) -> list[str]:

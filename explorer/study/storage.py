@@ -19,7 +19,8 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from explorer.redact import mask
-from explorer.study.stats import TIE_ATTR
+from explorer.study.expectation import EXPECT_ATTR
+from explorer.study.stats import IMPROVEMENT_ATTR, TIE_ATTR
 from explorer.study.spec import StudyError, StudySpec
 from trainers.spec import changed_fields
 
@@ -135,9 +136,27 @@ def open_study(spec: StudySpec, storage_url: str, *, create: bool = True,
     if check_stored_study(spec, storage, storage_url) is None:
         storage.set_study_system_attr(study_id, FINGERPRINT_ATTR, spec.fingerprint())
     _check_base_trial(storage, study_id, spec, storage_url, accept_base_change)
+    _record_expectation(storage, study_id, spec, storage_url, n_trials=len(study.trials))
     storage.set_study_system_attr(study_id, TIE_ATTR, spec.strategy.tie_threshold)  # for reports
+    if spec.strategy.type == "greedy":
+        storage.set_study_system_attr(study_id, IMPROVEMENT_ATTR, spec.strategy.improvement)
     logger.info("study %r at %s: %d trials stored", spec.name, mask(storage_url), len(study.trials))
     return study
+
+
+def _record_expectation(storage, study_id: int, spec: StudySpec, storage_url: str, *, n_trials: int) -> None:
+    """The file's `expect:` is recorded when the study is created; a resumed study whose file adds,
+    changes or drops it is refused (an expectation is written before the run, never fitted to it)."""
+    attrs = storage.get_study_system_attrs(study_id)
+    new = spec.expect.model_dump(mode="json") if spec.expect is not None else None
+    old = attrs.get(EXPECT_ATTR)  # None too for a study created before expectations were recorded
+    if EXPECT_ATTR not in attrs and not n_trials:
+        storage.set_study_system_attr(study_id, EXPECT_ATTR, new)
+    elif new != old:
+        what = f"added after {n_trials} trials ran" if old is None else \
+            f"differs from the expectation the study was created with ({old})"
+        raise StorageError(f"{mask(storage_url)}: study {spec.name!r}: expect: {what}; an expectation is written "
+                           "before any run and not edited after it: use a new study name")
 
 
 def check_stored_study(spec: StudySpec, storage: optuna.storages.BaseStorage, storage_url: str) -> str | None:

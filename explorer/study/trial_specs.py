@@ -64,6 +64,8 @@ def build_trial_data(spec: StudySpec, params: dict[str, Any], user_attrs: dict[s
             entry["grid"] = getattr(res.grid, space.scale)
         if res.highres is not None and (res.applies_to is None or x in res.applies_to):
             entry["highres"] = res.highres
+            if res.max_tiles is not None:
+                entry["max_tiles"] = res.max_tiles
         if frz.experts is not None and (frz.applies_to is None or x in frz.applies_to):
             entry["freeze"] = frz.experts
         entries.append(entry)

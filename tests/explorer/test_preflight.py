@@ -150,8 +150,8 @@ def test_every_greedy_candidate_and_grid_point_is_built():
     assert experts == ["A+B", "A+B+C", "A+B+D", "A+B+E", "A+B+F"]  # max_size 3
     grid = load_study(ROOT / "studies" / "tiny_resolution.yaml")
     points = study_trial_points(build_strategy(grid))
-    assert len(points) == 8 and {p["resolution"] for p, _ in points} == {"original", "interpolate_448",
-                                                                          "interpolate_672", "tiled_672"}
+    assert len(points) == 10 and {p["resolution"] for p, _ in points} == {"original", "interpolate_448",
+                                                                           "interpolate_672", "tiled_672", "dynamic_672"}
 
 
 def _trial_file(tmp_path: Path, **changes) -> Path:

@@ -12,7 +12,7 @@ from trainers.spec import parse_trial_spec
 from trainers.stages.recipes import resolve_experts
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_GRID = {"original": 3, "interpolate_448": 4, "interpolate_672": 6, "tiled_672": 6}
+TINY_GRID = {"original": 3, "interpolate_448": 4, "interpolate_672": 6, "tiled_672": 6, "dynamic_672": 3}
 
 
 @pytest.mark.parametrize("recipe", sorted(TINY_GRID))
@@ -23,6 +23,8 @@ def test_tiny_resolution_recipe_builds_with_its_grid(recipe, tmp_path):
     spec = parse_trial_spec(data, recipe)
     (cfg,) = resolve_experts(spec)
     assert cfg.grid == TINY_GRID[recipe] and cfg.freeze is False
+    if recipe == "dynamic_672":  # up to 4 tiles and a thumbnail, side by side in each token
+        assert cfg.highres == "dynamic" and cfg.max_tiles == 4
     expert = experts.build_expert(cfg).eval()
     with torch.no_grad():
         out = expert(torch.rand(1, 3, 64, 64))
@@ -30,7 +32,7 @@ def test_tiny_resolution_recipe_builds_with_its_grid(recipe, tmp_path):
 
 
 @pytest.mark.parametrize("recipe,tokens", [("original", 576), ("interpolate_448", 1024),
-                                           ("interpolate_672", 2304), ("tiled_672", 2304)])
+                                           ("interpolate_672", 2304), ("tiled_672", 2304), ("dynamic_672", 576)])
 def test_full_resolution_recipes_give_the_papers_token_counts(recipe, tokens, tmp_path):
     study = load_study(ROOT / "studies" / "clip_resolution.yaml")
     params = {"expert_A": True, "resolution": recipe, "freeze": "unfreeze"}

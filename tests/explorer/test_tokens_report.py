@@ -63,3 +63,24 @@ def test_plot_is_a_png(tmp_path):
 def test_visual_tokens_of_a_trial_spec(fusion, tokens):
     spec = {"experts": [{"preset": "tiny-clip", "grid": 4}, {"preset": "tiny-convnext", "grid": 4}], "fusion": fusion}
     assert rf.visual_tokens(spec) == tokens
+
+
+def test_the_greedy_path_plot_labels_dropped_candidates_and_stars_the_answer(tmp_path, monkeypatch):
+    figs = []
+    real = plots._save
+    def capture(fig, path):
+        ax = fig.axes[0]
+        stars = [list(line.get_xdata()) for line in ax.lines if line.get_label() == "study's answer"]
+        figs.append(([t.get_text() for t in ax.texts], stars))
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    rounds = [{"round": 0, "best": "A+B", "answer": False, "candidates": [{"experts": "A+B", "value": 600.0}]},
+              {"round": 1, "best": "A+B+E", "answer": True,  # E kept; C and F dropped
+               "candidates": [{"experts": "A+B+C", "value": 590.0, "lo": 580.0, "hi": 600.0},
+                              {"experts": "A+B+E", "value": 650.0}, {"experts": "A+B+F", "value": 620.0}]},
+              {"round": 2, "best": "A+B+E+F", "answer": False,  # ran, within the interval: not the answer
+               "candidates": [{"experts": "A+B+E+F", "value": 651.0}, {"experts": "A+B+E+C", "value": 640.0}]}]
+    out = plots.greedy_path(rounds, "avg", True, tmp_path / "greedy_path.png", "t")
+    assert out.is_file() and out.stat().st_size > 1000
+    assert figs == [(["A+B", "+C", "A+B+E", "+F", "A+B+E+F", "+C"], [[1]])]  # the star on round 1's kept set

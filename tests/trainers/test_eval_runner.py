@@ -179,3 +179,21 @@ def test_image_side_is_the_training_side_never_a_default(tmp_path):
     bad = spec.model_copy(update={"experts": [spec.experts[0].model_copy(update={"preset": "tiny-clop"})]})
     with pytest.raises(KeyError, match="tiny-clop"):
         data_image_size(bad)
+
+
+class NoWhenBlank(PixelModel):
+    """Says "no" to every POPE question ("Is there ...?") about a blank image, as the tiny LLM's blind run does."""
+
+    def generate(self, images, prompts, max_new_tokens):
+        out = super().generate(images, prompts, max_new_tokens)
+        return ["No." if "Is there" in p and int(img.min()) == int(img.max()) else o
+                for img, p, o in zip(images, prompts, out)]
+
+
+def test_a_blind_score_that_is_undefined_is_flagged_and_never_compared(tmp_path):
+    spec = spec_for(tmp_path, ["gqa", "pope"], blind=True, bootstrap={"resamples": 50, "seed": 1})
+    res = evaluate(NoWhenBlank(), None, spec, tmp_path / "one")
+    assert res["blind_undefined"] == {"pope": "F1 undefined on 3 split(s): no yes answers (precision 0/0)"}
+    assert res["blind_scores"]["pope"] == 0.0
+    assert set(res["blind_gap_ci"]) == {"gqa"}  # no paired "beats blind" against an undefined F1
+    assert "scores_undefined" not in res  # the sighted run says yes somewhere

@@ -76,6 +76,18 @@ def test_pope_official_metrics_by_hand():
     assert out2["pope/popular/f1"] == 100.0 and out2["pope"] == pytest.approx((200 / 3 + 100) / 2)
 
 
+@pytest.mark.parametrize("profile", SCORER_PROFILES)
+def test_pope_f1_without_yes_answers_is_flagged_undefined(profile):
+    bench = get_benchmark("pope", profile)
+    items = [item(f"random/{i}", g, split="random") for i, g in enumerate(LABELS)]
+    out = bench.summarize(items, ["no"] * len(items))  # a blind model that always says no
+    assert out["pope"] == 0.0 and out["pope/f1_undefined"] == 1.0
+    assert bench.undefined(out) == "F1 undefined on 1 split(s): no yes answers (precision 0/0)"
+    ok = bench.summarize(items, PREDS)
+    assert ok["pope/f1_undefined"] == 0.0 and bench.undefined(ok) is None
+    assert get_benchmark("gqa").undefined({"gqa": 0.0}) is None
+
+
 def test_pope_lmms_eval_metrics_by_hand():
     # lmms-eval's aggregation functions give these on this fixture: exact "yes"/"no" only; "No."
     # and "I cannot tell" are wrong but neither is a miss for recall; yes-ratio of the labels

@@ -79,6 +79,10 @@ class Benchmark:
     def summarize(self, items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, float]:
         raise NotImplementedError
 
+    def undefined(self, summary: dict[str, float]) -> str | None:
+        """Why `summary`'s headline is undefined (e.g. an F1 with no positive predictions), else None."""
+        return None
+
     def group_key(self, item: EvalItem) -> str:
         """Items scored together (MME's image pairs) share a key so a slim subset keeps them whole."""
         return item.qid

@@ -149,19 +149,37 @@ def write_predictions(path: Path, bench: Benchmark, items: Sequence[EvalItem], p
     tmp.replace(path)
 
 
+def _undefined(runs: list) -> dict[str, str]:
+    """{benchmark: why} for the runs whose headline score is undefined."""
+    out = {}
+    for bench, items, preds in runs:
+        if (why := bench.undefined(bench.summarize(items, preds))) is not None:
+            out[bench.name] = why
+    return out
+
+
 def _statistics(ev, runs: list, blind_runs: list) -> dict[str, Any]:
     """Intervals (and the blind control's scores) of a final evaluation, as result.json carries them."""
     out: dict[str, Any] = {}
+    if undefined := _undefined(runs):
+        out["scores_undefined"] = undefined
+    blind_undefined: dict[str, str] = {}
     if blind_runs:
         blind_scores: dict[str, float] = {}
         for bench, items, preds in blind_runs:
-            blind_scores.update({k: v for k, v in bench.summarize(items, preds).items() if "/" not in k})
+            summary = bench.summarize(items, preds)
+            blind_scores.update({k: v for k, v in summary.items() if "/" not in k})
+            if (why := bench.undefined(summary)) is not None:  # no "beats blind" against it
+                blind_undefined[bench.name] = why
         out["blind_scores"] = blind_scores
         out["blind_objective"] = None if ev.objective == "heldout_loss" else objective(blind_scores, ev)
+        if blind_undefined:
+            out["blind_undefined"] = blind_undefined
     bs = ev.bootstrap
     if bs.resamples and runs:
         obj = None if ev.objective == "heldout_loss" else (lambda scores: objective(scores, ev))
-        blind = {bench.name: preds for bench, _, preds in blind_runs} if blind_runs else None
+        blind = {bench.name: preds for bench, _, preds in blind_runs
+                 if bench.name not in blind_undefined} if blind_runs else None
         out.update(bootstrap_eval(runs, obj, resamples=bs.resamples, seed=bs.seed, confidence=bs.confidence, blind=blind))
     return out
 

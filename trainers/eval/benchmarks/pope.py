@@ -48,7 +48,8 @@ def binary_metrics(preds: Sequence[str], labels: Sequence[str], yes_ratio_of_lab
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     yes = labels if yes_ratio_of_labels else preds
     return {"accuracy": sum(p == g for p, g in zip(preds, labels)) / len(labels), "precision": precision,
-            "recall": recall, "f1": f1, "yes_ratio": sum(y == "yes" for y in yes) / len(labels)}
+            "recall": recall, "f1": f1, "yes_ratio": sum(y == "yes" for y in yes) / len(labels),
+            "f1_undefined": float(tp + fp == 0)}  # no yes answers: precision is 0/0, F1 0 by convention
 
 
 class POPE(Benchmark):
@@ -85,16 +86,23 @@ class POPE(Benchmark):
     def summarize(self, items: Sequence[EvalItem], predictions: Sequence[str]) -> dict[str, float]:
         self.check_lengths(items, predictions)
         out: dict[str, float] = {}
-        f1s = []
+        f1s, undefined = [], 0.0
         for split in SPLITS:
             pairs = [(p, i.answer) for i, p in zip(items, predictions) if i.meta["split"] == split]
             if not pairs:
                 continue
             metrics = self._metrics([p for p, _ in pairs], [g for _, g in pairs])
+            undefined += metrics.pop("f1_undefined")
             for key, value in metrics.items():
                 out[f"{self.name}/{split}/{key}"] = 100.0 * value
             f1s.append(metrics["f1"])
         if self.profile == "lmms_eval":
-            f1s = [self._metrics(predictions, [i.answer for i in items])["f1"]]
+            pooled = self._metrics(predictions, [i.answer for i in items])
+            f1s, undefined = [pooled["f1"]], pooled["f1_undefined"]
         out[self.name] = 100.0 * sum(f1s) / len(f1s)
+        out[f"{self.name}/f1_undefined"] = undefined  # F1s (splits, or the pooled one) with no yes answers
         return out
+
+    def undefined(self, summary: dict[str, float]) -> str | None:
+        n = int(summary.get(f"{self.name}/f1_undefined", 0))
+        return f"F1 undefined on {n} split(s): no yes answers (precision 0/0)" if n else None
