@@ -4,6 +4,7 @@ timeout, and device-aware collectives. On GPU the group is `cpu:gloo,cuda:nccl`,
 Train) gets CPU tensors copied to the current device and back."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -128,4 +129,7 @@ def shutdown(wait: bool = True) -> None:
     if dist.is_available() and dist.is_initialized():
         if wait:
             barrier()
+        # a DDP wrapper left in a reference cycle is otherwise freed at interpreter exit, after the
+        # group, and its reducer aborts the process (SIGABRT, "terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
