@@ -11,6 +11,8 @@ from trainers.meta_shapes import meta_fusion_shape
 from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec
 
 
+NOT_STAGED = " (not staged yet: stage it before a run; `eagle-explore check --unstaged` checks everything else)"
+
 def _check_sva_layers(spec: TrialSpec, grid: int, visual_tokens: int, fail) -> None:
     """SVA's llm_layers against the visual tokens and the LLM's depth (when known before loading)."""
     from experts.fusion.sva_layers import check_llm_layers
@@ -88,11 +90,12 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1,
         path = getattr(d, field)
         if path is not None and not Path(path).is_file():
             if unstaged is None or Path(path).exists():
-                fail(f"data.{field}", f"file not found: {path}")
+                fail(f"data.{field}", f"file not found: {path}" + ("" if Path(path).exists() else NOT_STAGED))
             unstaged.append(f"data.{field} {path}")
     if d.image_folder is not None and not Path(d.image_folder).is_dir():
         if unstaged is None or Path(d.image_folder).exists():
-            fail("data.image_folder", f"directory not found: {d.image_folder}")
+            fail("data.image_folder", f"directory not found: {d.image_folder}"
+                 + ("" if Path(d.image_folder).exists() else NOT_STAGED))
         unstaged.append(f"data.image_folder {d.image_folder}")
     if spec.eval.benchmarks:
         try:

@@ -88,7 +88,7 @@ def print_path(study) -> None:
         from rich.markup import escape
 
         Console(soft_wrap=True).print(f"[bold]Greedy path:[/bold] {escape(format_path(path))}")
-    if line := summary_line(expectation(study)):
+    if line := summary_line(expectation(study, path)):
         typer.echo(line[0].upper() + line[1:] + ".")
 
 

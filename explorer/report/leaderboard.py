@@ -99,9 +99,9 @@ def status_json(study) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    best = best_trial(study)
-    best_experts = None if best is None else expert_letters(best.params, best.user_attrs)
     path = greedy_path(study)
+    best = best_trial(study, path)
+    best_experts = None if best is None else expert_letters(best.params, best.user_attrs)
     return {
         "study": study.study_name,
         "direction": study.direction.name.lower(),
@@ -120,11 +120,12 @@ def status_json(study) -> dict[str, Any]:
     }
 
 
-def expectation(study) -> dict | None:
-    """The study's outcome against the expectation recorded from its file (None: it has none)."""
-    best = best_trial(study)
-    return study_expectation(study, None if best is None else expert_letters(best.params, best.user_attrs),
-                             greedy_path(study))
+def expectation(study, path: list[dict[str, Any]] | None = None) -> dict | None:
+    """The study's outcome against the expectation recorded from its file (None: it has none);
+    `path`: its greedy_path when the caller has it."""
+    path = greedy_path(study) if path is None else path
+    best = best_trial(study, path)
+    return study_expectation(study, None if best is None else expert_letters(best.params, best.user_attrs), path)
 
 
 def complete_trials(study) -> list:
@@ -133,11 +134,12 @@ def complete_trials(study) -> list:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
 
 
-def best_trial(study):
+def best_trial(study, path: list[dict[str, Any]] | None = None):
     """The best complete trial at full fidelity; in a greedy study, the best trial of its answer (the
-    last round that improved, greedy_path), which is not always the highest value."""
+    last round that improved, greedy_path, or `path` when the caller has it), which is not always
+    the highest value."""
     done = [t for t in complete_trials(study) if not _below_top(t)]  # a lower rung trained less
-    answer = next((p for p in greedy_path(study) if p["best"]), None)
+    answer = next((p for p in (greedy_path(study) if path is None else path) if p["best"]), None)
     if answer is not None:
         numbers = {n for c in answer["candidates"] if c["experts"] == answer["experts"] for n in c["trial_numbers"]}
         done = [t for t in done if t.number in numbers] or done

@@ -136,7 +136,7 @@ def export(study, fmt_name: str = "markdown") -> str:
     path = greedy_path(study)
     if path:
         lines += ["", "Greedy path: " + format_path(path)]
-    if line := summary_line(expectation(study)):
+    if line := summary_line(expectation(study, path)):
         lines += ["", line[0].upper() + line[1:] + "."]
     return "\n".join(lines) + "\n"
 

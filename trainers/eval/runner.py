@@ -149,19 +149,11 @@ def write_predictions(path: Path, bench: Benchmark, items: Sequence[EvalItem], p
     tmp.replace(path)
 
 
-def _undefined(runs: list) -> dict[str, str]:
-    """{benchmark: why} for the runs whose headline score is undefined."""
-    out = {}
-    for bench, items, preds in runs:
-        if (why := bench.undefined(bench.summarize(items, preds))) is not None:
-            out[bench.name] = why
-    return out
-
-
-def _statistics(ev, runs: list, blind_runs: list) -> dict[str, Any]:
-    """Intervals (and the blind control's scores) of a final evaluation, as result.json carries them."""
+def _statistics(ev, runs: list, blind_runs: list, scores: dict[str, float]) -> dict[str, Any]:
+    """Intervals (and the blind control's scores) of a final evaluation, as result.json carries them;
+    `scores` holds every run's summary (sub-figures included)."""
     out: dict[str, Any] = {}
-    if undefined := _undefined(runs):
+    if undefined := {b.name: why for b, _, _ in runs if (why := b.undefined(scores)) is not None}:
         out["scores_undefined"] = undefined
     blind_undefined: dict[str, str] = {}
     if blind_runs:
@@ -275,7 +267,7 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, *, rank: in
                           "scorer_profile": ev.scorer_profile, "items_done": items_done,
                           "items_full": sum(len(s) for s in subsets), "early_stopped": stopped}
                 if final and not stopped:
-                    result.update(_statistics(ev, runs, blind_runs))
+                    result.update(_statistics(ev, runs, blind_runs, scores))
             except Exception as err:
                 if not shared:
                     raise
