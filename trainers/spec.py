@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Template = Literal["plain", "vicuna_v1", "llama3", "chatml"]
 Recipe = Literal["baseline", "eagle"]
 Strategy = Literal["ddp", "deepspeed_zero2", "deepspeed_zero3"]
 StageName = Literal["pretrain", "align_expert", "align_projector", "sft"]
+SkillName = Literal["caption", "classify", "mask", "rotation", "read", "count"]  # trainers/skills/tasks.py
 ScorerProfile = Literal["official", "lmms_eval"]  # trainers/eval/benchmarks: whose scoring rules
 
 # Stages each recipe runs, in order. baseline = LLaVA-1.5; eagle = pre-alignment (1, 2) + SFT (3).
@@ -39,9 +40,18 @@ class ExpertEntry(_Strict):
     max_tiles: int | None = Field(default=None, ge=1)  # highres=dynamic
     freeze: bool | None = None  # during SFT; pre-alignment stages freeze by recipe
     grad_checkpointing: bool | None = None
-    # skilled init: start from the preset pre-trained on its family's synthetic skill (trainers/skills;
-    # tiny presets), cached per machine; False: the preset's own weights (random init for tiny ones)
-    skill: bool = False
+    # skilled init: start from the preset pre-trained on a synthetic skill (trainers/skills; tiny
+    # presets), cached per machine: True its family's own, a skill name any other (a permuted
+    # design); False: the preset's own weights (random init for tiny ones)
+    skill: bool | SkillName = False
+
+    @field_validator("skill", mode="before")
+    @classmethod
+    def _skill_name(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in get_args(SkillName):
+            raise ValueError(f"unknown skill {v!r}; give true (the family's own) or one of "
+                             f"{', '.join(get_args(SkillName))}")
+        return v
 
 
 class FusionSpec(_Strict):
@@ -183,6 +193,7 @@ class TrialSpec(_Strict):
     name: str = "trial"
     seed: int = 0  # SFT (and everything but pre-alignment)
     align_seed: int | None = None  # pre-alignment stages (stage-1 cache key included); None: seed
+    skill_seed: int = 0  # the skilled experts' pre-training (experts[i].skill)
     experts: list[ExpertEntry] = Field(min_length=1)
     fusion: FusionSpec = Field(default_factory=FusionSpec)
     projector: ProjectorSpec = Field(default_factory=ProjectorSpec)

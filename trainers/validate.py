@@ -48,7 +48,7 @@ def validate_spec(spec: TrialSpec, source: str, nproc: int, nnodes: int = 1,
             from trainers.skills.train import skill_of
 
             try:
-                skill_of(cfgs[-1])
+                skill_of(cfgs[-1], e.skill)
             except ValueError as err:
                 fail(f"experts.{i}.skill", str(err))
     grids = {c.grid for c in cfgs}

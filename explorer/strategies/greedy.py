@@ -1,6 +1,7 @@
 """Round-robin greedy expert selection (the Eagle paper's procedure).
 
-Round 0 runs the base set. Each later round runs one trial per remaining candidate (current set +
+Round 0 runs the base set; round 1's trials start beside it (their mixtures are the base plus each
+candidate whatever round 0 scores). Each later round runs one trial per remaining candidate (current set +
 candidate), ranks them by the mean objective over their seeds, keeps the best and goes on until
 the maximum size (or, if configured, the first round without improvement). The answer is the
 best set over all rounds. Every candidate is compared with its round's leader on paired bootstrap
@@ -109,17 +110,16 @@ class Greedy(Strategy):
             else:
                 last_round = len(current) + 1 >= self.max_size or len(remaining) <= 1
             entry: dict[str, Any] = {"round": rnd}
-            if self.schedule is None:
-                items = [p for _, _, ps in round_sets for p in ps]
-                statuses = {p.key: status(p) for p in items}
-                resolved, top = all(s.resolved for s in statuses.values()), range(len(round_sets))
-            else:  # multi-fidelity: rung trials (explorer/fidelity.py); the decision is the top rung's
-                rungs = self.schedule.walk([ps for _, _, ps in round_sets], status, set(groups))
-                items, statuses, resolved, top = rungs.items, rungs.statuses, rungs.resolved, rungs.top
+            items, statuses, resolved, top, rungs = self._round_trials(round_sets, status, groups)
+            if rungs is not None:
                 stopped.update(rungs.stopped_trials())
                 entry["rungs"] = [{experts_name(round_sets[i][0]): m for i, m in means.items()}
                                   for means in rungs.means]  # per rung: candidate -> seed mean
             if not resolved:
+                if rnd == 0 and not last_round:  # round 1's mixtures do not depend on round 0's outcome
+                    ahead, ahead_statuses, _, _, _ = self._round_trials(self._round_items(1, current, remaining),
+                                                                        status, groups)
+                    items, statuses = items + ahead, {**statuses, **ahead_statuses}
                 return Plan(items, statuses, rnd, done=last_round, stopped=stopped), path
             cands = [self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in ps]) if i in top
                      else self._stopped_stats(rnd, letters, cand, rungs.stopped.get(i))
@@ -162,6 +162,16 @@ class Greedy(Strategy):
                 remaining = [c for c in remaining if c != leader["candidate"]]
             current = new_current
             rnd += 1
+
+    def _round_trials(self, round_sets, status, groups):
+        """(items, statuses, resolved, indices at the top rung, the rung walk or None) of one round."""
+        if self.schedule is None:
+            items = [p for _, _, ps in round_sets for p in ps]
+            statuses = {p.key: status(p) for p in items}
+            return items, statuses, all(s.resolved for s in statuses.values()), range(len(round_sets)), None
+        # multi-fidelity: rung trials (explorer/strategies/fidelity.py); the decision is the top rung's
+        rungs = self.schedule.walk([ps for _, _, ps in round_sets], status, set(groups))
+        return rungs.items, rungs.statuses, rungs.resolved, rungs.top, rungs
 
     @staticmethod
     def _candidate_stats(rnd: int, letters: list[str], cand: str | None, statuses: list[Status]) -> dict[str, Any]:

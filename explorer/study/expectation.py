@@ -22,13 +22,16 @@ def _label(experts) -> str:
 
 
 def compare(expect: dict[str, Any] | None, best: str | None, path: list[dict[str, Any]], finished: bool) -> dict | None:
-    """The outcome against the expectation: the selected mixture (and, when `path` is expected, each
-    round's leader); `met` is None until the study has finished, then True or False."""
+    """The outcome against the expectation: the selected mixture, and where expected the selection
+    path (the base, then the leader of each round that improved) and the number of greedy rounds
+    run after the base; `met` is None until the study has finished, then True or False."""
     if not expect:
         return None
-    leaders = [p["experts"] for p in path]
+    leaders = [p["experts"] for p in path if p.get("round") == 0 or p.get("improved")]
     out: dict[str, Any] = {"answer": _label(expect["answer"]), "selected": None if best is None else _label(best),
-                           "answer_met": None, "path": None, "path_met": None, "met": None}
+                           "answer_met": None, "path": None, "path_met": None, "rounds": expect.get("rounds"),
+                           "rounds_run": max((p.get("round", 0) for p in path), default=None), "rounds_met": None,
+                           "met": None}
     if expect.get("path"):
         out["path"] = [_label(p) for p in expect["path"]]
         out["leaders"] = [_label(p) for p in leaders]
@@ -36,7 +39,9 @@ def compare(expect: dict[str, Any] | None, best: str | None, path: list[dict[str
         out["answer_met"] = mixture(best) == mixture(expect["answer"])
         if out["path"] is not None:
             out["path_met"] = out["leaders"] == out["path"]
-        out["met"] = out["answer_met"] and out["path_met"] is not False
+        if out["rounds"] is not None:
+            out["rounds_met"] = out["rounds_run"] == out["rounds"]
+        out["met"] = out["answer_met"] and out["path_met"] is not False and out["rounds_met"] is not False
     return out
 
 
@@ -47,7 +52,9 @@ def summary_line(result: dict | None) -> str | None:
     if result["met"] is None:
         return f"expected answer {result['answer']}: the study has not finished"
     path = "" if result["path"] is None else (
-        f"; expected path {' -> '.join(result['path'])}, leaders {' -> '.join(result['leaders'])}")
+        f"; expected path {' -> '.join(result['path'])}, took {' -> '.join(result['leaders'])}")
+    if result.get("rounds") is not None:
+        path += f"; expected {result['rounds']} round(s) after the base, ran {result['rounds_run']}"
     verdict = "met" if result["met"] else "MISSED (a finding: the expectation stays as written)"
     return f"expected answer {result['answer']}, selected {result['selected']}{path}: {verdict}"
 

@@ -34,7 +34,7 @@ Schema (every key optional unless marked):
     heartbeat_interval_s: 30
     grace_period_s: 90                     # a silent trial of a dead controller elsewhere is re-run after this
     poll_interval_s: 1.0
-    expect: null                           # or {answer: [A, B, E], path: [[A, B], [A, B, E]]}, written
+    expect: null                           # or {answer: [A, B, E], path: [[A, B], [A, B, E]], rounds: 2}, written
                                            # before any run (docs/testbed.md)
 """
 from __future__ import annotations
@@ -175,7 +175,10 @@ class PrunerSpec(_Strict):
 class Expectation(_Strict):
     """The answer the study should find, derived from the design before any run."""
     answer: list[str] = Field(min_length=1)  # the mixture the study should select
-    path: list[list[str]] | None = None  # the leader of each greedy round, in order (optional)
+    # the selection path (optional): the base, then the leader of each round that improved
+    path: list[list[str]] | None = None
+    # greedy rounds run after the base (optional): the last one is the round that ended the study
+    rounds: int | None = Field(default=None, ge=1)
 
 
 class StudySpec(_Strict):
@@ -232,6 +235,12 @@ class StudySpec(_Strict):
                 raise ValueError(f"{field}: a greedy study's mixtures all hold strategy.base ({', '.join(st.base)})")
             if st.max_size is not None and len(set(names)) > st.max_size:
                 raise ValueError(f"{field}: {len(set(names))} experts, over strategy.max_size {st.max_size}")
+        if ex.rounds is not None:
+            size = st.max_size if st.max_size is not None else len(set(st.base) | set(st.candidates or ex.answer))
+            most, least = size - len(st.base), len(set(ex.answer)) - len(st.base)
+            if not least <= ex.rounds <= most:
+                raise ValueError(f"expect.rounds: {ex.rounds} rounds, but the answer needs at least {least} "
+                                 f"and strategy.max_size allows at most {most}")
         return self
 
     @property

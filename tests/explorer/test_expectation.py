@@ -38,6 +38,10 @@ def _study(tmp_path, name, expect):
     ({"answer": ["A", "B"], "path": [["A", "B"], ["B", "C"]]},
      "expect.path[1]: a greedy study's mixtures all hold strategy.base (A, B)"),
     ({"answer": []}, "expect.answer: List should have at least 1 item"),
+    ({"answer": ["A", "B", "E"], "rounds": 3},
+     "expect.rounds: 3 rounds, but the answer needs at least 1 and strategy.max_size allows at most 2"),
+    ({"answer": ["A", "B", "E", "F"], "rounds": 1},
+     "expect.rounds: 1 rounds, but the answer needs at least 2 and strategy.max_size allows at most 2"),
 ])
 def test_an_expectation_the_strategy_cannot_reach_is_one_line_before_anything_runs(tmp_path, expect, line):
     with pytest.raises(StudyError) as err:
@@ -114,7 +118,7 @@ def test_improves_needs_the_paired_interval_or_the_mean():
 @pytest.mark.parametrize("rule", ["interval", "mean"])
 def test_a_round_within_the_interval_stops_the_study_and_the_answer_stays(tmp_path, rule):
     strategy = {**GREEDY, "max_size": 5, "stop_on_no_improvement": True, "improvement": rule}
-    expect = {"answer": ["A", "B", "E"], "path": [["A", "B"], ["A", "B", "E"], ["A", "B", "E", "F"]]}
+    expect = {"answer": ["A", "B", "E"], "path": [["A", "B"], ["A", "B", "E"]], "rounds": 2}
     spec = parse_study(study_data(f"stop_{rule}", strategy, expect=expect), "stop.yaml", tmp_path)
     url = default_storage_url(tmp_path)
     outcome = run_study(spec, url, tmp_path, runner=replicate_runner)
@@ -131,4 +135,8 @@ def test_a_round_within_the_interval_stops_the_study_and_the_answer_stays(tmp_pa
     answer = "A+B+E" if rule == "interval" else "A+B+E+F"
     assert outcome.best_experts == doc["best"]["experts"] == answer
     assert [p["experts"] for p in path if p["best"]] == [answer]
-    assert doc["expectation"]["answer_met"] is (rule == "interval")
+    exp = doc["expectation"]  # the path is the selection path: round 2's leader did not improve
+    assert exp["answer_met"] is exp["path_met"] is exp["rounds_met"] is exp["met"] is (rule == "interval")
+    assert exp["leaders"] == (["A+B", "A+B+E"] if rule == "interval" else ["A+B", "A+B+E", "A+B+E+F"])
+    assert exp["rounds_run"] == (2 if rule == "interval" else 3)
+    assert ("ran 2: met" if rule == "interval" else "ran 3: MISSED") in summary_line(exp)

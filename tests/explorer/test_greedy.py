@@ -45,7 +45,9 @@ def test_paper_greedy_path_and_eleven_trials_in_rounds(tmp_path):
     for t in trials:
         rounds.setdefault(t.user_attrs["round"], []).append(t)
     assert [len(rounds[r]) for r in sorted(rounds)] == [1, 4, 3, 2, 1]
-    for r in range(1, 5):  # a round starts only once the previous one has finished
+    # round 1 (base + each candidate) starts beside round 0; every later round once the previous has finished
+    assert min(t.datetime_start for t in rounds[1]) < max(t.datetime_complete for t in rounds[0])
+    for r in range(2, 5):
         assert min(t.datetime_start for t in rounds[r]) >= max(t.datetime_complete for t in rounds[r - 1])
         assert {t.user_attrs["candidate"] for t in rounds[r]} == {x for t in rounds[r] for x in
                                                                   t.user_attrs["experts"].split("+")} - set(

@@ -147,7 +147,12 @@ def test_the_function_returns_what_it_checked(tmp_path):
 def test_every_greedy_candidate_and_grid_point_is_built():
     spec = load_study(ROOT / "studies" / "tiny_greedy.yaml")
     experts = sorted(a["experts"] for _, a in study_trial_points(build_strategy(spec)))
-    assert experts == ["A+B", "A+B+C", "A+B+D", "A+B+E", "A+B+F"]  # max_size 3
+    # round 1's four and one four-expert set (round 2's are built like it): max_size 4
+    assert experts == ["A+B", "A+B+C", "A+B+C+D", "A+B+D", "A+B+E", "A+B+F"]
+    twin = load_study(ROOT / "studies" / "tiny_greedy_permuted.yaml")
+    skills = {e["preset"]: e["skill"] for e in twin.base_trial_data["experts"]}
+    assert (skills["tiny-dinov2"], skills["tiny-pix2struct"], skills["tiny-clip"]) == ("read", "rotation", True)
+    assert sorted(a["experts"] for _, a in study_trial_points(build_strategy(twin))) == experts[:2] + experts[3:]
     grid = load_study(ROOT / "studies" / "tiny_resolution.yaml")
     points = study_trial_points(build_strategy(grid))
     assert len(points) == 10 and {p["resolution"] for p, _ in points} == {"original", "interpolate_448",

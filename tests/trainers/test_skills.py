@@ -4,6 +4,7 @@ a trial asks for it per expert entry (`skill: true`; the default keeps the rando
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,6 +157,42 @@ def test_trial_entries_choose_skilled_or_random_init(tmp_path, tiny_recipe):
     assert all(torch.equal(v, saved.state_dict()[k]) for k, v in built.state_dict().items())
     d["experts"][0]["skill"] = False
     assert spec_state(parse_trial_spec(d, "t"))["hash"] != spec_state(spec)["hash"]
+
+
+def test_a_named_skill_permutes_the_design_and_the_skill_seed_is_the_trial_s(tmp_path, tiny_recipe, monkeypatch):
+    """`skill: read` on a DINOv2 pre-trains it on reading (a permuted design); `skill_seed` varies
+    the pre-training; the family's own skill by name is the same entry as `skill: true`."""
+    from trainers.spec import parse_trial_spec
+    from trainers.stages.recipes import resolve_experts
+
+    assert T.skill_key(_cfg(), 0, TINY, "rotation") == T.skill_key(_cfg(), 0, TINY)
+    assert T.skill_key(_cfg(), 0, TINY, "read") != T.skill_key(_cfg(), 0, TINY)
+    calls = []
+    real = T.train_skill
+    monkeypatch.setattr(T, "train_skill", lambda *a, **k: calls.append((a[0].name, a[1], a[3])) or real(*a, **k))
+
+    def entry(seed: int, skill):
+        d = {"experts": [{"preset": "tiny-dinov2", "skill": skill}], "llm": {"preset": "tiny-llama"},
+             "data": {"synthetic": {}}, "skill_seed": seed}
+        return resolve_experts(parse_trial_spec(d, "t"), tmp_path)[0]
+
+    read0, read1, own = entry(0, "read"), entry(1, "read"), entry(0, True)
+    assert calls == [("tiny-dinov2", 0, "read"), ("tiny-dinov2", 1, "read"), ("tiny-dinov2", 0, True)]
+    metas = [T.SkillCache(tmp_path).meta(Path(c.source).parent.name) for c in (read0, read1, own)]
+    assert [m["skill"] for m in metas] == ["read", "read", "rotation"]
+    assert len({m["weights_sha256"] for m in metas}) == 3
+    assert T.skill_keys(parse_trial_spec({"experts": [{"preset": "tiny-dinov2", "skill": "read"}],
+                                          "llm": {"preset": "tiny-llama"}, "data": {"synthetic": {}}, "skill_seed": 1},
+                                         "t")) == {"0": Path(read1.source).parent.name}
+
+
+def test_an_unknown_skill_name_is_one_line():
+    from trainers.spec import SpecError, parse_trial_spec
+
+    with pytest.raises(SpecError, match=r"experts\.0\.skill") as err:
+        parse_trial_spec({"experts": [{"preset": "tiny-dinov2", "skill": "juggle"}], "llm": {"preset": "tiny-llama"},
+                          "data": {"synthetic": {}}}, "t")
+    assert "\n" not in str(err.value) and "unknown skill 'juggle'" in str(err.value) and "read" in str(err.value)
 
 
 def test_skill_on_a_family_without_one_is_one_line(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,9 @@ from torch import nn
 from trainers.data.images import to_uint8
 from trainers.data.synthetic_draw import COLOURS, SHAPES, Canvas, draw_shape, jitter
 from trainers.data.synthetic_kinds import KINDS, NUMBERS, WORDS, make_item
+from trainers.spec import SkillName
 
-SKILLS = ("caption", "classify", "mask", "rotation", "read", "count")
+SKILLS: tuple[str, ...] = get_args(SkillName)
 FAMILY_SKILL = {"clip": "caption", "convnext": "classify", "sam": "mask", "dinov2": "rotation",
                 "pix2struct": "read", "eva02": "count"}
 READ_CLASSES = WORDS + NUMBERS

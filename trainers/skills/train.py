@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from trainers.caches.claims import FileClaim
-from trainers.skills.tasks import FAMILY_SKILL, SkillData, SkillHead, augment, make_data
+from trainers.skills.tasks import FAMILY_SKILL, SKILLS, SkillData, SkillHead, augment, make_data
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,12 @@ class SkillRecipe:
 DEFAULT_RECIPE = SkillRecipe()
 
 
-def skill_of(cfg) -> str:
+def skill_of(cfg, skill: bool | str = True) -> str:
+    """The skill an expert entry pre-trains: a name as given, True its family's own."""
+    if isinstance(skill, str):
+        if skill not in SKILLS:
+            raise ValueError(f"expert {cfg.name!r}: unknown skill {skill!r}; known: {', '.join(SKILLS)}")
+        return skill
     if cfg.family not in FAMILY_SKILL:
         raise ValueError(f"expert {cfg.name!r}: no synthetic skill for family {cfg.family!r} "
                          f"(skills exist for {', '.join(FAMILY_SKILL)})")
@@ -64,12 +69,12 @@ def _skill_code() -> str:
     return code_version(SKILL_CODE)
 
 
-def skill_key(cfg, seed: int = 0, recipe: SkillRecipe | None = None) -> str:
+def skill_key(cfg, seed: int = 0, recipe: SkillRecipe | None = None, skill: bool | str = True) -> str:
     """sha256 over what determines the skilled weights: the expert's architecture (its random init
     included), the skill, the recipe, the seed and the skill code."""
     recipe = recipe or DEFAULT_RECIPE
     arch = cfg.model_dump(mode="json", exclude={"source", "pretrained", "freeze", "grad_checkpointing"})
-    blob = {"expert": arch, "skill": skill_of(cfg), "recipe": asdict(recipe), "seed": seed,
+    blob = {"expert": arch, "skill": skill_of(cfg, skill), "recipe": asdict(recipe), "seed": seed,
             "code": _skill_code()}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -99,9 +104,10 @@ def _metric(head: SkillHead, feats: torch.Tensor, target: torch.Tensor, chunk: i
     return sum(scores) / len(scores)
 
 
-def train_skill(cfg, seed: int = 0, recipe: SkillRecipe | None = None) -> tuple[Any, dict[str, Any]]:
+def train_skill(cfg, seed: int = 0, recipe: SkillRecipe | None = None,
+                skill: bool | str = True) -> tuple[Any, dict[str, Any]]:
     """Random-init expert `cfg` trained end to end with its skill head; returns (expert, stats)."""
-    skill, recipe = skill_of(cfg), recipe or DEFAULT_RECIPE
+    skill, recipe = skill_of(cfg, skill), recipe or DEFAULT_RECIPE
     with _one_thread():
         return _train(cfg, skill, seed, recipe)
 
@@ -213,16 +219,18 @@ class SkillCache:
         tmp.rename(final)
 
     def ensure(self, cfgs: list, seed: int = 0, recipe: SkillRecipe | None = None,
-               poll_s: float = 0.5) -> list[Path]:
-        """The skilled expert dir of every config, training the missing ones. Entries another process
-        is training are waited for after this one has trained what it could claim."""
+               poll_s: float = 0.5, skills: list[bool | str] | None = None) -> list[Path]:
+        """The skilled expert dir of every config (its skill from `skills`, default its family's),
+        training the missing ones. Entries another process is training are waited for after this
+        one has trained what it could claim."""
         recipe = recipe or DEFAULT_RECIPE  # looked up at call time (tests shrink it)
-        keys = [skill_key(c, seed, recipe) for c in cfgs]
-        pending = {k: c for k, c in zip(keys, cfgs) if not self.has(k)}
+        skills = skills if skills is not None else [True] * len(cfgs)
+        keys = [skill_key(c, seed, recipe, sk) for c, sk in zip(cfgs, skills)]
+        pending = {k: (c, sk) for k, c, sk in zip(keys, cfgs, skills) if not self.has(k)}
         waited = False
         while pending:
             progressed = False
-            for key, cfg in list(pending.items()):
+            for key, (cfg, skill) in list(pending.items()):
                 if self.has(key):
                     pending.pop(key)
                     continue
@@ -231,7 +239,7 @@ class SkillCache:
                     continue
                 try:
                     if not self.has(key):  # finished by another process between the check and the claim
-                        expert, stats = train_skill(cfg, seed, recipe)
+                        expert, stats = train_skill(cfg, seed, recipe, skill)
                         self._commit(key, expert, stats)
                 finally:
                     claim.release()
@@ -259,4 +267,5 @@ def skill_keys(spec) -> dict[str, str]:
     """Per skilled entry of a trial spec (by index), the key of its weights: a spec's identity covers
     the skilled weights it will start from, before they exist."""
     from trainers.expert_entries import resolve_expert
-    return {str(i): skill_key(resolve_expert(e)) for i, e in enumerate(spec.experts) if e.skill}
+    return {str(i): skill_key(resolve_expert(e), spec.skill_seed, skill=e.skill)
+            for i, e in enumerate(spec.experts) if e.skill}

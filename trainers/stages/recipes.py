@@ -37,7 +37,8 @@ def resolve_experts(spec: TrialSpec, cache_dir: str | Path | None = None) -> lis
     if cache_dir is not None and skilled:
         from trainers.skills.train import SkillCache
 
-        dirs = SkillCache(cache_dir).ensure([cfgs[i] for i in skilled])
+        dirs = SkillCache(cache_dir).ensure([cfgs[i] for i in skilled], spec.skill_seed,
+                                            skills=[spec.experts[i].skill for i in skilled])
         for i, d in zip(skilled, dirs):
             cfgs[i] = cfgs[i].with_overrides(source=str(d.resolve()), pretrained=True)  # one key across links
     return cfgs
