@@ -50,7 +50,7 @@ def _run(tmp_path, monkeypatch, fake, **strategy):
 @pytest.mark.slow
 def test_no_complete_trial_exits_1_with_the_failure_classes_and_a_log(tmp_path, monkeypatch):
     fake = FailingRunner()
-    res = _run(tmp_path, monkeypatch, fake, candidates=["C"], max_size=3)
+    res = _run(tmp_path, monkeypatch, fake, candidates=["C"], max_size=2)  # the base alone (round 1 would start beside it)
     assert res.exit_code == 1, res.output
     assert fake.calls == 1  # the base round failed: the study stopped there
     err = res.stderr
