@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -183,7 +183,7 @@ class EvalSpec(_Strict):
     interval_steps: int | None = Field(default=None, gt=0)  # also evaluate every N SFT steps (for pruners)
     data_root: str | None = None  # where real benchmark copies live (synthetic suite otherwise)
     objective: str = "avg"  # "avg" (the paper's Avg column), "weighted", "heldout_loss" or a benchmark score key
-    weights: dict[str, float] = Field(default_factory=dict)
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)  # objective "weighted"; 0 leaves one out
     scorer_profile: ScorerProfile = "official"  # the benchmarks' official scripts, or lmms-eval's rules
     blind: bool = False  # also score every benchmark with blank images (how much needs the image)
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)

@@ -225,10 +225,11 @@ def test_wrong_types(copies, cmd, data, wrong):
 @SETTINGS
 @given(st.data(), st.sampled_from([-1, 0]))
 def test_out_of_range_numbers(copies, cmd, data, value):
-    # every number of these files is positive, except seeds (any int) and ratios/decays (>= 0)
+    # every number of these files is positive, except seeds (any int: seed, skill_seed) and ratios/decays/objective weights (>= 0)
     zero_ok = {"seed", "warmup_ratio", "weight_decay", "gpus_per_worker", "retries", "num_workers"}
     path, doc, p, _ = _pick(data.draw, copies[cmd], lambda p, v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                            and str(p[-1]) != "seed" and not (value == 0 and str(p[-1]) in zero_ok))
+                            and not str(p[-1]).endswith("seed")
+                            and not (value == 0 and (str(p[-1]) in zero_ok or "weights" in map(str, p))))
     _set(doc, p, value)
     res, bad, lines = _check(path, _dump(doc), cmd)
     TRIED[f"{cmd}: out-of-range number"] += 1
