@@ -133,7 +133,8 @@ def _left_out(result: dict) -> dict:
                      "yes_ratio": round(statistics.fmean(yes), 2) if yes else None},
             "gqa_exists": round(scores.get("gqa/semantic/exists", float("nan")), 2),
             "reason": "yes/no questions whose answer turns on a word of the question: the 2-layer tiny LLM "
-                      "answers them with one constant (MME acc+ 0 = one answer per image pair, POPE at chance)"}
+                      "answers them with a guess that does not follow the image (MME acc+ 0: one answer per "
+                      "image pair; POPE and GQA's existence items at or below chance)"}
 
 
 def _best_vs_blind(doc: dict) -> dict:
@@ -208,6 +209,7 @@ def main(argv=None) -> int:
         "a_best_vs_blind": blind, "b_skill_table": tables["main"], "f_twin_skill_table": tables["twin"],
         "c_round1": {"means": {c: round(v, 2) for c, v in means.items()}, "gap": gap, "seed_spread": spread,
                      "per_seed": rounds},
+        "f_twin_rounds": [{**_round(docs["twin"][s], 0), **_round(docs["twin"][s], 1)} for s in args.seeds],
         "d_selections": {k: {s: docs[k][s]["best"]["experts"] for s in args.seeds} for k in STUDIES},
         "d_expectation": {k: {s: docs[k][s]["expectation"] for s in args.seeds} for k in STUDIES},
         "criteria": {"a": blind["n_beating_blind"] >= 4, "b": all(tables["main"]["owner_best"].values()),
