@@ -236,11 +236,13 @@ class StudySpec(_Strict):
             if st.max_size is not None and len(set(names)) > st.max_size:
                 raise ValueError(f"{field}: {len(set(names))} experts, over strategy.max_size {st.max_size}")
         if ex.rounds is not None:
-            size = st.max_size if st.max_size is not None else len(set(st.base) | set(st.candidates or ex.answer))
-            most, least = size - len(st.base), len(set(ex.answer)) - len(st.base)
-            if not least <= ex.rounds <= most:
-                raise ValueError(f"expect.rounds: {ex.rounds} rounds, but the answer needs at least {least} "
-                                 f"and strategy.max_size allows at most {most}")
+            # without max_size or candidates the bound is the search space's, checked by the strategy
+            size = st.max_size if st.max_size is not None else (
+                len(set(st.base) | set(st.candidates)) if st.candidates is not None else None)
+            most, least = (None if size is None else size - len(st.base)), len(set(ex.answer)) - len(st.base)
+            if ex.rounds < least or (most is not None and ex.rounds > most):
+                cap = "" if most is None else f" and strategy.max_size allows at most {most}"
+                raise ValueError(f"expect.rounds: {ex.rounds} rounds, but the answer needs at least {least}{cap}")
         return self
 
     @property
