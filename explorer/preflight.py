@@ -4,7 +4,7 @@ spec the study can generate built and checked by trainers.preflight (files, benc
 experts and fusion on the meta device), and the work directory, the study database and the MLflow
 store reached without writing. Problems are one line naming the file and the field.
 
-`staged=False` (what `plan` and `check --unstaged` check): files only a run reads (data, image
+`staged=False` (what `plan` and `check` check; `check --staged` and a run do not): files only a run reads (data, image
 folder, benchmark copies, local expert weights) may be absent; they are returned in `not_staged`
 (one notice line, see `not_staged_line`) while everything else is checked as for a run.
 

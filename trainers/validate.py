@@ -11,7 +11,7 @@ from trainers.meta_shapes import meta_fusion_shape
 from trainers.spec import RECIPE_STAGES, SpecError, TrialSpec
 
 
-NOT_STAGED = " (not staged yet: stage it before a run; `eagle-explore check --unstaged` checks everything else)"
+NOT_STAGED = " (not staged yet: stage it before a run; `eagle-explore check` without `--staged` checks everything else)"
 
 def _check_sva_layers(spec: TrialSpec, grid: int, visual_tokens: int, fail) -> None:
     """SVA's llm_layers against the visual tokens and the LLM's depth (when known before loading)."""

@@ -223,16 +223,18 @@ def check(file: Annotated[Path, typer.Argument(help="Study file or trial spec (Y
           storage: StorageOpt = None, tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = Path("."),
           nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="Processes per trial (default: the study's).")] = None,
           offline: Annotated[bool, typer.Option("--offline", help="Do not reach the database and tracking store.")] = False,
-          unstaged: Annotated[bool, typer.Option(
-              "--unstaged", help="Data, images, benchmark copies and local weights may be absent (listed in a "
-                                 "notice), as `plan` checks.")] = False) -> None:
+          staged: Annotated[bool, typer.Option(
+              "--staged", help="Data, images, benchmark copies and local weights must be there, as `run` "
+                               "requires (on the machine that runs the study).")] = False) -> None:
     """The pre-flight of run/worker/trial alone: the whole file, every trial spec it makes, its files,
-    experts built on the meta device, storage and tracking reached. Writes nothing; exit 2 on a problem."""
+    experts built on the meta device, storage and tracking reached. Writes nothing; exit 2 on a problem.
+    Run-only files not staged yet (data, images, benchmark copies, local weights) are one notice, so a
+    study can be checked before its data is copied; `--staged` refuses them, as `run` does."""
     with _guard():
         from explorer.preflight import CheckedTrial, not_staged_line, preflight
 
         checked = preflight(file, storage=storage, tracking_uri=tracking_uri, workdir=workdir, nproc=nproc,
-                            services=not offline, staged=not unstaged)
+                            services=not offline, staged=staged)
         if not_staged_line(checked):
             typer.echo(not_staged_line(checked), err=True)
         if isinstance(checked, CheckedTrial):

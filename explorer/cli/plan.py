@@ -35,7 +35,7 @@ def plan_cmd(target: Annotated[Path, typer.Argument(help="Study file or trial fi
              sft_tokens: Annotated[int, typer.Option("--sft-tokens", min=1, help="Text tokens of an SFT sample.")] = 512,
              as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False) -> None:
     """Before anything runs: what each trial costs and whether it fits on the GPUs. The file is
-    pre-flighted first as `check --offline --unstaged` does: data not staged yet is a notice."""
+    pre-flighted first as `check --offline` does: data not staged yet is a notice."""
     with guard():
         from explorer.plan import plan_study, plan_trial
         from explorer.preflight import CheckedStudy, not_staged_line, preflight

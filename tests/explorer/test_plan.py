@@ -105,9 +105,9 @@ def test_plan_before_the_data_is_staged_is_one_notice(tmp_path, plan_cache):
             f"data.image_folder {tmp_path / 'd' / 'images'}", f"eval.data_root {tmp_path / 'eval'}"]
     assert json.loads(res.stdout)["not_staged"] == want
     assert res.stderr.strip() == f"notice: {study}: not staged yet (a run needs them): {', '.join(want)}"
-    same = runner.invoke(app, ["check", str(study), "--offline", "--unstaged"])  # the same pre-flight
+    same = runner.invoke(app, ["check", str(study), "--offline"])  # the same pre-flight
     assert same.exit_code == 0 and same.stderr == res.stderr, same.output
-    refused = runner.invoke(app, ["check", str(study), "--offline"])  # a run needs them
+    refused = runner.invoke(app, ["check", str(study), "--offline", "--staged"])  # a run needs them
     assert refused.exit_code == 2 and f"data.pretrain: file not found: {tmp_path / 'd' / 'p.json'}" in refused.stderr
 
 

@@ -185,7 +185,7 @@ def test_trial_checks_files_benchmark_copies_and_the_study_kind(tmp_path):
     root = write_suite(tmp_path / "eval", 2, 0, 32, ["gqa", "pope"])
     (root / "pope" / "coco_pope_random.json").unlink()
     bad = _trial_file(tmp_path, eval={"benchmarks": ["gqa", "pope"], "data_root": str(root)})
-    _one_error_line(runner.invoke(app, ["check", str(bad)]), "eval.data_root", "pope", "coco_pope_random.json")
+    _one_error_line(runner.invoke(app, ["check", str(bad), "--staged"]), "eval.data_root", "pope", "coco_pope_random.json")
     _one_error_line(runner.invoke(app, ["trial", str(_study(tmp_path)), "--out", str(out)]), "a study file")
     assert not out.exists()
 

@@ -102,13 +102,13 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def _check(path: Path, text: str, cmd: str = "check"):
-    """`check` or `plan` on a mutated copy next to the original; returns (result, the mutated
+    """`check --staged` or `plan` on a mutated copy next to the original; returns (result, the mutated
     file, the stderr lines that are not the plan's not-staged notice)."""
     bad = path.with_name("mutated.yaml")
     bad.write_text(text)
     work = path.parent / "work"
     before, cache = _snapshot(path.parent), _stat(PLAN_CACHE[0])
-    args = ["check", str(bad), "--workdir", str(work)] if cmd == "check" else ["plan", str(bad), "--json"]
+    args = ["check", str(bad), "--workdir", str(work), "--staged"] if cmd == "check" else ["plan", str(bad), "--json"]
     res = runner.invoke(app, args)
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     assert "Traceback" not in res.output
