@@ -1,5 +1,6 @@
 """Launch one trial: validate the spec fully, write trial.yaml, generate synthetic data once, then
-torchrun the worker with its own rendezvous. `python -m trainers.launch TRIAL.yaml --out DIR --nproc N`."""
+torchrun the workers with their own rendezvous (one DDP process: the worker alone).
+`python -m trainers.launch TRIAL.yaml --out DIR --nproc N`."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ from trainers import trial_dir as TD
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
+_RANK_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK")
 PREPARE_WAIT_S = 4 * 3600  # node 0 may pre-train skilled experts before the ranks start
 
 
@@ -133,6 +135,18 @@ def torchrun_command(spec_path: Path, out_dir: Path, cache_dir: Path, nproc: int
             "--cache-dir", str(cache_dir), *worker_args]
 
 
+def worker_command(spec: TrialSpec, spec_path: Path, out_dir: Path, cache_dir: Path, nproc: int,
+                   *, torchrun_args: Sequence[str] = (), worker_args: Sequence[str] = ()) -> list[str]:
+    """One DDP process on one node runs the worker directly: world size 1 makes no process group
+    and no DDP wrapper either way, so the numbers are torchrun's, without its agent's start and
+    stop (seconds a trial). DeepSpeed, several processes or nodes: torchrun_command."""
+    if nproc == 1 and not torchrun_args and spec.train.strategy == "ddp":
+        return [sys.executable, "-m", "trainers.stages.runner", "--spec", str(spec_path), "--out", str(out_dir),
+                "--cache-dir", str(cache_dir), *worker_args]
+    return torchrun_command(spec_path, out_dir, cache_dir, nproc, torchrun_args=torchrun_args,
+                            worker_args=worker_args)
+
+
 def prepare_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1,
                   torchrun_args: Sequence[str] = (), restart: bool = False) -> tuple[TrialSpec, Path, Path]:
     """Validate, check the directory's progress is of this spec, write trial.yaml (resolved),
@@ -195,7 +209,7 @@ def run_trial(spec_path: str | Path, out_dir: str | Path, nproc: int = 1, *, tor
     if nodes is not None:  # the other nodes start their ranks once this is written
         (out / TD.LOGS / TD.PREPARED).write_text(json.dumps({"run_id": nodes.run_id}))
     _stop_on_signal(out)
-    cmd = torchrun_command(trial_yaml, out, cache, nproc, torchrun_args=torchrun_args, worker_args=worker_args)
+    cmd = worker_command(spec, trial_yaml, out, cache, nproc, torchrun_args=torchrun_args, worker_args=worker_args)
     rc, log, start = _torchrun(cmd, out / TD.LOGS / TD.TORCHRUN_LOG, timeout_s)
     mark = out / TD.PREEMPT_MARK
     if rc != 0 and mark.is_file():
@@ -222,6 +236,9 @@ def _torchrun(cmd: list[str], log: Path, timeout_s: float | None) -> tuple[int, 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    if "torch.distributed.run" not in cmd:  # the lone worker: no group from a caller's torchrun variables
+        for name in _RANK_ENV:
+            env.pop(name, None)
     logger.info("%s", " ".join(cmd))
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:

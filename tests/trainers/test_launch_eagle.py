@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from tests.trainers.helpers_eagle import tiny_spec_dict, write_spec
-from trainers.launch import main, run_trial, torchrun_command
-from trainers.spec import SpecError
+from trainers.launch import main, run_trial, torchrun_command, worker_command
+from trainers.spec import SpecError, TrialSpec
 
 
 def _bad(tmp_path, mutate):
@@ -69,6 +69,16 @@ def test_torchrun_command_own_rendezvous_and_multinode_passthrough(tmp_path):
                              torchrun_args=["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "head:29400"])
     assert "localhost:0" not in multi and multi[multi.index("--rdzv-endpoint") + 1] == "head:29400"
     assert multi.index("--nnodes") < multi.index("trainers.stages.runner")
+
+
+def test_one_ddp_process_runs_the_worker_without_torchrun():
+    spec = TrialSpec.model_validate(tiny_spec_dict())
+    args = (Path("t.yaml"), Path("o"), Path("c"))
+    alone = worker_command(spec, *args, 1, worker_args=["--stop-after", "3"])
+    assert alone[1:3] == ["-m", "trainers.stages.runner"] and alone[-2:] == ["--stop-after", "3"]
+    for nproc, targs, strategy in ((2, [], "ddp"), (1, ["--nnodes", "2"], "ddp"), (1, [], "deepspeed_zero2")):
+        other = spec.model_copy(update={"train": spec.train.model_copy(update={"strategy": strategy})})
+        assert worker_command(other, *args, nproc, torchrun_args=targs)[1:3] == ["-m", "torch.distributed.run"]
 
 
 def test_a_bad_image_fails_at_launch_and_verification_is_remembered(tmp_path):
