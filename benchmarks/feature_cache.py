@@ -30,7 +30,7 @@ def _trial(base: dict, enabled: bool, work: Path, name: str) -> dict:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     result = run_trial(path, work / name, nproc=1)
-    fc = result["feature_cache"]
+    fc = result["feature_cache"]["align_projector"]
     return {"stage2_s": round(result["stage_time_s"]["align_projector"], 3), "expert_forwards": fc["expert_forwards"],
             "hits": sum(e["cached"] for e in fc.get("experts", {}).values()), "entry_bytes": fc.get("bytes"),
             "load_avg": os.getloadavg()[0]}

@@ -137,17 +137,19 @@ def _check_epochs(spec: TrialSpec, fail) -> None:
 
 
 def _check_feature_cache(spec: TrialSpec, shapes: list[tuple[int, int]], fail) -> None:
-    """Synthetic data has a known size: the trial's feature-cache entries fit max_gb (real data:
-    checked when stage 2 starts, before any feature is computed)."""
+    """Synthetic data has a known size: the trial's feature-cache entries (stage 2's, and SFT's when
+    every expert is frozen there) fit max_gb (real data: checked when the stage starts, before any
+    feature is computed)."""
     from trainers.caches.features import GB, entry_bytes
 
     fc, syn = spec.train.feature_cache, spec.data.synthetic
     if not fc.enabled or syn is None or spec.train.recipe != "eagle":
         return
-    need = sum(entry_bytes(syn.n_pretrain, grid * grid, width) for grid, width in shapes)
+    items = syn.n_pretrain + (syn.n_sft if all(resolve_expert(e).freeze for e in spec.experts) else 0)
+    need = sum(entry_bytes(items, grid * grid, width) for grid, width in shapes)
     if need > fc.max_gb * GB:
         fail("train.feature_cache.max_gb", f"{fc.max_gb:g}, but this trial's {len(shapes)} experts' features over "
-                                           f"{syn.n_pretrain} items need {need / GB:.3g} GB")
+                                           f"{items} items need {need / GB:.3g} GB")
 
 
 def check_eval_spec(ev: EvalSpec, source: str, unstaged: list[str] | None = None) -> None:

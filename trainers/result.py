@@ -28,7 +28,7 @@ def build_result(stage_info: dict[str, dict[str, Any]], scores: dict[str, float]
         "skipped_records": {s: i["skipped_records"] for s, i in stage_info.items() if "skipped_records" in i},
         "truncated_records": {s: i["truncated_records"] for s, i in stage_info.items() if "truncated_records" in i},
         "stage1_cache": stage_info.get("align_expert", {}).get("experts", {}),
-        "feature_cache": stage_info.get("align_projector", {}).get("feature_cache", {}),
+        "feature_cache": {s: i["feature_cache"] for s, i in stage_info.items() if "feature_cache" in i},
         "world_size": world_size, "strategy": strategy, "precision": precision,
     }
 
@@ -39,11 +39,11 @@ def trial_cost(stage_info: dict[str, dict[str, Any]], eval_s: float, world_size:
     for the evaluation (wall time x ranks, one device each: GPU-seconds on GPUs), FLOPs where
     counted (the expert forwards the feature cache saved), and what the caches saved: a stage-1 hit
     the cost recorded when its entry was made (None for entries older than the ledger), the feature
-    cache the expert forwards stage 2 did not run."""
+    cache the expert forwards stage 2 and SFT did not run."""
     process = {s: float(i.get("time_s", 0.0)) * world_size for s, i in stage_info.items()}
     process["eval"] = eval_s * world_size
     hits = [e for e in stage_info.get("align_expert", {}).get("experts", {}).values() if e.get("cached")]
-    features = stage_info.get("align_projector", {}).get("feature_cache", {}).get("experts", {}).values()
+    features = [e for i in stage_info.values() for e in i.get("feature_cache", {}).get("experts", {}).values()]
     saved = {"stage1_cache": {"process_s": sum(e["saved_process_s"] for e in hits if e.get("saved_process_s") is not None),
                               "hits": len(hits), "unknown": sum(e.get("saved_process_s") is None for e in hits)},
              "feature_cache": {"process_s": sum(e["saved_process_s"] for e in features),

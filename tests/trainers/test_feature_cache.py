@@ -1,5 +1,5 @@
-"""Stage 2 on cached expert features (trainers/caches/features.py, trainers/stages/features.py): the same
-projector as with the expert forwards, no expert forward in stage 2 of a trial that hits, one
+"""Stage 2 and SFT on cached expert features (trainers/caches/features.py, trainers/stages/features.py): the same
+projector (and SFT loss) as with the expert forwards, no expert forward in a stage of a trial that hits, one
 computation for two processes that claim the same entry, the size bound, and a key that follows
 every input."""
 from __future__ import annotations
@@ -113,6 +113,47 @@ def test_cached_features_train_the_same_projector_and_a_sharing_trial_runs_no_fo
     assert fc["experts"]["tiny-clip"]["forwards_saved"] == 64 and fc["experts"]["tiny-clip"]["saved_process_s"] > 0
 
 
+def _sft(runner, monkeypatch) -> tuple[dict, dict[str, int]]:
+    """SFT in this process after stages 1 and 2; the images each expert encoded in it, by name."""
+    from experts.base import VisionExpert
+
+    _stage2(runner, monkeypatch)
+    seen: dict[str, int] = {}
+    forward = VisionExpert.forward
+
+    def counting(self, images):
+        seen[self.config.name] = seen.get(self.config.name, 0) + images.shape[0]
+        return forward(self, images)
+
+    monkeypatch.setattr(VisionExpert, "forward", counting)
+    info = runner.run_simple_stage("sft", "align_projector", last=False)
+    monkeypatch.setattr(VisionExpert, "forward", forward)
+    return info, seen
+
+
+def test_sft_on_frozen_experts_reads_cached_features_and_learns_the_same(work, monkeypatch):
+    plain, plain_seen = _sft(_runner(work, "sft_plain", enabled=False), monkeypatch)
+    assert plain_seen == {"tiny-clip": 64, "tiny-convnext": 64}  # 8 steps x 8 items over 64 SFT items
+    made, made_seen = _sft(_runner(work, "sft_made", enabled=True), monkeypatch)
+    fc = made["feature_cache"]
+    assert made_seen == {"tiny-clip": 64, "tiny-convnext": 64} and fc["expert_forwards"] == 0  # made, not in the loop
+    assert [e["items"] for e in fc["experts"].values()] == [64, 64] and not any(e["cached"] for e in fc["experts"].values())
+    assert made["steps"] == plain["steps"] == 8
+    assert made["last_loss"] == pytest.approx(plain["last_loss"], rel=1e-3)  # float16 features: equal to ~1e-7 here
+
+    shared, shared_seen = _sft(_runner(work, "sft_shared", enabled=True, second="tiny-dinov2"), monkeypatch)
+    sfc = shared["feature_cache"]["experts"]
+    assert sfc["tiny-clip"]["cached"] and sfc["tiny-clip"]["key"] == fc["experts"]["tiny-clip"]["key"]
+    assert shared_seen == {"tiny-dinov2": 64} and sfc["tiny-clip"]["forwards_saved"] == 64
+
+    # an expert that trains in SFT: its outputs change every step, so SFT runs the experts
+    runner = _runner(work, "sft_trains", enabled=True)
+    runner.spec.experts[0] = runner.spec.experts[0].model_copy(update={"freeze": False})
+    trains, trains_seen = _sft(runner, monkeypatch)
+    assert trains["feature_cache"]["off"] == "expert tiny-clip trains in sft"
+    assert trains_seen == {"tiny-clip": 64, "tiny-convnext": 64}
+
+
 def _max_gb(runner, value: float) -> None:
     fc = runner.spec.train.feature_cache.model_copy(update={"max_gb": value})
     runner.spec = runner.spec.model_copy(update={"train": runner.spec.train.model_copy(update={"feature_cache": fc})})
@@ -125,7 +166,7 @@ def test_features_over_the_bound_or_float16_fail_with_no_entry(work, monkeypatch
     from trainers.stages.pre_align import run_align_expert
 
     with pytest.raises(SpecError, match=r"train.feature_cache.max_gb: 1e-06, but this trial's 2 experts' features "
-                                        r"over 32 items need 9.88e-05 GB"):  # 32 x 16 x (32 + 64) x 2 B + 8 B an item
+                                        r"over 96 items need 0.000296 GB"):  # (32 + 64 SFT) x 16 x (32 + 64) x 2 B + 8 B an item
         prepare_trial(_spec(work, "small", enabled=True, max_gb=1e-6, second="tiny-sam"), work / "small")
     runner = _runner(work, "small", enabled=True, second="tiny-sam")
     run_align_expert(runner)

@@ -1,8 +1,9 @@
-"""Stage 2 (align_projector) without the expert forwards: the experts and the LLM are frozen there,
-so each expert's outputs over the stage-2 data are computed once (trainers/caches/features.py) and
-every trial with that expert trains its fusion and projector on them. The batches, their order and
-the exact resume are the stage's own: only the images are replaced by the experts' float16 outputs.
-Stage 2's expert forwards are counted either way (forward hooks), so a result says what ran."""
+"""Stage 2 (align_projector) and SFT without the expert forwards: the experts are frozen in stage 2
+(and in SFT when the trial freezes every expert there), so each expert's outputs over a stage's data
+are computed once (trainers/caches/features.py) and every trial with that expert trains on them. The
+batches, their order and the exact resume are the stage's own: only the images are replaced by the
+experts' float16 outputs. The expert forwards of the loop are counted either way (forward hooks), so
+a result says what ran."""
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,7 @@ FP16_MAX = 65504.0
 
 
 class FeatureDataset(Dataset):
-    """The stage-2 dataset's items with each image replaced by the experts' cached outputs
+    """A stage's dataset items with each image replaced by the experts' cached outputs
     (float16 [T, sum of out_dims], under "image" so the collate batches them as it batches images)."""
 
     def __init__(self, base, entries: list[FeatureEntry]) -> None:
@@ -79,7 +80,7 @@ class ForwardCounter:
 
 
 def _compute(ctx: StageContext, model, j: int, dataset, *, cache: FeatureCache, key: str,
-             stage1_key: str) -> dict[str, Any]:
+             stage1_key: str, stage: str) -> dict[str, Any]:
     """Every rank encodes its shard of the items with expert j and writes it; rank 0 publishes."""
     env, spec = ctx.env, ctx.spec
     expert = model.mixture.experts[j].to(env.device)
@@ -92,7 +93,7 @@ def _compute(ctx: StageContext, model, j: int, dataset, *, cache: FeatureCache, 
     feats = np.lib.format.open_memmap(tmp / f"shard{env.rank}.npy", mode="w+", dtype=np.float16,
                                       shape=(len(rows), tokens, expert.out_dim))
     src = np.empty(len(rows), dtype=np.int64)
-    bs = spec.train.stages["align_projector"].micro_batch_size
+    bs = spec.train.stages[stage].micro_batch_size
     autocast = getattr(ctx.engine, "autocast", nullcontext())  # as the stage's forward runs
     flops, bad, t0 = None, "", time.perf_counter()
     with torch.no_grad():
@@ -124,20 +125,32 @@ def _compute(ctx: StageContext, model, j: int, dataset, *, cache: FeatureCache, 
     D.barrier()
     meta = {"expert": expert.config.name, "stage1_key": stage1_key, "items": len(dataset), "tokens": tokens,
             "dim": expert.out_dim, "world_size": env.world_size, "process_s": spent, "flops_per_item": flops or 0,
-            "trial": spec.name}
+            "trial": spec.name, "stage": stage}
     if env.is_main:
         cache.publish(key, tmp, meta)
     D.barrier()
     return meta
 
 
-def prepare(ctx: StageContext, model, dataset, collate) -> tuple[Any, Any, dict[str, Any]]:
-    """The stage-2 dataset and collate on cached features (made here where missing) and what the
-    cache did; unchanged (and an empty record) when train.feature_cache is off."""
+def sft_uncached(spec, model) -> str | None:
+    """Why SFT cannot read cached features (None when it can): an expert that trains there."""
+    if spec.train.recipe != "eagle":
+        return f"recipe {spec.train.recipe} (the cache keys on stage 1's experts)"
+    trains = [e.config.name for e in model.mixture.experts if any(p.requires_grad for p in e.parameters())]
+    return f"expert {', '.join(trains)} trains in sft" if trains else None
+
+
+def prepare(ctx: StageContext, model, dataset, collate, stage: str = "align_projector") -> tuple[Any, Any, dict[str, Any]]:
+    """The stage's dataset and collate on cached features (made here where missing) and what the
+    cache did; unchanged (and an empty record) when train.feature_cache is off, unchanged with the
+    reason under "off" when SFT trains an expert."""
     spec, env = ctx.spec, ctx.env
     fc = spec.train.feature_cache
     if not fc.enabled:
         return dataset, collate, {}
+    if stage == "sft" and (why := sft_uncached(spec, model)):
+        logger.info("feature cache: not in sft: %s", why)
+        return dataset, collate, {"enabled": True, "off": why}
     cache = FeatureCache(ctx.cache_dir)
     cfgs = S.resolve_experts(spec)
     digest = records_digest(dataset)
@@ -151,8 +164,8 @@ def prepare(ctx: StageContext, model, dataset, collate) -> tuple[Any, Any, dict[
     if sum(sizes) > max_bytes:
         raise FeatureCacheError(f"train.feature_cache.max_gb={fc.max_gb:g}: this trial's {len(sizes)} experts' features "
                                 f"over {len(dataset)} items need {sum(sizes) / GB:.3g} GB")
-    hp = spec.train.stages["align_projector"]
-    seen = total_steps(hp, len(dataset), "align_projector") * hp.global_batch_size  # images the stage encodes
+    hp = spec.train.stages[stage]
+    seen = total_steps(hp, len(dataset), stage) * hp.global_batch_size  # images the stage encodes
     info: dict[str, Any] = {"enabled": True, "experts": {}, "evicted": [], "max_gb": fc.max_gb}
     for j, (cfg, key, k1, size) in enumerate(zip(cfgs, keys, s1, sizes)):
         fd = claim(cache, key, cfg.name, is_main=env.is_main, what="feature")
@@ -168,7 +181,7 @@ def prepare(ctx: StageContext, model, dataset, collate) -> tuple[Any, Any, dict[
                 full = D.broadcast_object(full)  # every rank fails alike
                 if full:
                     raise FeatureCacheError(full)
-                made = _compute(ctx, model, j, dataset, cache=cache, key=key, stage1_key=k1)
+                made = _compute(ctx, model, j, dataset, cache=cache, key=key, stage1_key=k1, stage=stage)
             finally:
                 if fd >= 0:
                     cache.unlock(fd)
@@ -183,7 +196,7 @@ def prepare(ctx: StageContext, model, dataset, collate) -> tuple[Any, Any, dict[
     entries = [cache.open(k) for k in keys]
     info["bytes"] = sum(sizes)
     info["cache_bytes"] = cache.size_bytes() if env.is_main else None
-    logger.info("feature cache: %s; this trial's entries %.3f GB, the cache %.3f GB of %g GB", ", ".join(
+    logger.info("feature cache (%s): %s; this trial's entries %.3f GB, the cache %.3f GB of %g GB", stage, ", ".join(
         f"{n} {'hit' if e['cached'] else 'made'}" for n, e in info["experts"].items()), info["bytes"] / GB,
         (info["cache_bytes"] or 0) / GB, fc.max_gb)
     return FeatureDataset(dataset, entries), partial(feature_collate, inner=collate), info

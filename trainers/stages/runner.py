@@ -151,12 +151,13 @@ class TrialRunner:
         template = spec.llm.template if stage == "sft" else S.PRETRAIN_TEMPLATE
         path = self.data.sft if stage == "sft" else self.data.pretrain
         dataset, collate = self.dataset(path, template), S.make_collate(model, stage, spec)
-        if stage == "align_projector":  # frozen experts: their outputs may come from the feature cache
-            from trainers.stages import features as stage2_features
+        cacheable = stage in ("align_projector", "sft")  # frozen experts: outputs may come from the feature cache
+        if cacheable:
+            from trainers.stages import features as cached_features
             t0 = time.perf_counter()
-            dataset, collate, features = stage2_features.prepare(self, model, dataset, collate)
+            dataset, collate, features = cached_features.prepare(self, model, dataset, collate, stage)
             features_s = time.perf_counter() - t0
-            counter = stage2_features.ForwardCounter(model.mixture.experts)
+            counter = cached_features.ForwardCounter(model.mixture.experts)
         job = StageJob(stage, stage, model, S.param_groups(model, hp), dataset, collate, hp,
                        loader=S.loader_options(spec),
                        on_step=trial_eval.interim_hook(self, model) if stage == "sft" else None)
@@ -168,7 +169,7 @@ class TrialRunner:
                 "samples_per_s": res.samples_per_s, "tokens_per_s": res.tokens_per_s, "first_loss": res.first_loss,
                 "last_loss": res.last_loss,
                 "skipped_records": len(job.dataset.skipped), "truncated_records": job.dataset.truncated}
-        if stage == "align_projector":  # the images the experts encoded in the loop (0 on cached features)
+        if cacheable:  # the images the experts encoded in the loop (0 on cached features)
             info["feature_cache"] = {**features, "expert_forwards": counter.close()}
             info["time_s"] += features_s  # making or opening the entries is this stage's work
         if res.steps < res.full_steps:  # stopped at a rung: checkpointed, continued by a later launch
