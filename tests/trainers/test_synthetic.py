@@ -40,7 +40,7 @@ def _digest(directory):
 def test_writers_are_deterministic(tmp_path):
     for sub in ("a", "b"):
         write_pretrain(tmp_path / sub, 12, seed=3, image_size=32)
-        write_sft(tmp_path / sub, 16, seed=3, image_size=32)
+        write_sft(tmp_path / sub, len(SFT_MIX), seed=3, image_size=32)  # one cycle of the mix
         write_heldout(tmp_path / sub, 4, seed=3, image_size=32)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     write_sft(tmp_path / "c", 16, seed=4, image_size=32)
