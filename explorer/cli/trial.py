@@ -1,5 +1,6 @@
-"""`eagle-explore trial` and `eagle-explore eval`: one trial, or one evaluation of a checkpoint, on
-this machine (the study commands are in explorer/cli/main.py)."""
+"""`eagle-explore trial`, `eval` and `export-model`: one trial, one evaluation of a checkpoint, or a
+trained trial exported as a model directory, on this machine (the study commands are in
+explorer/cli/main.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +14,7 @@ from explorer.cli.errors import CliError, WorkdirOpt, err_console, guard, one_li
 def register(app: typer.Typer) -> None:
     app.command()(trial)
     app.command("eval")(eval_cmd)
+    app.command("export-model")(export_model_cmd)
 
 
 def trial(trial_file: Annotated[Path, typer.Argument(help="Trial spec (YAML).")],
@@ -67,7 +69,11 @@ def _print_result(result: dict, out_dir: Path) -> None:
 
 
 def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or saved model directory.")],
-             benchmarks: Annotated[str, typer.Option("--benchmarks", help="Comma-separated benchmark names.")],
+             benchmarks: Annotated[Optional[str], typer.Option("--benchmarks", help="Comma-separated benchmark names.")] = None,
+             harness: Annotated[str, typer.Option("--harness", help="builtin (the project's scorers) | lmms-eval.")] = "builtin",
+             tasks: Annotated[Optional[str], typer.Option("--tasks", help="lmms-eval task names (--harness lmms-eval).")] = None,
+             include_path: Annotated[Optional[Path], typer.Option(
+                 "--include-path", help="lmms-eval task folder (its PyPI wheel ships none: a checkout's lmms_eval/tasks).")] = None,
              limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Items per benchmark (slim subsets).")] = None,
              data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Real benchmark copies (default: the synthetic suite).")] = None,
              out: Annotated[Optional[Path], typer.Option("--out", help="Predictions and scores (default: <trial dir>/eval).")] = None,
@@ -75,11 +81,18 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
              profile: Annotated[Optional[str], typer.Option(
                  "--profile", help="Scoring rules: official | lmms_eval (default: the trial's eval.scorer_profile).")] = None,
              workdir: WorkdirOpt = Path(".")) -> None:
-    """Evaluate a trained checkpoint on benchmarks."""
+    """Evaluate a trained checkpoint on benchmarks (the project's scorers) or on lmms-eval tasks."""
     with guard():
         from trainers.eval.base import SCORER_PROFILES
         from trainers.eval.cli import run_eval
+        from trainers.eval.lmms_harness import HARNESSES
 
+        if harness not in HARNESSES:
+            raise CliError(f"--harness: unknown harness {harness!r}; known: {', '.join(HARNESSES)}")
+        if harness == "lmms-eval":
+            return _lmms_eval(checkpoint, tasks, limit, include_path, out, workdir)
+        if benchmarks is None:
+            raise CliError("--benchmarks: give at least one benchmark name")
         if profile is not None and profile not in SCORER_PROFILES:
             raise CliError(f"--profile: unknown scorer profile {profile!r}; known: {', '.join(SCORER_PROFILES)}")
         names = [b.strip() for b in benchmarks.split(",") if b.strip()]
@@ -97,3 +110,40 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
         except (FileNotFoundError, ValueError) as err:  # bad checkpoint, limit or benchmark name
             raise CliError(one_line(err)) from None
         _print_result(result, out_dir or ckpt)
+
+
+def _lmms_eval(checkpoint: Path, tasks: Optional[str], limit: Optional[int], include_path: Optional[Path],
+               out: Optional[Path], workdir: Path) -> None:
+    from rich.console import Console
+
+    from trainers.eval.lmms_harness import HarnessError, run_lmms_eval
+
+    base = workdir.resolve()
+    ckpt = checkpoint if checkpoint.is_absolute() else base / checkpoint
+    out_dir = None if out is None else (out if out.is_absolute() else base / out)
+    names = [t.strip() for t in (tasks or "").split(",") if t.strip()]
+    try:
+        res = run_lmms_eval(ckpt, names, limit=limit, include_path=include_path, out_dir=out_dir)
+    except (HarnessError, FileNotFoundError) as err:
+        raise CliError(one_line(err)) from None
+    for key, value in res["scores"].items():
+        Console().print(f"{key}: {value:.4f}")
+
+
+def export_model_cmd(trial_dir: Annotated[Path, typer.Argument(help="Finished trial directory (or its saved model).")],
+                     out: Annotated[Path, typer.Argument(help="New directory for the exported model.")],
+                     workdir: WorkdirOpt = Path(".")) -> None:
+    """Export a trained trial as a self-contained model directory (safetensors weights, configs,
+    tokenizer and chat template, a model card): `load_exported(OUT)` from trainers.modeling.export
+    loads it for inference outside a study."""
+    with guard():
+        from trainers.modeling.export import ExportError, export_model
+
+        base = workdir.resolve()
+        src = trial_dir if trial_dir.is_absolute() else base / trial_dir
+        dst = out if out.is_absolute() else base / out
+        try:
+            written = export_model(src, dst)
+        except ExportError as err:
+            raise CliError(one_line(err)) from None
+        err_console().print(f"exported {src} -> {written} (load: trainers.modeling.export.load_exported)")

@@ -32,6 +32,27 @@ def tiny_model(tmp_path: Path, experts=("tiny-clip", "tiny-convnext"), fusion="c
                        tokenizer=tok, seed=seed)
 
 
+def finished_trial(tmp: Path) -> Path:
+    """A tiny trial directory as a study leaves it (<tmp>/trials/<study>/<trial>): its saved SFT
+    model (random init), trial.yaml and a result.json (test_export_model.py, test_lmms_model.py)."""
+    import json
+
+    from trainers.spec import dump_trial_spec, parse_trial_spec
+
+    trial = tmp / "trials" / "tiny_greedy_v2" / "r1__A+B__s0"
+    tiny_model(tmp).save_pretrained(trial / "stages" / "sft" / "model")
+    spec = parse_trial_spec({
+        "name": "tiny-greedy-3", "experts": [{"preset": "tiny-clip"}, {"preset": "tiny-convnext"}],
+        "llm": {"preset": "tiny-llama", "template": "vicuna_v1"},
+        "data": {"synthetic": {"seed": 0, "image_size": 32, "n_eval": 6}},
+        "eval": {"max_new_tokens": 4, "batch_size": 4}, "cache_dir": str(tmp / "cache")})
+    dump_trial_spec(spec, trial / "trial.yaml")
+    (trial / "result.json").write_text(json.dumps({"objective_name": "weighted", "objective": 12.5,
+                                                   "scores": {"gqa": 12.5, "gqa/semantic/colour": 50.0},
+                                                   "blind_scores": {"gqa": 10.0}}))
+    return trial
+
+
 def tiny_spec_dict(**train_overrides) -> dict:
     """studies/trials/tiny.yaml, smaller (fewer examples, capped steps) for multi-process tests."""
     d = yaml.safe_load(TINY_YAML.read_text())

@@ -69,7 +69,7 @@ def _data_root(spec: TrialSpec, out_dir: Path, rank: int, world_size: int) -> Pa
     return root
 
 
-class _Generator:
+class Generator:
     """Batched generation with the trial's chat template, as training formatted the prompts."""
 
     def __init__(self, model, tokenizer, template: str, *, max_new_tokens: int, side: int,
@@ -102,7 +102,7 @@ class _Generator:
         return [str(o) for o in out]
 
 
-def _generate_shard(gen: _Generator, items: Sequence[EvalItem], rank: int, *, world_size: int,
+def _generate_shard(gen: Generator, items: Sequence[EvalItem], rank: int, *, world_size: int,
                     batch_size: int, lockstep: bool = False) -> list[tuple[int, str]]:
     """This rank's answers. With `lockstep` (a model partitioned over the ranks, whose every forward is
     collective) each rank runs the same number of batches: one out of items repeats an item and drops
@@ -138,7 +138,7 @@ def _gather(local: list[tuple[int, str]], n: int, rank: int, world_size: int) ->
 
 
 def write_predictions(path: Path, bench: Benchmark, items: Sequence[EvalItem], preds: Sequence[str],
-                      gen: _Generator) -> None:
+                      gen: Generator) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
@@ -176,7 +176,7 @@ def _statistics(ev, runs: list, blind_runs: list, scores: dict[str, float]) -> d
     return out
 
 
-def _generate_checked(gen: _Generator, bench: Benchmark, items: Sequence[EvalItem], *, rank: int, world_size: int,
+def _generate_checked(gen: Generator, bench: Benchmark, items: Sequence[EvalItem], *, rank: int, world_size: int,
                       batch_size: int, early_stop, lockstep: bool = False) -> tuple[list[str] | None, int, bool]:
     """Predictions of `items` (rank 0; None elsewhere), in chunks that each end with the early-stop
     test (the chunks are whole rounds of batches over the ranks, so every batch is as without
@@ -217,8 +217,8 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, *, rank: in
     subsets = [slim_subset(bench, bench.load(root / name), ev.limit, seed=SLIM_SEED)
                for name, bench in zip(names, benches)]
     items_done, stopped = 0, False
-    gen = _Generator(model, tokenizer, spec.llm.template, max_new_tokens=ev.max_new_tokens, side=data_image_size(spec))
-    blind_gen = _Generator(model, tokenizer, spec.llm.template, max_new_tokens=ev.max_new_tokens, side=gen.side, blank=True) \
+    gen = Generator(model, tokenizer, spec.llm.template, max_new_tokens=ev.max_new_tokens, side=data_image_size(spec))
+    blind_gen = Generator(model, tokenizer, spec.llm.template, max_new_tokens=ev.max_new_tokens, side=gen.side, blank=True) \
         if final and ev.blind else None
     runs: list = []
     blind_runs: list = []
