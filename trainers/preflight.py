@@ -54,6 +54,9 @@ def check_trial(spec: TrialSpec, source: str, nproc: int = 1, nnodes: int = 1,
     _check_epochs(spec, fail)
     _check_feature_cache(spec, shapes, fail)
     check_eval_spec(spec.eval, source, unstaged)
+    if spec.eval.harness == "lmms-eval" and spec.train.strategy == "deepspeed_zero3":
+        fail("eval.harness", "lmms-eval scores on rank 0 alone, which cannot run a ZeRO-3 partitioned model; "
+                             "use ddp or deepspeed_zero2")
 
 
 def _line(err: BaseException) -> str:
@@ -157,8 +160,14 @@ def check_eval_spec(ev: EvalSpec, source: str, unstaged: list[str] | None = None
     def fail(field: str, msg: str) -> None:
         raise SpecError(f"{source}: {field}: {msg}")
 
-    names = ev.benchmarks
-    if ev.data_root is not None:
+    if ev.harness == "lmms-eval":
+        _check_lmms_tasks(ev, fail, unstaged)
+    elif ev.tasks:
+        fail("eval.tasks", "lmms-eval tasks need eval.harness: lmms-eval")
+    names = ev.scored()
+    if ev.harness == "lmms-eval":
+        pass
+    elif ev.data_root is not None:
         root = Path(ev.data_root).expanduser()
         staged = root.exists() or unstaged is None
         if not staged:
@@ -185,7 +194,9 @@ def check_eval_spec(ev: EvalSpec, source: str, unstaged: list[str] | None = None
     def known(key: str) -> bool:
         return key in names or key.split("/", 1)[0] in names
 
-    if ev.objective == "avg":
+    if ev.objective == "avg" and ev.harness == "lmms-eval":
+        pass  # the mean of the tasks' headline scores
+    elif ev.objective == "avg":
         from trainers.eval.aggregate import PAPER_BENCHMARKS
 
         if not any(b in PAPER_BENCHMARKS for b in names):
@@ -199,6 +210,26 @@ def check_eval_spec(ev: EvalSpec, source: str, unstaged: list[str] | None = None
     bad = [k for k in ev.weights if not known(k)]
     if bad:
         fail("eval.weights", f"{bad[0]!r} is not a score of eval.benchmarks ({', '.join(names)})")
+
+
+def _check_lmms_tasks(ev: EvalSpec, fail, unstaged: list[str] | None) -> None:
+    """The lmms-eval harness: its extra installed, its tasks known and their datasets present (as
+    `eagle-explore eval --harness lmms-eval` checks them); local copies may be unstaged for check/plan."""
+    if ev.benchmarks:
+        fail("eval.benchmarks", "harness lmms-eval scores eval.tasks; leave eval.benchmarks empty")
+    if not ev.tasks:
+        fail("eval.tasks", "harness lmms-eval needs at least one lmms-eval task")
+    if ev.blind:
+        fail("eval.blind", "the blind control is not available with harness lmms-eval")
+    from trainers.eval.lmms_harness import HarnessError, check_installed, check_tasks
+
+    try:
+        check_installed()
+        check_tasks(list(ev.tasks), ev.include_path, datasets=unstaged is None)
+    except HarnessError as err:
+        fail("eval.tasks", str(err).removeprefix("--tasks: "))
+    if ev.include_path is not None and unstaged is not None and not Path(ev.include_path).expanduser().is_dir():
+        unstaged.append(f"eval.include_path {ev.include_path}")
 
 
 @lru_cache(maxsize=64)

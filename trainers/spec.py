@@ -187,6 +187,16 @@ class EvalSpec(_Strict):
     scorer_profile: ScorerProfile = "official"  # the benchmarks' official scripts, or lmms-eval's rules
     blind: bool = False  # also score every benchmark with blank images (how much needs the image)
     bootstrap: BootstrapSpec = Field(default_factory=BootstrapSpec)
+    # harness lmms-eval (the `lmms` extra, trainers/eval/lmms_objective.py): lmms-eval's own tasks
+    # and scorers instead of eval.benchmarks; its scores are "<task>" (the task's first metric) and
+    # "<task>/<metric>", the objective "avg" is their plain mean
+    harness: Literal["builtin", "lmms-eval"] = "builtin"
+    tasks: list[str] = Field(default_factory=list)
+    include_path: str | None = None  # a folder of lmms-eval task files
+
+    def scored(self) -> list[str]:
+        """What the final evaluation scores: lmms-eval tasks or benchmarks (empty: held-out loss only)."""
+        return list(self.tasks) if self.harness == "lmms-eval" else list(self.benchmarks)
 
 
 class TrialSpec(_Strict):

@@ -73,7 +73,7 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
              harness: Annotated[str, typer.Option("--harness", help="builtin (the project's scorers) | lmms-eval.")] = "builtin",
              tasks: Annotated[Optional[str], typer.Option("--tasks", help="lmms-eval task names (--harness lmms-eval).")] = None,
              include_path: Annotated[Optional[Path], typer.Option(
-                 "--include-path", help="lmms-eval task folder (its PyPI wheel ships none: a checkout's lmms_eval/tasks).")] = None,
+                 "--include-path", help="A folder of your own lmms-eval task files (lmms-eval's are found without it).")] = None,
              limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Items per benchmark (slim subsets).")] = None,
              data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Real benchmark copies (default: the synthetic suite).")] = None,
              out: Annotated[Optional[Path], typer.Option("--out", help="Predictions and scores (default: <trial dir>/eval).")] = None,

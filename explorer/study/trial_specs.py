@@ -143,8 +143,8 @@ def check_base_trial(spec: StudySpec, point: tuple[dict[str, Any], dict[str, Any
         raise StudyError(msg if msg.startswith(prefix) else prefix + msg) from None
     metric, direction = spec.objective.metric, spec.objective.direction
     # a trial without benchmarks reports heldout_loss whatever eval.objective says (trainers.stages.runner)
-    if metric != "heldout_loss" and not ts.eval.benchmarks:
-        raise StudyError(f"{spec.source}: objective.metric: {metric!r} needs eval.benchmarks in the base trial "
+    if metric != "heldout_loss" and not ts.eval.scored():
+        raise StudyError(f"{spec.source}: objective.metric: {metric!r} needs eval.benchmarks (or eval.tasks) in the base trial "
                          "(without benchmarks a trial's objective is heldout_loss)")
     if metric == "heldout_loss" and direction != "minimize":
         raise StudyError(f"{spec.source}: objective.direction: heldout_loss is a loss; use minimize")

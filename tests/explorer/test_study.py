@@ -94,7 +94,7 @@ BAD = [
     (lambda d: d.update(strategy={"type": "grid", "experts": ["A"], "axes": {"colour": [1]}}), "strategy.axes.colour: unknown axis"),
     (lambda d: d.update(strategy={"type": "grid", "experts": ["A"], "axes": {"resolution": ["huge"]}}), "strategy.axes.resolution: unknown resolution 'huge'"),
     (lambda d: d.update(strategy={"type": "grid", "experts": ["A"], "axes": {"train.stages.sft.colour": [1]}}), "base_trial: train.stages.sft.colour: unknown key"),
-    (lambda d: d["base_trial"].update(eval={"benchmarks": []}), "objective.metric: 'avg' needs eval.benchmarks in the base trial"),
+    (lambda d: d["base_trial"].update(eval={"benchmarks": []}), "objective.metric: 'avg' needs eval.benchmarks (or eval.tasks) in the base trial"),
     (lambda d: d.update(objective={"metric": "heldout_loss"}), "objective.direction: heldout_loss is a loss; use minimize"),
 ]
 

@@ -38,9 +38,18 @@ def paper_avg(scores: Mapping[str, float]) -> float:
     return sum(to_paper_scale(b, scores[b]) for b in present) / len(present)
 
 
-def weighted_mean(scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
+def task_avg(scores: Mapping[str, float], tasks: list[str]) -> float:
+    """Harness lmms-eval's Avg: the plain mean of its tasks' headline scores, in lmms-eval's units."""
+    missing = [t for t in tasks if t not in scores]
+    if missing or not tasks:
+        raise ValueError(f"avg needs the score of every task; missing: {', '.join(missing) or 'no tasks'}")
+    return sum(float(scores[t]) for t in tasks) / len(tasks)
+
+
+def weighted_mean(scores: Mapping[str, float], weights: Mapping[str, float], paper_scale: bool = True) -> float:
     """sum(w * s) / sum(w); paper benchmarks enter on the 1000-point scale (so MME's 2000 points do
-    not swamp the rest), any other score key (a sub-figure) as it is."""
+    not swamp the rest; not for lmms-eval's tasks, `paper_scale` False), any other score key (a
+    sub-figure) as it is."""
     if not weights:
         raise ValueError("weighted_mean needs weights (eval.weights is empty)")
     missing = [k for k in weights if k not in scores]
@@ -53,18 +62,18 @@ def weighted_mean(scores: Mapping[str, float], weights: Mapping[str, float]) -> 
     total = sum(weights.values())
     if total <= 0:
         raise ValueError("weights sum to zero")
-    return sum(w * (to_paper_scale(k, scores[k]) if k in PAPER_BENCHMARKS else float(scores[k]))
+    return sum(w * (to_paper_scale(k, scores[k]) if paper_scale and k in PAPER_BENCHMARKS else float(scores[k]))
                for k, w in weights.items()) / total
 
 
 def objective(scores: Mapping[str, float], eval_spec: EvalSpec) -> float:
     """The trial objective named by eval.objective: "avg", "weighted", "heldout_loss" (must be in
     `scores`, the trainer adds it) or any score key ("pope", "mme/cognition", ...)."""
-    name = eval_spec.objective
+    name, builtin = eval_spec.objective, eval_spec.harness == "builtin"
     if name == "avg":
-        return paper_avg(scores)
+        return paper_avg(scores) if builtin else task_avg(scores, eval_spec.tasks)
     if name == "weighted":
-        return weighted_mean(scores, eval_spec.weights)
+        return weighted_mean(scores, eval_spec.weights, paper_scale=builtin)
     if name in scores:
         return float(scores[name])
     if name == "heldout_loss":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,25 @@ def _in_hf_cache(repo_id: str) -> bool:
     return any(r.repo_id == repo_id and r.repo_type == "dataset" for r in repos)
 
 
-def check_tasks(tasks: list[str], include_path: str | Path | None):
-    """The TaskManager for `tasks` after checking each one's name and dataset (HarnessError)."""
+@lru_cache(maxsize=8)
+def _manager(include_path: str | None):
+    """lmms-eval's task index (it reads every task file once: seconds)."""
     from lmms_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(include_path) if include_path else None)
+    return TaskManager(include_path=include_path)
+
+
+def check_tasks(tasks: list[str], include_path: str | Path | None, datasets: bool = True):
+    """The TaskManager for `tasks` after checking each one's name and (`datasets`) its dataset
+    (HarnessError)."""
+    manager = _manager(str(include_path) if include_path else None)
     known = set(manager.all_tasks)
     for name in tasks:
         if name not in known:
-            hint = "" if include_path else (" (lmms-eval's PyPI wheel ships no task files: pass --include-path "
-                                            "<lmms-eval checkout>/lmms_eval/tasks)")
+            hint = "" if include_path else " (a task of your own: pass its folder as include path)"
             raise HarnessError(f"--tasks: unknown lmms-eval task {name!r}{hint}")
+        if not datasets:
+            continue
         config = manager._get_config(name)  # lmms-eval's own reader: includes resolved
         path, kwargs = config.get("dataset_path"), config.get("dataset_kwargs") or {}
         if not path:

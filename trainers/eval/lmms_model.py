@@ -57,11 +57,18 @@ def _cut(text: str, until: list[str]) -> str:
 class EagleExplorerLMM(lmms):
     """lmms-eval's simple model interface over ExportedModel.answer (batched) and the model's logits."""
 
-    def __init__(self, trial: str, batch_size: int | str = 8, device: str = "cpu", **_: Any) -> None:
+    def __init__(self, trial: str | None = None, batch_size: int | str = 8, device: str = "cpu",
+                 exported: ExportedModel | None = None, **_: Any) -> None:
+        """From a trial or export directory (`trial`), or a model already in memory (`exported`: a
+        trial's own evaluation, trainers/eval/lmms_objective.py)."""
         super().__init__()
-        self.exported = load_trial_model(trial, device)
+        if exported is None:
+            if trial is None:
+                raise ValueError(f"{MODEL_ID}: give model_args trial=<trial or export directory>")
+            exported = load_trial_model(trial, device)
+        self.exported = exported
         self.batch_size = int(batch_size)
-        self.device = torch.device(device)
+        self.device = next(exported.model.parameters()).device
 
     def _visual(self, req: Instance) -> Image.Image | None:
         _, _, doc_to_visual, doc_id, task, split = req.args

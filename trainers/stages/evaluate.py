@@ -72,8 +72,13 @@ def benchmarks(ctx: StageContext, model, step: int, final: bool = True, fidelity
             stop = EarlyStop(es.reference, es.alpha, es.min_items, es.every,
                              maximize=spec.eval.objective != "heldout_loss")
     with eval_mode(ctx, model):
-        ev = evaluate(model, model.tokenizer, spec, ctx.out, rank=ctx.env.rank, world_size=ctx.env.world_size,
-                      final=final, early_stop=stop)
+        if spec.eval.harness == "lmms-eval":  # lmms-eval's tasks (no early stop: it scores at the end)
+            from trainers.eval.lmms_objective import evaluate_tasks
+
+            ev = evaluate_tasks(model, spec, ctx.out, rank=ctx.env.rank, world_size=ctx.env.world_size, final=final)
+        else:
+            ev = evaluate(model, model.tokenizer, spec, ctx.out, rank=ctx.env.rank, world_size=ctx.env.world_size,
+                          final=final, early_stop=stop)
     ctx.metrics.write({"stage": "eval", "tag": "sft", "step": step, "objective": ev["objective"], **ev["scores"]})
     return ev
 
@@ -92,7 +97,7 @@ def item_scores(out_dir: Path, names: list[str]) -> dict[str, dict[str, float]]:
 def interim_hook(ctx: StageContext, model):
     """SFT step hook: evaluate every eval.interval_steps steps (not at the end: the trial's end does)."""
     every = ctx.spec.eval.interval_steps
-    if not (every and ctx.spec.eval.benchmarks):
+    if not (every and ctx.spec.eval.scored()):
         return None
 
     def hook(done: int, total: int) -> None:

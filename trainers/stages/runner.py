@@ -216,7 +216,7 @@ class TrialRunner:
         statistics: dict[str, Any] = {}  # intervals and blind scores (trainers/eval/runner._statistics)
         objective, name = heldout, "heldout_loss"
         ev = None
-        if spec.eval.benchmarks:
+        if spec.eval.scored():
             ev = trial_eval.benchmarks(self, model, stage_info.get("sft", {}).get("steps", 0),
                                        fidelity=self.fidelity)
             scores = dict(ev["scores"])
@@ -234,7 +234,7 @@ class TrialRunner:
         result["fidelity"] = fidelity_block(self.fidelity, sft.get("steps", 0), sft.get("full_steps") or
                                             sft.get("steps", 0), ev)
         if self.fidelity is not None and not self.fidelity.final and ev is not None and env.is_main:
-            result["item_scores"] = trial_eval.item_scores(self.out, spec.eval.benchmarks)  # a later reference
+            result["item_scores"] = trial_eval.item_scores(self.out, spec.eval.scored())  # a later reference
         write_result(self.out, result, env.is_main)
         return result
 
