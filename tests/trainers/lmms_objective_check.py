@@ -5,16 +5,20 @@ latex2sympy2 installs a `tests` package that would shadow this repository's."""
 import importlib.util
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-_spec = importlib.util.spec_from_file_location("helpers_eagle", ROOT / "tests/trainers/helpers_eagle.py")
-helpers = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(helpers)
 
-import datasets  # noqa: E402
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests/trainers" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+helpers, lmms_task = _load("helpers_eagle"), _load("lmms_local_task")
 
 from trainers.eval.benchmarks import get_benchmark  # noqa: E402
 from trainers.eval.lmms_objective import evaluate_tasks  # noqa: E402
@@ -23,37 +27,9 @@ from trainers.modeling.eagle import EagleModel  # noqa: E402
 from trainers.preflight import check_eval_spec  # noqa: E402
 from trainers.spec import load_trial_spec  # noqa: E402
 
-UTILS = '''def doc_to_visual(doc):
-    return [doc["image"].convert("RGB")]
-
-
-def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return doc["question"]
-'''
-
 tmp = Path(sys.argv[1])
 trial = helpers.finished_trial(tmp)
-items = get_benchmark("gqa").load(ensure_suite(tmp / "cache", 6, 0, 32) / "gqa")
-rows = {"question_id": [it.qid for it in items], "question": [it.prompt for it in items],
-        "answer": [str(it.answer) for it in items], "image": [it.load_image() for it in items]}
-datasets.DatasetDict({"test": datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())}).save_to_disk(
-    str(tmp / "data"))
-tasks = tmp / "tasks"
-tasks.mkdir()
-(tasks / "utils.py").write_text(UTILS)
-(tasks / "eagle_tiny_gqa.yaml").write_text(textwrap.dedent(f"""\
-    task: eagle_tiny_gqa
-    dataset_path: {tmp / 'data'}
-    dataset_kwargs: {{load_from_disk: true}}
-    test_split: test
-    output_type: generate_until
-    doc_to_visual: !function utils.doc_to_visual
-    doc_to_text: !function utils.doc_to_text
-    doc_to_target: answer
-    generation_kwargs: {{max_new_tokens: 4, until: ["ASSISTANT:"]}}
-    metric_list:
-      - {{metric: exact_match, aggregation: mean, higher_is_better: true, ignore_case: true, ignore_punctuation: true}}
-    """))
+tasks = lmms_task.local_task(tmp, get_benchmark("gqa").load(ensure_suite(tmp / "cache", 6, 0, 32) / "gqa"))
 spec = load_trial_spec(trial / "trial.yaml")
 spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={
     "harness": "lmms-eval", "tasks": ["eagle_tiny_gqa"], "include_path": str(tasks)})})

@@ -1,27 +1,17 @@
 """eval.harness lmms-eval: a trial's final evaluation on lmms-eval's tasks (under the `lmms` extra's
 interpreter, EAGLE_TEST_LMMS_PYTHON, which .ci/run builds), and the pre-flight's one-line errors."""
-import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.trainers.lmms_local_task import run_check
 from trainers.preflight import check_eval_spec
 from trainers.spec import EvalSpec, SpecError
-
-CHECK = Path(__file__).with_name("lmms_objective_check.py")
 
 
 @pytest.mark.slow
 def test_a_trial_is_scored_by_lmms_eval_tasks_with_items_and_intervals(tmp_path):
-    python = os.environ.get("EAGLE_TEST_LMMS_PYTHON")
-    if not python or not Path(python).exists():
-        pytest.skip("EAGLE_TEST_LMMS_PYTHON (an interpreter with the lmms extra) is not set; .ci/run sets it")
-    proc = subprocess.run([python, str(CHECK), str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_check("lmms_objective_check.py", tmp_path)
     ev, preds = out["result"], out["predictions"]
     assert len(preds) == 6 and [p["question_id"] for p in preds] == [str(i) for i in range(6)]
     mean = sum(p["score"] for p in preds) / 6  # the headline is lmms-eval's exact_match mean over the items
@@ -48,4 +38,4 @@ def test_lmms_eval_harness_errors_are_one_line():
             import lmms_eval  # noqa: F401
         except ImportError:
             assert _error(harness="lmms-eval", tasks=["gqa"]) == (
-                "t.yaml: eval.tasks: --harness lmms-eval needs lmms-eval 0.7.x: pip install -e '.[lmms]'")
+                "t.yaml: eval.tasks: lmms-eval 0.7.x is not installed (the lmms extra): pip install -e '.[lmms]'")

@@ -24,7 +24,7 @@ class HarnessError(RuntimeError):
 
 def check_installed() -> None:
     if importlib.util.find_spec("lmms_eval") is None:
-        raise HarnessError("--harness lmms-eval needs lmms-eval 0.7.x: pip install -e '.[lmms]'")
+        raise HarnessError("lmms-eval 0.7.x is not installed (the lmms extra): pip install -e '.[lmms]'")
 
 
 def _offline() -> bool:

@@ -26,12 +26,16 @@ _SIMPLE = r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])"
 _KEY_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
 
 
-def parse_multi_choice(response: str, choices: Sequence[str], index2ans: dict[str, str],
-                       seed_key: str = "", loose: bool = False) -> str:
-    """The option letter a free-form answer picks (loose: lmms-eval's extra letter passes)."""
+def _strip_response(response: str) -> str:
     for ch in (",", ".", "!", "?", ";", ":", "'"):
         response = response.strip(ch)
-    response = f" {response} "
+    return f" {response} "
+
+
+def multi_choice_candidates(response: str, choices: Sequence[str], index2ans: dict[str, str],
+                            loose: bool = False) -> tuple[list[str], bool, bool]:
+    """(the options an answer names, found by bracket, found by letter); none named: a guess."""
+    response = _strip_response(response)
     candidates = [c for c in choices if f"({c})" in response]
     bracketed, by_letter = bool(candidates), True
     for pattern in ("{} ", "{}.") if loose else (" {} ",):
@@ -40,6 +44,14 @@ def parse_multi_choice(response: str, choices: Sequence[str], index2ans: dict[st
     if not candidates and len(response.split()) > 5:
         candidates = [c for c in choices if index2ans[c].lower() in response.lower()]
         by_letter = False
+    return candidates, bracketed, by_letter
+
+
+def parse_multi_choice(response: str, choices: Sequence[str], index2ans: dict[str, str],
+                       seed_key: str = "", loose: bool = False) -> str:
+    """The option letter a free-form answer picks (loose: lmms-eval's extra letter passes)."""
+    candidates, bracketed, by_letter = multi_choice_candidates(response, choices, index2ans, loose)
+    response = _strip_response(response)
     if not candidates:
         rng = random.Random(int.from_bytes(hashlib.sha256(seed_key.encode()).digest()[:8], "big"))
         return rng.choice(list(choices))
