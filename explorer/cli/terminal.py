@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from explorer.report.leaderboard import leaderboard, objective_name
+from explorer.report.leaderboard import leaderboard, objective_harness, objective_name
 from explorer.report.rungs import RUNG_NOTE, row_rung, stopped_numbers, trial_rung
-from explorer.report.scales import fmt, fmt_ci, objective_label
+from explorer.report.scales import digits_for, fmt, fmt_ci, objective_label
 from explorer.study.stats import tie_threshold
 
 
@@ -37,7 +37,8 @@ def leaderboard_table(study, limit: int | None = None):
     varying = [k for k, vals in settings.items() if len(set(vals)) > 1]
     constant = {k: vals[0] for k, vals in settings.items() if k not in varying and vals and vals[0]}
     names = _short([k for k in varying if k not in ("experts", "round")])
-    obj = objective_label(objective_name(study))
+    harness = objective_harness(study)
+    obj, digits = objective_label(objective_name(study), harness), digits_for(harness)
     has = {"blind": any(r["blind"] is not None for r in rows), "ci": any(r["ci"] for r in rows),
            "seeds": any(r["n"] > 1 or r["partial"] for r in rows), "tie": any(r["tied"] for r in rows),
            "rung": any(r.get("rung") is not None for r in rows)}
@@ -48,11 +49,11 @@ def leaderboard_table(study, limit: int | None = None):
     if "experts" in varying:
         cols.append(("experts", lambda r: r["experts"]))
     cols += [(names[k], (lambda k: lambda r: str(r["params"].get(k, "")))(k)) for k in names]
-    cols.append((obj, lambda r: fmt(r["value"])))
+    cols.append((obj, lambda r: fmt(r["value"], digits)))
     if has["ci"]:
-        cols.append(("95% CI", lambda r: fmt_ci(r["ci"])))
+        cols.append(("95% CI", lambda r: fmt_ci(r["ci"], digits)))
     if has["blind"]:
-        cols.append(("blind", lambda r: fmt(r["blind"])))
+        cols.append(("blind", lambda r: fmt(r["blind"], digits)))
     if has["seeds"]:
         cols.append(("seeds", _seeds))
     if has["tie"]:

@@ -51,9 +51,9 @@ def _print_result(result: dict, out_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from explorer.report.scales import column, fmt, fmt_ci, label, objective_label
+    from explorer.report.scales import column, fmt, fmt_ci, label, objective_label, result_harness
 
-    name = objective_label(result.get("objective_name"))
+    name = objective_label(result.get("objective_name"), result_harness(result))
     ci = f" ({fmt_ci(result['objective_ci'])})" if result.get("objective_ci") else ""
     profile = f" (scorer profile {result['scorer_profile']})" if result.get("scorer_profile") else ""
     table = Table(title=f"{out_dir}: {name} = {fmt(result.get('objective'))}{ci}{profile}")
@@ -80,17 +80,20 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
              nproc: Annotated[int, typer.Option("--nproc", min=1, help="Evaluation processes (shards).")] = 1,
              profile: Annotated[Optional[str], typer.Option(
                  "--profile", help="Scoring rules: official | lmms_eval (default: the trial's eval.scorer_profile).")] = None,
+             no_mlflow: Annotated[bool, typer.Option(
+                 "--no-mlflow", help="Do not log the results to the trial's MLflow run.")] = False,
              workdir: WorkdirOpt = Path(".")) -> None:
-    """Evaluate a trained checkpoint on benchmarks (the project's scorers) or on lmms-eval tasks."""
+    """Evaluate a trained checkpoint on benchmarks (the project's scorers) or on lmms-eval tasks;
+    a trial of a study in --workdir gets the results in its MLflow run (eval/<harness>/...)."""
     with guard():
         from trainers.eval.base import SCORER_PROFILES
-        from trainers.eval.cli import run_eval
+        from trainers.eval.cli import RESULT_FILE, run_eval
         from trainers.eval.lmms_harness import HARNESSES
 
         if harness not in HARNESSES:
             raise CliError(f"--harness: unknown harness {harness!r}; known: {', '.join(HARNESSES)}")
         if harness == "lmms-eval":
-            return _lmms_eval(checkpoint, tasks, limit, include_path, out, workdir)
+            return _lmms_eval(checkpoint, tasks, limit, include_path, out, workdir, not no_mlflow)
         if benchmarks is None:
             raise CliError("--benchmarks: give at least one benchmark name")
         if profile is not None and profile not in SCORER_PROFILES:
@@ -105,29 +108,63 @@ def eval_cmd(checkpoint: Annotated[Path, typer.Argument(help="Trial directory or
 
         preflight_eval(ckpt, names, limit=limit, data_root=data_root)
         try:
-            result = run_eval(ckpt, names, limit=limit, data_root=data_root, out_dir=out_dir, nproc=nproc,
+            trial_dir, eval_dir = _eval_dirs(ckpt, out_dir)
+            result = run_eval(ckpt, names, limit=limit, data_root=data_root, out_dir=eval_dir, nproc=nproc,
                               profile=profile)
         except (FileNotFoundError, ValueError) as err:  # bad checkpoint, limit or benchmark name
             raise CliError(one_line(err)) from None
         _print_result(result, out_dir or ckpt)
+        if not no_mlflow:
+            from trainers import trial_dir as TD
+
+            scores = {**result["scores"], "objective": result.get("objective")}
+            _log_to_mlflow(workdir, trial_dir, eval_dir, harness, scores,
+                           [eval_dir / RESULT_FILE, eval_dir / TD.PREDICTIONS])
+
+
+def _eval_dirs(ckpt: Path, out_dir: Optional[Path]) -> tuple[Path, Path]:
+    """(trial dir, output dir) of an evaluation; the output as both harnesses default it."""
+    from trainers.eval.cli import resolve_checkpoint
+
+    trial_dir = resolve_checkpoint(ckpt)[1].parent
+    return trial_dir, out_dir or trial_dir / "eval"
+
+
+def _log_to_mlflow(workdir: Path, trial_dir: Path, eval_dir: Path, harness: str, scores: dict,
+                   files: list[Path]) -> None:
+    """The results into the trial's MLflow run, if its study has one in --workdir (else one info line)."""
+    from explorer.tracking.eval_run import log_eval
+    from explorer.tracking.store import default_tracking_uri
+
+    try:
+        run_id = log_eval(default_tracking_uri(workdir), workdir, trial_dir, harness, scores, files)
+    except Exception as err:  # noqa: BLE001 -- any store failure is one line; the results are written
+        raise CliError(f"MLflow: results (in {eval_dir}) not logged: {one_line(err)}") from None
+    if run_id is not None:
+        err_console().print(f"logged to MLflow run {run_id}")
 
 
 def _lmms_eval(checkpoint: Path, tasks: Optional[str], limit: Optional[int], include_path: Optional[Path],
-               out: Optional[Path], workdir: Path) -> None:
+               out: Optional[Path], workdir: Path, mlflow: bool) -> None:
     from rich.console import Console
 
-    from trainers.eval.lmms_harness import HarnessError, run_lmms_eval
+    from trainers.eval.lmms_harness import OUT_SUBDIR, HarnessError, run_lmms_eval
 
     base = workdir.resolve()
     ckpt = checkpoint if checkpoint.is_absolute() else base / checkpoint
     out_dir = None if out is None else (out if out.is_absolute() else base / out)
     names = [t.strip() for t in (tasks or "").split(",") if t.strip()]
     try:
-        res = run_lmms_eval(ckpt, names, limit=limit, include_path=include_path, out_dir=out_dir)
+        trial_dir, eval_dir = _eval_dirs(ckpt, out_dir)
+        res = run_lmms_eval(ckpt, names, limit=limit, include_path=include_path, out_dir=eval_dir)
     except (HarnessError, FileNotFoundError) as err:
         raise CliError(one_line(err)) from None
     for key, value in res["scores"].items():
         Console().print(f"{key}: {value:.4f}")
+    if mlflow:
+        written = eval_dir / OUT_SUBDIR
+        _log_to_mlflow(workdir, trial_dir, written, "lmms-eval", res["scores"],
+                       [written / "results.json", *sorted(written.glob("samples_*.jsonl"))])
 
 
 def export_model_cmd(trial_dir: Annotated[Path, typer.Argument(help="Finished trial directory (or its saved model).")],

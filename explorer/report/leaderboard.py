@@ -14,7 +14,7 @@ from typing import Any
 
 from explorer.study import stats
 from explorer.study.attrs import trial_scores
-from explorer.report.scales import LEGEND, fmt, fmt_ci
+from explorer.report.scales import LEGEND, TASK_LEGEND, fmt, fmt_ci, result_harness
 from explorer.strategies.base import trial_params
 from explorer.strategies.fidelity import (
     FIDELITY_ATTR,
@@ -55,6 +55,13 @@ def objective_name(study) -> str:
         if name:
             return str(name)
     return "avg"
+
+
+def objective_harness(study) -> str | None:
+    """The harness that scored the trials (None: the built-in scorers)."""
+    for t in complete_trials(study):
+        return result_harness(trial_result(t))
+    return None
 
 
 def trial_stat(trial, key: str) -> Any:
@@ -105,7 +112,7 @@ def status_json(study) -> dict[str, Any]:
     return {
         "study": study.study_name,
         "direction": study.direction.name.lower(),
-        "objective_scale": LEGEND,
+        "objective_scale": TASK_LEGEND if objective_harness(study) == "lmms-eval" else LEGEND,
         "tie_threshold": stats.tie_threshold(study),
         "n_trials": len(trials),
         "states": counts,

@@ -24,14 +24,16 @@ from explorer.study.expectation import summary_line
 from explorer.report.rungs import RUNG_NOTE, row_rung, stopped_numbers
 from explorer.report.scales import (
     AVG_LABEL,
-    CSV_DIGITS,
     LEGEND,
     PAPER_ORDER,
+    TASK_LEGEND,
     column,
+    digits_for,
     fmt,
     fmt_ci,
     label,
     objective_label,
+    result_harness,
 )
 from explorer.study.attrs import expert_letters
 EXPORT_FORMATS = ("markdown", "csv")
@@ -43,7 +45,7 @@ def table(study) -> dict[str, Any]:
     and the blind control's value. Benchmark intervals are the trials' item bootstrap (averaged
     over seeds); the objective's is the leaderboard's. Rows are ordered as the paper orders them."""
     done = complete_trials(study)
-    objective_name = "avg"
+    objective_name, harness = "avg", None
     varying = sorted({k for t in done for k in t.params if not k.startswith("expert_") and k != "seed"
                       and len({str(u.params.get(k)) for u in done}) > 1})
     board = {tuple(r["trials"]): r for r in leaderboard(study)}
@@ -57,6 +59,7 @@ def table(study) -> dict[str, Any]:
             result = trial_result(t) or {}
             if result.get("objective_name"):
                 objective_name = str(result["objective_name"])
+            harness = harness or result_harness(result)
             cis, blind = trial_stat(t, "scores_ci") or {}, trial_stat(t, "blind_scores") or {}
             gaps = trial_stat(t, "blind_gap_ci") or {}
             for bench, score in benchmark_scores(t).items():
@@ -84,7 +87,7 @@ def table(study) -> dict[str, Any]:
                      "p_beats_best": row["p_beats_best"], "rung": row_rung(row, stopped)})
     rows.sort(key=lambda r: (r["enc"], r["experts"], [str(v) for v in r["vary"]]))
     ordered = [c for c in PAPER_ORDER if c in cols] + sorted(c for c in cols if c not in PAPER_ORDER)
-    return {"columns": ordered, "varying": varying, "objective": objective_name, "rows": rows}
+    return {"columns": ordered, "varying": varying, "objective": objective_name, "harness": harness, "rows": rows}
 
 
 def _cells(t: dict[str, Any], what: str, digits: int) -> list[list[str]]:
@@ -109,7 +112,7 @@ def export(study, fmt_name: str = "markdown") -> str:
     if fmt_name not in EXPORT_FORMATS:
         raise ReportError(f"unknown export format {fmt_name!r}; known: {', '.join(EXPORT_FORMATS)}")
     t = table(study)
-    obj = objective_label(t["objective"])
+    obj = objective_label(t["objective"], t["harness"])
     heads = ["#Enc", "Combination", *t["varying"]]
     seeds = any(r["n"] > 1 for r in t["rows"])
     ties = any(r["tied"] for r in t["rows"])
@@ -119,7 +122,7 @@ def export(study, fmt_name: str = "markdown") -> str:
     rungs = any(r["rung"] for r in t["rows"])  # multi-fidelity: full, or where a row stopped
     extra = (["Seeds (sd)"] if seeds else []) + (["Tie"] if ties else []) + (["Rung"] if rungs else [])
     lines = ["| " + " | ".join(header + extra) + " |", "|" + "---|" * len(header + extra)]
-    for r, cells in zip(t["rows"], _cells(t, "score", 1)):
+    for r, cells in zip(t["rows"], _cells(t, "score", digits_for(t["harness"]))):
         more = ([f"{r['n']} ({fmt(r['std'])})" if r["std"] is not None else str(r["n"])] if seeds else [])
         more += ([f"~best (P={r['p_beats_best']:.2f})" if r["tied"] else ""] if ties else [])
         more += [r["rung"]] if rungs else []
@@ -129,8 +132,9 @@ def export(study, fmt_name: str = "markdown") -> str:
                       "paired interval):", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join([str(r["enc"]), r["experts"], *map(fmt, r["vary"]), *cells]) + " |"
-                  for r, cells in zip(t["rows"], _cells(t, "blind", 1))]
-    lines += ["", LEGEND if obj == AVG_LABEL else LEGEND.split(". ", 1)[1],
+                  for r, cells in zip(t["rows"], _cells(t, "blind", digits_for(t["harness"])))]
+    legend = TASK_LEGEND if t["harness"] == "lmms-eval" else LEGEND if obj == AVG_LABEL else LEGEND.split(". ", 1)[1]
+    lines += ["", legend,
               "Intervals: 95% bootstrap over benchmark items (and seeds, for the objective).",
               *([RUNG_NOTE[0].upper() + RUNG_NOTE[1:] + "."] if rungs else [])]
     path = greedy_path(study)
@@ -149,6 +153,7 @@ def _csv(t: dict[str, Any], heads: list[str], obj: str) -> str:
         header += [name, f"{name} lo", f"{name} hi", f"{name} blind"]
     rungs = any(r["rung"] for r in t["rows"])
     header += ["seeds", "seed sd", "tied with best", *(["rung"] if rungs else [])]
+    digits = digits_for(t["harness"], csv=True)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -157,8 +162,8 @@ def _csv(t: dict[str, Any], heads: list[str], obj: str) -> str:
         for col in cols:
             s = r["scores"].get(col) or {}
             ci = s.get("ci") or [None, None]
-            line += [fmt(s.get("value"), CSV_DIGITS), fmt(ci[0], CSV_DIGITS), fmt(ci[1], CSV_DIGITS),
-                     fmt(s.get("blind"), CSV_DIGITS)]
-        line += [r["n"], fmt(r["std"], CSV_DIGITS), "yes" if r["tied"] else "", *([r["rung"]] if rungs else [])]
+            line += [fmt(s.get("value"), digits), fmt(ci[0], digits), fmt(ci[1], digits),
+                     fmt(s.get("blind"), digits)]
+        line += [r["n"], fmt(r["std"], digits), "yes" if r["tied"] else "", *([r["rung"]] if rungs else [])]
         writer.writerow(line)
     return buf.getvalue()

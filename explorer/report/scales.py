@@ -16,6 +16,9 @@ LEGEND = ("Avg (1000-pt): the paper's Avg, every benchmark on a 1000-point scale
           "OCRBench as is) and averaged. GQA, MMMU, SQA, TextVQA: accuracy %; POPE: F1 %, mean of its splits; "
           "MME: perception score (acc + acc+ summed over subtasks; 2000 max on the full benchmark); "
           "OCR: OCRBench right answers per 1000.")
+TASK_AVG_LABEL = "Avg (tasks)"
+TASK_LEGEND = ("Avg (tasks): the plain mean of the lmms-eval tasks' headline metrics, each in lmms-eval's units "
+               "(its own scorers); columns are task names.")
 DIGITS = 1
 CSV_DIGITS = 2
 
@@ -29,8 +32,24 @@ def label(col: str) -> str:
     return f"{col} ({UNITS[col]})" if col in UNITS else col
 
 
-def objective_label(name: str | None) -> str:
-    return AVG_LABEL if name in (None, "avg") else str(name)
+def objective_label(name: str | None, harness: str | None = None) -> str:
+    """The objective's header; "avg" over lmms-eval tasks is a plain mean, not the paper's Avg."""
+    if name in (None, "avg"):
+        return TASK_AVG_LABEL if harness == "lmms-eval" else AVG_LABEL
+    return str(name)
+
+
+def result_harness(result: dict[str, Any] | None) -> str | None:
+    """The harness a result.json was scored by (None: the built-in scorers)."""
+    harness = (result or {}).get("harness")
+    return harness.get("name") if isinstance(harness, dict) else None
+
+
+def digits_for(harness: str | None, csv: bool = False) -> int:
+    """Decimals shown: lmms-eval's metrics are mostly fractions (0.1875), the paper's percents."""
+    if harness == "lmms-eval":
+        return 4
+    return CSV_DIGITS if csv else DIGITS
 
 
 def fmt(value: Any, digits: int = DIGITS) -> str:

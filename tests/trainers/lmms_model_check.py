@@ -4,7 +4,6 @@ evaluator as the registered model `eagle_explorer` beside the project's own GQA 
 TRIAL TMP` runs `eagle-explore eval --harness lmms-eval`. Each prints what it saw as one JSON line.
 A script, not a test module: lmms-eval's dependency latex2sympy2 installs a `tests` package that
 would shadow this repository's."""
-import importlib.util
 import json
 import os
 import sys
@@ -12,9 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-_spec = importlib.util.spec_from_file_location("lmms_local_task", ROOT / "tests/trainers/lmms_local_task.py")
-lmms_task = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(lmms_task)
+import lmms_local_task as lmms_task  # noqa: E402  (this script's folder is on sys.path)
 
 from trainers.eval.benchmarks import get_benchmark  # noqa: E402
 from trainers.eval.synthetic_suite import ensure_suite  # noqa: E402

@@ -2,7 +2,6 @@
 (EAGLE_TEST_LMMS_PYTHON): a tiny trial's final evaluation on a local lmms-eval task (harness
 lmms-eval), its result printed as one JSON line. A script, not a test module: lmms-eval's dependency
 latex2sympy2 installs a `tests` package that would shadow this repository's."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -10,15 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests/trainers" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-helpers, lmms_task = _load("helpers_eagle"), _load("lmms_local_task")
+import helpers_eagle as helpers  # noqa: E402  (this script's folder is on sys.path)
+import lmms_local_task as lmms_task  # noqa: E402
 
 from trainers.eval.benchmarks import get_benchmark  # noqa: E402
 from trainers.eval.lmms_objective import evaluate_tasks  # noqa: E402

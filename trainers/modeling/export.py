@@ -47,8 +47,10 @@ def _card(info: dict[str, Any]) -> str:
     if info["study"]:
         lines += [f"Study: {info['study']}; trial directory: {info['trial_dir']}.", ""]
     if info["scores"]:
-        lines += ["| benchmark | score | blind |", "|---|---|---|"]
-        lines += [f"| {b} | {s:.2f} | {info['blind_scores'].get(b, float('nan')):.2f} |" for b, s in info["scores"].items()]
+        blind = info["blind_scores"]
+        lines += ["| benchmark | score |" + (" blind |" if blind else ""), "|---|---|" + ("---|" if blind else "")]
+        lines += [f"| {b} | {s:.2f} |" + (f" {blind[b]:.2f} |" if b in blind else " |" if blind else "")
+                  for b, s in info["scores"].items()]
         lines += ["", f"Objective ({info['objective_name']}): {info['objective']:.2f}", ""]
     lines += ["## Load", "", "```python", "from trainers.modeling.export import load_exported",
               "", "model = load_exported(\"THIS_DIRECTORY\")",
