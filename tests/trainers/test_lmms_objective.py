@@ -39,3 +39,19 @@ def test_lmms_eval_harness_errors_are_one_line():
         except ImportError:
             assert _error(harness="lmms-eval", tasks=["gqa"]) == (
                 "t.yaml: eval.tasks: lmms-eval 0.7.x is not installed (the lmms extra): pip install -e '.[lmms]'")
+
+
+def test_eval_command_without_the_extra_is_one_line(tmp_path):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from explorer.cli.main import app
+    from tests.trainers.helpers_eagle import finished_trial
+
+    if importlib.util.find_spec("lmms_eval") is not None:
+        pytest.skip("lmms-eval is installed in this environment")
+    res = CliRunner().invoke(app, ["eval", str(finished_trial(tmp_path)), "--harness", "lmms-eval", "--tasks", "gqa"])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == "error: lmms-eval 0.7.x is not installed (the lmms extra): pip install -e '.[lmms]'"
+    assert not (tmp_path / "trials" / "tiny_greedy_v2" / "r1__A+B__s0" / "eval").exists()  # nothing written
