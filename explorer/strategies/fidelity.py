@@ -8,8 +8,9 @@ planned trial's own key at the top (so a study's answer is always a full-fidelit
 user attr "trial_key" (the planned key) naming the directory they share. Like a strategy, a
 schedule rebuilds its state from the stored trials alone:
 - successive_halving: a rung is decided once all its candidates are resolved; the best
-  ceil(n / eta) by seed mean go on (and any level with the last of them); a lone survivor goes
-  straight to the top rung.
+  ceil(n / eta) by seed mean go on (and any level with the last of them), or (promotion
+  "interval") the leader and every candidate its paired interval does not rule out; a lone
+  survivor goes straight to the top rung.
 - asha (asynchronous, for many workers): a candidate goes on as soon as it is in the best
   floor(done / eta) of the rung's resolved candidates (ceil(n / eta) once the rung is complete);
   a promotion is never taken back (the next rung's trial is in the database).
@@ -24,6 +25,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from explorer.strategies.base import Planned, Status
+from explorer.study import stats
 from explorer.study.spec import FidelitySpec, StudyError
 from explorer.study.handle import StoredStudy
 
@@ -46,6 +48,12 @@ def fractions(spec: FidelitySpec) -> list[float]:
 
 def check(spec: FidelitySpec, source: str) -> None:
     lower = len(fractions(spec)) - 1
+    where = f"{source}: strategy.fidelity"
+    if spec.schedule == "asha" and (spec.promotion == "interval" or spec.decide_early):
+        field = "promotion" if spec.promotion == "interval" else "decide_early"
+        raise StudyError(f"{where}.{field}: needs schedule successive_halving (asha promotes before a rung is complete)")
+    if spec.max_promoted is not None and spec.promotion != "interval":
+        raise StudyError(f"{where}.max_promoted: caps promotion: interval (promotion count keeps ceil(n / eta))")
     if spec.eval_limits is not None:
         if len(spec.eval_limits) != lower:
             raise StudyError(f"{source}: strategy.fidelity.eval_limits: {len(spec.eval_limits)} values for "
@@ -89,6 +97,31 @@ class Schedule:
         if rung >= self.top or self.spec.eval_limits is None:
             return None
         return self.spec.eval_limits[rung]
+
+    @property
+    def intervals(self) -> bool:
+        """Whether the rungs below the top need bootstrap intervals (paired promotion)."""
+        return self.spec.promotion == "interval" or self.spec.decide_early
+
+    def _within(self, sts: dict[int, list[Status]], means: dict[int, float]) -> set[int] | None:
+        """The rung's leader and every candidate with P(it beats the leader) >= alpha on the paired
+        bootstrap replicates of the rung's trials; None when a candidate has no interval."""
+        cands = {i: stats.candidate(str(i), [next(t for t in s.trials if t.state == TrialState.COMPLETE)
+                                             for s in sts[i] if s.state == "complete"]) for i in means}
+        if not cands or any(c["ci"] is None for c in cands.values()):
+            return None
+        leader = stats.compare(list(cands.values()), maximize=self.sign > 0, threshold=self.spec.alpha)
+        keep = sorted((i for i, c in cands.items() if c is leader or c["tied"]), key=lambda i: (-self.sign * means[i], i))
+        return set(keep[: self.spec.max_promoted] if self.spec.max_promoted else keep)
+
+    def promote(self, sts: dict[int, list[Status]], means: dict[int, float], n: int) -> set[int]:
+        """Who goes on from a decided rung of n candidates (without intervals: by count)."""
+        within = self._within(sts, means) if self.intervals else None
+        if self.spec.promotion == "interval" and within is not None:
+            return within
+        if self.spec.decide_early and within is not None and len(within) == 1:
+            return within  # the leader beats every other beyond the interval: it alone goes on
+        return self._best(means, math.ceil(n / self.spec.eta))
 
     def rung_item(self, p: Planned, rung: int) -> Planned:
         key = p.key if rung == self.top else f"{p.key}@rung{rung}"
@@ -150,7 +183,7 @@ class Schedule:
                 return out
             means = {i: m for i in alive if (m := self._mean(sts[i])) is not None}
             out.means.append(means)
-            keep = self._best(means, math.ceil(len(alive) / self.spec.eta))
+            keep = self.promote(sts, means, len(alive))
             out.stopped.update({i: rung for i in alive if i not in keep})
             alive = [i for i in alive if i in keep]
             if not alive:
@@ -204,7 +237,7 @@ def request_for(schedule: Schedule, attrs: dict[str, Any], reference: dict[str, 
     if es is not None and reference and rung < schedule.top:
         early = EarlyStopRequest(alpha=es.alpha, min_items=es.min_items, every=es.every, reference=reference)
     return FidelityRequest(rung=rung, fraction=schedule.fractions[rung], eval_limit=schedule.eval_limit(rung),
-                           final=rung == schedule.top, early_stop=early)
+                           final=rung == schedule.top, early_stop=early, intervals=schedule.intervals)
 
 
 def leader_reference(trials: list[FrozenTrial], attrs: dict[str, Any], maximize: bool) -> dict | None:

@@ -100,6 +100,14 @@ class FidelitySpec(_Strict):
     eta: int = Field(default=2, ge=2)  # 1/eta of a rung's candidates go on to the next
     eval_limits: list[int] | None = None  # items per benchmark at each rung below the top; null: the base trial's
     early_stop: EarlyStopSpec | None = None
+    # who goes on from a rung: the best ceil(n / eta) ("count"), or the leader and every candidate
+    # its paired interval does not rule out, P(it beats the leader) >= alpha ("interval")
+    promotion: Literal["count", "interval"] = "count"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    max_promoted: int | None = Field(default=None, ge=1)  # "interval": at most this many go on
+    # "count": when the rung's leader beats every other candidate beyond the interval, it alone goes
+    # on (straight to the top rung)
+    decide_early: bool = False
 
 
 class GreedyStrategy(_Fixed):

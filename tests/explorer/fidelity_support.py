@@ -4,12 +4,15 @@ so a rung that did not continue the previous one shows. Picklable: on Ray and SL
 other processes, and record their calls in a file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from test_study_fixtures import PAPER_AVG, letters
 
@@ -39,11 +42,12 @@ class RungRunner:
     """value(letters, fraction) is the objective. `kill_at`: the n-th call raises KeyboardInterrupt
     (the local controller dies with it running); `hold`: the trial of that key writes HOLDING in
     `marks` and waits for RELEASED there (or SIGTERM), then fails without a result (the controller
-    was stopped meanwhile); `log`: a file that gets one JSON line per call."""
+    was stopped meanwhile); `log`: a file that gets one JSON line per call; `spread`: the trials
+    carry paired bootstrap replicates of that spread where their request asks for intervals."""
 
     def __init__(self, value=paper_value, kill_at: int | None = None, items=None, log: str | None = None,
-                 hold: str | None = None, marks: str | None = None) -> None:
-        self.value, self.kill_at, self.items = value, kill_at, items
+                 hold: str | None = None, marks: str | None = None, spread: float | None = None) -> None:
+        self.value, self.kill_at, self.items, self.spread = value, kill_at, items, spread
         self.log, self.hold, self.marks = log, hold, marks
         self.calls: list[tuple[str, str, float]] = []
         self.lock = threading.Lock()
@@ -101,7 +105,18 @@ class RungRunner:
                         break
             result["item_scores"] = {"gqa": {str(q): s for q, s in enumerate(scores[:ev["items_done"]])}}
         result["fidelity"] = fidelity_block(req, steps, STEPS, ev)
+        if self.spread is not None and (req is None or req.final or req.intervals):
+            result["bootstrap"] = {"objective": replicates(v, self.spread, job.user_attrs["experts"]),
+                                   "items": "scripted", "confidence": 0.95}
         return result
+
+
+def replicates(value: float, spread: float, label: str, n: int = 400) -> list[float]:
+    """Bootstrap replicates as paired ones look: a part shared by every trial (the same resampled
+    items) and a part of the trial's own, each of sd `spread`."""
+    shared = np.random.default_rng(0).standard_normal(n)
+    own = np.random.default_rng(int(hashlib.sha256(label.encode()).hexdigest()[:8], 16)).standard_normal(n)
+    return list(value + spread * (shared + own))
 
 
 def read_log(path: Path) -> list[dict]:

@@ -52,3 +52,17 @@ def test_a_rung_stops_sft_and_the_next_launch_continues_it(tmp_path):
     assert full["heldout_loss"] == pytest.approx(reference["heldout_loss"], rel=1e-5)
     assert full["scores"] == pytest.approx(reference["scores"])
     assert json.loads((out / "result.json").read_text())["fidelity"]["steps_done"] == 8
+
+
+def test_a_rung_that_promotes_by_intervals_has_them_without_the_blind_control(tmp_path):
+    d = tiny_spec_dict(checkpoint_every=100)
+    d["data"]["synthetic"]["n_eval"] = 4
+    d["eval"] = {"benchmarks": ["gqa", "pope"], "limit": 4, "batch_size": 4, "max_new_tokens": 2, "blind": True,
+                 "bootstrap": {"resamples": 20}}
+    out = tmp_path / "rung"
+    write_request(out, FidelityRequest(rung=0, fraction=0.5, eval_limit=2, intervals=True))
+    low = run_trial(write_spec(d, tmp_path / "t.yaml"), out, nproc=1)
+    assert low["fidelity"]["stopped"] and low["fidelity"]["eval_items_full"] == 4
+    lo, hi = low["objective_ci"]
+    assert lo <= low["objective"] <= hi and len(low["bootstrap"]["objective"]) == 20
+    assert "blind_scores" not in low and not (out / "predictions" / "gqa.blind.jsonl").exists()

@@ -91,8 +91,9 @@ def write_samples(out_dir: Path, task: str, samples: list[dict[str, Any]], metri
     tmp.replace(path)
 
 
-def run_tasks(model, spec: TrialSpec, out_dir: Path, final: bool) -> dict[str, Any]:
-    """lmms-eval on this process (rank 0): the evaluation result dict (see the module's doc)."""
+def run_tasks(model, spec: TrialSpec, out_dir: Path, intervals: bool) -> dict[str, Any]:
+    """lmms-eval on this process (rank 0): the evaluation result dict (see the module's doc), with
+    bootstrap intervals when `intervals`."""
     from lmms_eval.evaluator import simple_evaluate
 
     from trainers.eval.lmms_harness import check_tasks
@@ -122,7 +123,7 @@ def run_tasks(model, spec: TrialSpec, out_dir: Path, final: bool) -> dict[str, A
                               "scorer_profile": "lmms-eval", "items_done": items_full, "items_full": items_full,
                               "early_stopped": False, "harness": {"name": "lmms-eval", "tasks": list(ev.tasks),
                                                                   "versions": res.get("versions", {})}}
-    if final and ev.bootstrap.resamples and runs:
+    if intervals and ev.bootstrap.resamples and runs:
         resampled = {b.name for b, _, _ in runs}
         whole = (ev.objective == "avg" and resampled == set(ev.tasks)) or ev.objective in resampled
         obj = (lambda s: objective(s, ev)) if whole else None
@@ -132,15 +133,16 @@ def run_tasks(model, spec: TrialSpec, out_dir: Path, final: bool) -> dict[str, A
 
 
 def evaluate_tasks(model, spec: TrialSpec, out_dir: str | Path, *, rank: int = 0, world_size: int = 1,
-                   final: bool = True) -> dict[str, Any]:
-    """run_tasks on rank 0; every rank returns its result (an error there is raised on every rank)."""
+                   final: bool = True, intervals: bool | None = None) -> dict[str, Any]:
+    """run_tasks on rank 0 (intervals: default `final`); every rank returns its result (an error
+    there is raised on every rank)."""
     from trainers.training import distributed as D
 
     shared = world_size > 1 and D.active()
     result, error = None, None
     if rank == 0:
         try:
-            result = run_tasks(model, spec, Path(out_dir), final)
+            result = run_tasks(model, spec, Path(out_dir), final if intervals is None else intervals)
         except Exception as err:
             if not shared:
                 raise

@@ -202,14 +202,16 @@ def _generate_checked(gen: Generator, bench: Benchmark, items: Sequence[EvalItem
 
 
 def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, *, rank: int = 0,
-             world_size: int = 1, final: bool = True, early_stop=None) -> dict[str, Any]:
+             world_size: int = 1, final: bool = True, early_stop=None, intervals: bool | None = None) -> dict[str, Any]:
     """Run spec.eval on this process's shard; every rank returns {"scores", "objective",
     "objective_name", "scorer_profile", "items_done", "items_full", "early_stopped"} (objective
     None when it is the held-out loss, which the trainer computes), and when `final` the
     intervals and blind scores of `_statistics`. With `early_stop` (trainers/eval/early_stop.py)
     the evaluation ends at the first test that finds the model behind its reference: the scores
-    are those of the items done."""
+    are those of the items done. `intervals` (default: `final`) asks for the bootstrap intervals
+    without the blind control (a rung that promotes by intervals)."""
     out_dir = Path(out_dir)
+    intervals = final if intervals is None else intervals
     ev = spec.eval
     names = parse_benchmark_list(ev.benchmarks)
     root = _data_root(spec, out_dir, rank, world_size)
@@ -266,7 +268,7 @@ def evaluate(model, tokenizer, spec: TrialSpec, out_dir: str | Path, *, rank: in
                 result = {"scores": scores, "objective": value, "objective_name": ev.objective,
                           "scorer_profile": ev.scorer_profile, "items_done": items_done,
                           "items_full": sum(len(s) for s in subsets), "early_stopped": stopped}
-                if final and not stopped:
+                if intervals and not stopped:
                     result.update(_statistics(ev, runs, blind_runs, scores))
             except Exception as err:
                 if not shared:

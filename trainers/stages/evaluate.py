@@ -61,9 +61,9 @@ def benchmarks(ctx: StageContext, model, step: int, final: bool = True, fidelity
     from trainers.eval import evaluate  # the evaluation package (required when benchmarks are set)
     from trainers.eval.early_stop import EarlyStop
 
-    spec, stop = ctx.spec, None
+    spec, stop, intervals = ctx.spec, None, final
     if fidelity is not None and not fidelity.final:
-        final = False
+        final, intervals = False, fidelity.intervals
         if fidelity.eval_limit is not None:
             limit = min(fidelity.eval_limit, spec.eval.limit or fidelity.eval_limit)
             spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"limit": limit})})
@@ -75,10 +75,11 @@ def benchmarks(ctx: StageContext, model, step: int, final: bool = True, fidelity
         if spec.eval.harness == "lmms-eval":  # lmms-eval's tasks (no early stop: it scores at the end)
             from trainers.eval.lmms_objective import evaluate_tasks
 
-            ev = evaluate_tasks(model, spec, ctx.out, rank=ctx.env.rank, world_size=ctx.env.world_size, final=final)
+            ev = evaluate_tasks(model, spec, ctx.out, rank=ctx.env.rank, world_size=ctx.env.world_size, final=final,
+                                intervals=intervals)
         else:
             ev = evaluate(model, model.tokenizer, spec, ctx.out, rank=ctx.env.rank, world_size=ctx.env.world_size,
-                          final=final, early_stop=stop)
+                          final=final, early_stop=stop, intervals=intervals)
     ctx.metrics.write({"stage": "eval", "tag": "sft", "step": step, "objective": ev["objective"], **ev["scores"]})
     return ev
 

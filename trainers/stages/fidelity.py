@@ -36,6 +36,7 @@ class FidelityRequest(_Strict):
     fraction: float = Field(gt=0, le=1)  # of the SFT steps
     eval_limit: int | None = Field(default=None, gt=0)  # items per benchmark at this rung
     final: bool = False  # the top rung: the full evaluation with intervals
+    intervals: bool = False  # below the top: bootstrap intervals too (promotion by intervals)
     early_stop: EarlyStopRequest | None = None
 
 
