@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from explorer.report.leaderboard import leaderboard, objective_harness, objective_name
+from explorer.report.rank_transfer import rank_transfer, summary_lines
 from explorer.report.rungs import RUNG_NOTE, row_rung, stopped_numbers, trial_rung
 from explorer.report.scales import digits_for, fmt, fmt_ci, objective_label
 from explorer.study.stats import tie_threshold
@@ -76,8 +77,8 @@ def leaderboard_table(study, limit: int | None = None):
     notes = [f"#{r['rank']} {r['experts']}: {r['note']}" for r in shown if r.get("note")]
     if has["tie"]:
         notes.append(f"tie: tied with #1, P(it beats #1) >= {tie_threshold(study):g} on paired bootstrap replicates")
-    if has["rung"]:
-        notes.append(RUNG_NOTE)
+    if has["rung"]:  # and how well each lower rung ranked as the top rung did
+        notes += [RUNG_NOTE, *summary_lines(rank_transfer(study))]
     if notes:
         table.caption = "\n".join(filter(None, [head, *notes]))
     return table

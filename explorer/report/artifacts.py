@@ -1,9 +1,10 @@
 """The study's report, rebuilt from the study database alone (so `eagle-explore report` can redo it
 at any time, also after the work directory moved): the leaderboard (the cost ledger under it and in
-cost.json) and the paper-style table (markdown and CSV), score against visual tokens with the SFT
-tokens/s (table and plot), the greedy path, score-vs-cost and per-benchmark plots (PNG), the study
-file and its resolved spec. Written to <workdir>/report/<study>/; explorer.tracking.tracker logs the same
-files to the study's parent MLflow run."""
+cost.json; a multi-fidelity study's rank transfer under it too and in rank_transfer.json) and the
+paper-style table (markdown and CSV), score against visual tokens with the SFT tokens/s (table and
+plot), the greedy path, score-vs-cost and per-benchmark plots (PNG), the study file and its
+resolved spec. Written to <workdir>/report/<study>/; explorer.tracking.tracker logs the same files
+to the study's parent MLflow run."""
 from __future__ import annotations
 
 import csv
@@ -19,6 +20,7 @@ import yaml
 from explorer.report import paper_table
 from explorer.report import plots
 from explorer.report import leaderboard as report
+from explorer.report.rank_transfer import rank_transfer, summary_lines
 from explorer.study.attrs import trial_scores
 from explorer.study.ledger import ledger_lines, study_ledger
 from explorer.redact import mask, mask_data
@@ -166,10 +168,13 @@ def write_report(study, spec, workdir: str | Path | None, out_dir: str | Path) -
         files.append(out / name)
 
     ledger = study_cost(study, workdir)
-    footer = "".join(f"\n{line}\n" for line in ledger_lines(ledger))
+    transfer = rank_transfer(study)
+    footer = "".join(f"\n{line}\n" for line in ledger_lines(ledger) + summary_lines(transfer))
     header, rows = _leaderboard_table(study)
     text("leaderboard.md", _markdown(header, rows) + footer)
     text("cost.json", json.dumps(ledger, indent=2))
+    if transfer is not None:
+        text("rank_transfer.json", json.dumps(transfer, indent=2))
     text("leaderboard.csv", _csv(header, rows))
     text("table.md", paper_table.export(study, "markdown"))
     text("table.csv", paper_table.export(study, "csv"))

@@ -24,6 +24,7 @@ from explorer.strategies.fidelity import (
 )
 from explorer.study.attrs import STUDY_EXPERIMENT_ATTR, STUDY_RUN_ATTR, TRIAL_RUN_ATTR, expert_letters
 from explorer.study.handle import StoredStudy
+from explorer.report.rank_transfer import rank_transfer
 from explorer.study.expectation import study_expectation
 from explorer.report.trial_files import trial_result
 
@@ -121,6 +122,7 @@ def status_json(study) -> dict[str, Any]:
         "leaderboard": leaderboard(study),
         "greedy_path": path,
         "expectation": study_expectation(study, best_experts, path),
+        "rank_transfer": rank_transfer(study),  # multi-fidelity: each lower rung against the top (None: no rungs)
         "mlflow_experiment_id": study.user_attrs.get(STUDY_EXPERIMENT_ATTR),
         "mlflow_parent_run_id": study.user_attrs.get(STUDY_RUN_ATTR),
         "trials": [status_record(t, stopped_marks(StoredStudy.of(study))) for t in trials],

@@ -218,8 +218,8 @@ class MlflowTracker:
 
     def update_report(self, study) -> list[Path]:
         """The parent run shows the study: its best objective and scores (the same columns as the
-        trials'), its cost ledger (cost_* metrics), and the report files, rewritten in the work
-        directory and logged again."""
+        trials'), its cost ledger (cost_* metrics), its rank transfer (rank_transfer/* metrics), and
+        the report files, rewritten in the work directory and logged again."""
         self._reported_at = time.monotonic()
         best = self._best(study)
         done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
@@ -238,10 +238,13 @@ class MlflowTracker:
 
         out = report_dir(self.workdir, study.study_name)
         files = write_report(study, self.spec, self.workdir, out)
+        from explorer.report.rank_transfer import rank_transfer_metrics
         from explorer.study.ledger import ledger_metrics
 
-        ledger = json.loads((out / "cost.json").read_text())
-        self.client.log_batch(self.parent_run_id, metrics=mb.metrics(ledger_metrics(ledger), step=done))
+        values = ledger_metrics(json.loads((out / "cost.json").read_text()))
+        if out / "rank_transfer.json" in files:  # multi-fidelity: how each lower rung ranked as the top did
+            values.update(rank_transfer_metrics(json.loads((out / "rank_transfer.json").read_text())))
+        self.client.log_batch(self.parent_run_id, metrics=mb.metrics(values, step=done))
         self.client.log_artifacts(self.parent_run_id, str(out), artifact_path="report")
         return files
 
