@@ -106,6 +106,10 @@ class DataSpec(_Strict):
     num_workers: int = Field(default=0, ge=0)  # DataLoader worker processes per rank
     group_by_length: bool = False  # modality-length grouping of micro batches within each global batch
     packing: Literal["off", "sft", "all"] = "off"  # padding-free packed micro batches (varlen attention)
+    # pre-alignment and SFT on one fixed, seeded share of their records (a cheap fidelity; the
+    # held-out loss and the benchmarks stay whole); the same subset for every trial of a study
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    fraction_seed: int = 0
 
     @model_validator(mode="after")
     def _some_data(self) -> "DataSpec":

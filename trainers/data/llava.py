@@ -42,6 +42,8 @@ class LlavaDataset(Dataset):
         bad_images: Mapping[str, str] | None = None,
         on_too_long: Literal["truncate", "error"] = "truncate",
         skip_dir: str | Path | None = None,
+        fraction: float = 1.0,
+        fraction_seed: int = 0,
     ):
         if on_bad_image not in ("error", "skip"):
             raise DataError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
@@ -62,7 +64,7 @@ class LlavaDataset(Dataset):
         if len(image_ids) != 1:
             raise DataError(f"{IMAGE_TOKEN} is {len(image_ids)} tokens for this tokenizer; use load_tokenizer()")
         self.image_token_id = int(image_ids[0])
-        records = read_records(self.path)
+        records = take_fraction(read_records(self.path), fraction, fraction_seed)
         if any(r.image for r in records) and self.image_folder is None:
             raise DataError(f"{self.path}: records have images but no image_folder was given")
         if self.image_folder is not None and not self.image_folder.is_dir():
@@ -155,6 +157,17 @@ class LlavaDataset(Dataset):
         item["image"] = image if image is not None else torch.zeros(3, self.image_size, self.image_size,
                                                                     dtype=torch.uint8)
         return item
+
+
+def take_fraction(records: list[LlavaRecord], fraction: float, seed: int) -> list[LlavaRecord]:
+    """A fixed share of the records, in file order: the same for every trial with the same seed."""
+    if fraction >= 1:
+        return records
+    import numpy as np
+
+    k = max(1, round(fraction * len(records)))
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=k, replace=False))
+    return [records[i] for i in keep]
 
 
 def read_texts(path: str | Path) -> list[str]:

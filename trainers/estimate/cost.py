@@ -77,7 +77,14 @@ def size_from_name(path: str) -> int | None:
 
 
 def dataset_size(spec: TrialSpec, which: str, a: Assumptions) -> tuple[int | None, str]:
-    """(records, where the figure came from) of the pretrain or sft data."""
+    """(records, where the figure came from) of the pretrain or sft data, data.fraction applied."""
+    n, where = _all_records(spec, which, a)
+    if n is None or spec.data.fraction >= 1:
+        return n, where
+    return max(1, round(spec.data.fraction * n)), f"{where} x data.fraction {spec.data.fraction:g}"
+
+
+def _all_records(spec: TrialSpec, which: str, a: Assumptions) -> tuple[int | None, str]:
     if which in a.samples:
         return a.samples[which], "option"
     syn = spec.data.synthetic

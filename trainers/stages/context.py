@@ -25,8 +25,8 @@ class StageContext(Protocol):
     engine: Engine
     metrics: MetricsWriter
 
-    def dataset(self, path: Path, template: str, tokenizer=None):
-        """A stage's LlavaDataset (the trial tokenizer unless one is given)."""
+    def dataset(self, path: Path, template: str, tokenizer=None, subset: bool = True):
+        """A stage's LlavaDataset (the trial tokenizer unless one is given; data.fraction unless not `subset`)."""
 
     def stage1_tokenizer(self):
         """The tokenizer of the pre-alignment LLM."""

@@ -35,7 +35,7 @@ def eval_mode(ctx: StageContext, model) -> Iterator[None]:
 def heldout_loss(ctx: StageContext, model) -> float:
     """Token-weighted loss on the held-out set; every rank runs the same number of forwards
     (ZeRO-3 gathers parameters collectively), the last ones weighted 0 when the split is uneven."""
-    ds = ctx.dataset(ctx.data.heldout, ctx.spec.llm.template)
+    ds = ctx.dataset(ctx.data.heldout, ctx.spec.llm.template, subset=False)  # the held-out loss stays whole
     mb, env = ctx.spec.train.stages["sft"].micro_batch_size, ctx.env
     n_batches = math.ceil(len(ds) / (mb * env.world_size))
     collate = S.make_collate(model, "sft", ctx.spec)  # image tokens expanded as in training

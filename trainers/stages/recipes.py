@@ -49,18 +49,19 @@ def resolve_data(spec: TrialSpec, cache_dir: str | Path) -> TrialData:
     from trainers.caches.stage1 import file_identity
 
     d = spec.data
+    share = {"fraction": d.fraction, "fraction_seed": d.fraction_seed} if d.fraction < 1 else {}  # stage-1 cache key
     if d.synthetic is not None:
         from trainers.data.synthetic import ensure_synthetic, spec_key
 
         paths = ensure_synthetic(d.synthetic, cache_dir)
-        ident = {"synthetic": spec_key(d.synthetic)}
+        ident = {"synthetic": spec_key(d.synthetic), **share}
         return TrialData(paths["pretrain"], paths["sft"], paths["heldout"], paths["image_folder"],
                          data_image_size(spec), ident)
     heldout = Path(d.heldout or d.sft)  # no held-out file: the loss over the SFT file (said in the log)
     if d.heldout is None:
         logger.warning("data.heldout not set: the held-out loss is measured on the SFT data")
     return TrialData(Path(d.pretrain), Path(d.sft), heldout, Path(d.image_folder) if d.image_folder else None,
-                     data_image_size(spec), {"pretrain": file_identity(d.pretrain)})
+                     data_image_size(spec), {"pretrain": file_identity(d.pretrain), **share})
 
 
 def data_image_size(spec: TrialSpec) -> int:
@@ -82,9 +83,9 @@ def build_trial_tokenizer(llm: LLMSpec, data: TrialData, out_dir: Path):
 
 
 def make_dataset(path: Path, data: TrialData, tokenizer, template: str, *, max_length: int, spec: TrialSpec,
-                 checks: dict[str, Any], skip_dir: Path | None = None):
+                 checks: dict[str, Any], skip_dir: Path | None = None, subset: bool = True):
     """The LLaVA dataset at `path`, its images as verified at launch (`checks`: verify.read_checks);
-    skips of every process are recorded under skip_dir/<file stem>/."""
+    skips of every process are recorded under skip_dir/<file stem>/; `subset`: data.fraction applies."""
     from trainers.data.errors import DataError
     from trainers.data.llava import LlavaDataset
 
@@ -94,7 +95,8 @@ def make_dataset(path: Path, data: TrialData, tokenizer, template: str, *, max_l
     return LlavaDataset(path, data.image_folder, data.image_size, tokenizer=tokenizer, template=template, max_length=max_length,
                         on_bad_image=spec.data.on_bad_image, bad_images=checked["bad"],
                         on_too_long=spec.data.on_too_long,
-                        skip_dir=skip_dir / Path(path).stem if skip_dir is not None else None)
+                        skip_dir=skip_dir / Path(path).stem if skip_dir is not None else None,
+                        fraction=spec.data.fraction if subset else 1.0, fraction_seed=spec.data.fraction_seed)
 
 
 def make_collate(model, stage: str, spec: TrialSpec):

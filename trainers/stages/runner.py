@@ -59,10 +59,10 @@ class TrialRunner:
     def stage_dir(self, tag: str) -> Path:
         return self.out / TD.STAGES / tag.replace("/", "_")
 
-    def dataset(self, path: Path, template: str, tokenizer=None):
+    def dataset(self, path: Path, template: str, tokenizer=None, subset: bool = True):
         tok = tokenizer or self.tokenizer
         return S.make_dataset(path, self.data, tok, template, max_length=self.spec.llm.max_length, spec=self.spec, checks=self.checks,
-                              skip_dir=self.out / TD.LOGS / "skipped")
+                              skip_dir=self.out / TD.LOGS / "skipped", subset=subset)
 
     def stage1_tokenizer(self):
         """The tokenizer of the stage-1 LLM (train.align_llm when set, else the trial's)."""
