@@ -197,8 +197,8 @@ class Controller:
         trial = optuna.Trial(self.study, trial_id)
         active = _Active(trial, trial_id, None)  # type: ignore[arg-type]
         threading.Thread(target=self._heartbeat, args=(trial_id, active.stop), daemon=True).start()
-        # the rungs of a planned trial share its directory: each continues the previous one's checkpoints
-        dir_key = frozen.user_attrs.get(F.TRIAL_KEY_ATTR) or frozen.user_attrs.get("key") or str(trial.number)
+        # the rungs of a planned trial share its directory (proxy rungs their own): each continues the one before
+        dir_key = F.dir_key(frozen.user_attrs, getattr(self.spec.strategy, "fidelity", None)) or str(trial.number)
         trial_dir = self.trials_dir / trial_dir_name(dir_key)
         try:
             self._suggest(trial, frozen.system_attrs.get("fixed_params", {}))

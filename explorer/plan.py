@@ -56,7 +56,7 @@ def planned_trials(study: StudySpec, est: TrialEstimator) -> list[tuple[str, Tri
 def rung_costs(study: StudySpec, rows: list[tuple[str, TrialSpec, dict[str, StageEstimate]]]):
     """Multi-fidelity: a rung trial costs what it adds to its planned trial's directory, the SFT
     steps from the previous rung's fraction to its own (pre-alignment is paid at the first rung)."""
-    from explorer.strategies.fidelity import fractions
+    from explorer.strategies.fidelity import PROXY_DIR, fractions
 
     spec = getattr(study.strategy, "fidelity", None)
     if spec is None:
@@ -65,6 +65,8 @@ def rung_costs(study: StudySpec, rows: list[tuple[str, TrialSpec, dict[str, Stag
     for key, ts, stages in rows:
         base, _, rung = key.partition("@rung")
         frac = fracs[int(rung)] if rung else 1.0
+        if rung and spec.proxy is not None:  # proxy rungs continue one another, not the trial
+            base += PROXY_DIR
         prev = done.get(base)
         done[base] = frac
         scaled = {}

@@ -182,9 +182,13 @@ def check_study_trials(spec: StudySpec, nproc: int | None = None, unstaged: list
     from explorer.study.trial_specs import build_trial_spec
     from explorer.strategies import build_strategy
 
+    from explorer.strategies.fidelity import is_proxy_rung
+
     points = study_trial_points(build_strategy(spec))
+    proxy = getattr(spec.strategy, "fidelity", None)
     for params, attrs in points:
-        where = f"{spec.source}: base_trial (as trial {attrs.get('key', attrs.get('experts'))})"
+        part = "strategy.fidelity.proxy" if is_proxy_rung(attrs, proxy) else "base_trial"
+        where = f"{spec.source}: {part} (as trial {attrs.get('key', attrs.get('experts'))})"
         try:
             ts = build_trial_spec(spec, params, attrs)
             check_trial_spec(ts, where, nproc or spec.resources.nproc_per_trial, unstaged)

@@ -35,6 +35,20 @@ TRIAL_KEY_ATTR = "trial_key"
 STOPPED_ATTR = "eagle:stopped_at_rung"  # study system attr: {trial number: rung its candidate stopped at}
 FIDELITY_ATTR = "fidelity"  # the trial's result.json "fidelity" block
 ITEM_SCORES_ATTR = "eagle:item_scores"  # system attr: per-item scores of a rung below the top
+PROXY_DIR = "/proxy"  # the proxy rungs of a planned trial share the directory <trial dir>__proxy
+
+
+def is_proxy_rung(attrs: dict[str, Any], spec: FidelitySpec | None) -> bool:
+    """A rung below the top of a study whose lower rungs train a proxy (strategy.fidelity.proxy)."""
+    return (spec is not None and spec.proxy is not None and attrs.get(RUNG_ATTR) is not None
+            and int(attrs[RUNG_ATTR]) < int(attrs[RUNGS_ATTR]) - 1)
+
+
+def dir_key(attrs: dict[str, Any], spec: FidelitySpec | None) -> str | None:
+    """The directory key of a trial: its planned trial's (every rung continues the one before),
+    with PROXY_DIR for proxy rungs (they continue one another; the top rung starts anew)."""
+    key = attrs.get(TRIAL_KEY_ATTR) or attrs.get("key")
+    return f"{key}{PROXY_DIR}" if key and is_proxy_rung(attrs, spec) else key
 
 
 def fractions(spec: FidelitySpec) -> list[float]:

@@ -92,6 +92,23 @@ class EarlyStopSpec(_Strict):
     every: int = Field(default=16, gt=0)  # items between tests
 
 
+class ProxySpec(_Strict):
+    """What the rungs below the top train instead of the trial itself: another LLM (a preset or a
+    local path, with its own template) and/or one fixed, seeded share of the pre-alignment and SFT
+    data. Those rungs continue one another in a directory of their own; the top rung trains the
+    trial itself from the start, so the study's answer is always the real trial."""
+
+    llm: dict[str, Any] | None = None  # an llm block as in a trial file; replaces the base trial's
+    data_fraction: float = Field(default=1.0, gt=0, le=1)
+    data_seed: int = 0
+
+    @model_validator(mode="after")
+    def _cheaper(self) -> "ProxySpec":
+        if self.llm is None and self.data_fraction >= 1:
+            raise ValueError("a proxy needs an llm or a data_fraction below 1 (else it is the trial itself)")
+        return self
+
+
 class FidelitySpec(_Strict):
     """Multi-fidelity rounds (explorer/fidelity.py): rungs at min_fraction * eta^r of the SFT steps."""
 
@@ -108,6 +125,7 @@ class FidelitySpec(_Strict):
     # "count": when the rung's leader beats every other candidate beyond the interval, it alone goes
     # on (straight to the top rung)
     decide_early: bool = False
+    proxy: ProxySpec | None = None  # the rungs below the top train a cheaper proxy of the trial
 
 
 class GreedyStrategy(_Fixed):

@@ -9,6 +9,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from explorer.strategies.fidelity import is_proxy_rung
 from explorer.study.spec import StudyError, StudySpec
 from trainers import trial_dir as TD
 from trainers.spec import SpecError, TrialSpec, dump_trial_spec, parse_trial_spec
@@ -90,7 +91,19 @@ def build_trial_data(spec: StudySpec, params: dict[str, Any], user_attrs: dict[s
     if cache_dir is not None:
         data["cache_dir"] = str(cache_dir)
     data.setdefault("eval", {})["objective"] = spec.objective.metric
+    fidelity = getattr(spec.strategy, "fidelity", None)
+    if is_proxy_rung(user_attrs, fidelity):
+        apply_proxy(data, fidelity.proxy)
     return data
+
+
+def apply_proxy(data: dict[str, Any], proxy) -> None:
+    """A proxy rung's trial: the proxy's LLM (the freeze recipe's setting kept) and data share."""
+    if proxy.llm is not None:
+        freeze = (data.get("llm") or {}).get("freeze")
+        data["llm"] = {**copy.deepcopy(proxy.llm), **({"freeze": freeze} if freeze is not None else {})}
+    if proxy.data_fraction < 1:
+        data.setdefault("data", {}).update(fraction=proxy.data_fraction, fraction_seed=proxy.data_seed)
 
 
 def build_trial_spec(spec: StudySpec, params: dict[str, Any], user_attrs: dict[str, Any],
@@ -141,6 +154,13 @@ def check_base_trial(spec: StudySpec, point: tuple[dict[str, Any], dict[str, Any
         msg = str(err)
         prefix = f"{spec.source}: base_trial: "
         raise StudyError(msg if msg.startswith(prefix) else prefix + msg) from None
+    fidelity = getattr(spec.strategy, "fidelity", None)
+    if fidelity is not None and fidelity.proxy is not None:  # a proxy rung's trial builds too
+        try:
+            build_trial_spec(spec, params, {**attrs, "rung": 0, "rungs": 2})
+        except SpecError as err:
+            msg = str(err).removeprefix(f"{spec.source}: base_trial: ")
+            raise StudyError(f"{spec.source}: strategy.fidelity.proxy: {msg}") from None
     metric, direction = spec.objective.metric, spec.objective.direction
     # a trial without benchmarks reports heldout_loss whatever eval.objective says (trainers.stages.runner)
     if metric != "heldout_loss" and not ts.eval.scored():

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 LLM_PRESETS: dict[str, dict[str, Any]] = {
     "tiny-llama": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False),
+    # a cheaper stand-in for tiny-llama (multi-fidelity proxy rungs on CPU)
+    "micro-llama": dict(hidden_size=32, intermediate_size=86, num_hidden_layers=1, num_attention_heads=2,
+                        num_key_value_heads=1, max_position_embeddings=1024, tie_word_embeddings=False),
     "small-llama": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
                         num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False),
     # ~1.1B params (TinyLlama-1.1B's shape) for GPU throughput/MFU benchmarks, random init
