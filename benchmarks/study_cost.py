@@ -154,22 +154,22 @@ def rung_taus(naive: list[dict], savings: list[dict]) -> list[float | None]:
     return [round(sum(v) / len(v), 3) if (v := per_round.get(r)) else None for r in range(rounds)]
 
 
-def paper_plan(fidelity: dict[str, Any]) -> dict[str, Any]:
-    """The same ratio estimated by `eagle-explore plan` for the paper-scale greedy study
-    (studies/eagle_greedy.yaml with the savings' fidelity block): GPU-hours with the stage-1 cache
-    and rungs over GPU-hours at full fidelity without the cache."""
+PAPER_STUDY = ROOT / "studies" / "eagle_greedy_fidelity.yaml"
+
+
+def paper_plan() -> dict[str, Any]:
+    """The ratio `eagle-explore plan` estimates for the paper-scale greedy study with its shipped
+    fidelity block (studies/eagle_greedy_fidelity.yaml): GPU-hours with the stage-1 cache and rungs
+    over GPU-hours at full fidelity without the cache."""
     from explorer.plan import plan_study
-    from explorer.study.load import parse_study
+    from explorer.study.load import load_study
     from trainers.estimate.arch_profiles import default_cache_path
     from trainers.estimate.cost import Assumptions
 
-    path = ROOT / "studies" / "eagle_greedy.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["strategy"]["fidelity"] = {k: v for k, v in fidelity.items() if k != "eval_limits"}
-    spec = parse_study(data, str(path), path.parent)
+    spec = load_study(PAPER_STUDY)
     tot = plan_study(spec, Assumptions(gpus=spec.resources.nproc_per_trial), default_cache_path())["total_gpu_hours"]
-    return {"study": "studies/eagle_greedy.yaml", "gpu_hours": tot, "ratio": tot.get("ratio_to_naive"),
-            "ratio_fidelity_alone": tot.get("ratio_fidelity_alone")}
+    return {"study": str(PAPER_STUDY.relative_to(ROOT)), "fidelity": spec.strategy.fidelity.model_dump(exclude_defaults=True),
+            "gpu_hours": tot, "ratio": tot.get("ratio_to_naive"), "ratio_fidelity_alone": tot.get("ratio_fidelity_alone")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         fig["same_selection"] = fig["savings"]["selected"] == fig["naive"]["selected"]
         fig["kendall_tau_rungs"] = rung_taus([r["path"] for r in runs["naive"]], [r["path"] for r in runs["savings"]])
     if not args.no_paper_plan:
-        fig["paper_plan"] = paper_plan(fidelity)
+        fig["paper_plan"] = paper_plan()
     line = json.dumps(fig)
     print(line)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,8 @@ def check(spec: FidelitySpec, source: str) -> None:
     if spec.schedule == "asha" and (spec.promotion == "interval" or spec.decide_early):
         field = "promotion" if spec.promotion == "interval" else "decide_early"
         raise StudyError(f"{where}.{field}: needs schedule successive_halving (asha promotes before a rung is complete)")
+    if spec.decide == "below_top" and spec.schedule == "asha":
+        raise StudyError(f"{where}.decide: below_top needs schedule successive_halving")
     if spec.max_promoted is not None and spec.promotion != "interval":
         raise StudyError(f"{where}.max_promoted: caps promotion: interval (promotion count keeps ceil(n / eta))")
     if spec.eval_limits is not None:
@@ -89,7 +91,7 @@ class RoundRungs:
     items: list[Planned]  # every rung trial planned so far
     statuses: dict[str, Status]
     resolved: bool  # every rung decided and the top rung's trials resolved
-    top: list[int]  # candidates (indices) planned at the top rung
+    top: list[int]  # candidates (indices) planned at the deciding rung (the top, unless decide: below_top)
     stopped: dict[int, int] = field(default_factory=dict)  # candidate -> the rung it stopped at
     means: list[dict[int, float]] = field(default_factory=list)  # per rung: candidate -> seed mean
     owner: dict[str, int] = field(default_factory=dict)  # rung-trial key -> candidate
@@ -106,6 +108,8 @@ class Schedule:
         self.spec, self.sign = spec, 1.0 if maximize else -1.0
         self.fractions = fractions(spec)
         self.top = len(self.fractions) - 1
+        # the rung a round is decided at: below the top, only the study's answer goes to the top
+        self.decide_rung = self.top - 1 if spec.decide == "below_top" else self.top
 
     def eval_limit(self, rung: int) -> int | None:
         if rung >= self.top or self.spec.eval_limits is None:
@@ -114,8 +118,9 @@ class Schedule:
 
     @property
     def intervals(self) -> bool:
-        """Whether the rungs below the top need bootstrap intervals (paired promotion)."""
-        return self.spec.promotion == "interval" or self.spec.decide_early
+        """Whether the rungs below the top need bootstrap intervals (paired promotion, or rounds
+        decided below the top with the paired comparisons)."""
+        return self.spec.promotion == "interval" or self.spec.decide_early or self.decide_rung < self.top
 
     def _within(self, sts: dict[int, list[Status]], means: dict[int, float]) -> set[int] | None:
         """The rung's leader and every candidate with P(it beats the leader) >= alpha on the paired
@@ -145,9 +150,9 @@ class Schedule:
     def trials_for(self, n: int) -> int:
         """Rung trials per seed of a round of n candidates (ASHA: when it promotes no more than SH)."""
         total, alive = 0, n
-        for rung in range(self.top + 1):
-            if rung < self.top and alive <= 1 and (self.spec.schedule != "asha" or n <= 1):
-                continue  # straight to the top rung
+        for rung in range(self.decide_rung + 1):
+            if rung < self.decide_rung and alive <= 1 and (self.spec.schedule != "asha" or n <= 1):
+                continue  # straight to the deciding rung
             total += alive
             alive = math.ceil(alive / self.spec.eta)
         return total
@@ -188,11 +193,11 @@ class Schedule:
         rung = 0
         while True:
             if len(alive) <= 1:
-                rung = self.top
+                rung = self.decide_rung
             sts = {i: plan(i, rung) for i in alive}
             if not all(s.resolved for ss in sts.values() for s in ss):
                 return out
-            if rung == self.top:
+            if rung == self.decide_rung:
                 out.resolved, out.top = True, alive
                 return out
             means = {i: m for i in alive if (m := self._mean(sts[i])) is not None}
@@ -238,6 +243,8 @@ def build_schedule(opts: Any, maximize: bool, source: str) -> Schedule | None:
     if spec is None:
         return None
     check(spec, source)
+    if spec.decide == "below_top" and getattr(opts, "type", None) != "greedy":
+        raise StudyError(f"{source}: strategy.fidelity.decide: below_top decides greedy rounds (a {opts.type} has none)")
     return Schedule(spec, maximize)
 
 

@@ -58,7 +58,8 @@ class Greedy(Strategy):
 
     def total_planned(self) -> int:
         per_round = self.schedule.trials_for if self.schedule is not None else (lambda k: k)
-        n, size, rest = 1, len(self.opts.base), len(self.candidates)
+        confirm = int(self.schedule is not None and self.schedule.decide_rung < self.schedule.top)
+        n, size, rest = 1 + confirm, len(self.opts.base), len(self.candidates)
         while size < self.max_size and rest > 0:
             n += per_round(rest)
             size, rest = size + 1, rest - 1
@@ -93,12 +94,28 @@ class Greedy(Strategy):
         return [(index[label], self._planned(rnd, round_sets[index[label]][0], round_sets[index[label]][1], extra))
                 for label in tied]
 
+    def _decided(self, ps: list[Planned]) -> list[Planned]:
+        """The trials of `ps` at the rung a round is decided at (the planned ones at the top)."""
+        s = self.schedule
+        return ps if s is None or s.decide_rung == s.top else [s.rung_item(p, s.decide_rung) for p in ps]
+
+    def _confirm(self, plan: Plan, best: list[Planned] | None, status) -> Plan:
+        """decide: below_top: the answer, trained once at the top rung, ends the study."""
+        s = self.schedule
+        if s is None or s.decide_rung == s.top or not best:
+            return plan
+        items = [s.rung_item(p, s.top) for p in best]
+        plan.statuses.update({p.key: status(p) for p in items})
+        plan.items = plan.items + items
+        return plan
+
     def _walk(self, trials: list[FrozenTrial]) -> tuple[Plan, list[dict[str, Any]]]:
         """Replay the rounds over the stored trials; stop at the first unresolved round."""
         groups = group_by_key(trials)
         stopped: dict[int, int] = {}
         current, remaining = list(self.opts.base), list(self.candidates)
         best: dict[str, Any] | None = None  # the leader of the last round that improved
+        best_planned: list[Planned] | None = None  # its planned trials (decide: below_top confirms them)
         path: list[dict[str, Any]] = []
         rnd = 0
         maximize = self.spec.objective.direction == "maximize"
@@ -121,13 +138,14 @@ class Greedy(Strategy):
                                                                         status, groups)
                     items, statuses = items + ahead, {**statuses, **ahead_statuses}
                 return Plan(items, statuses, rnd, done=last_round, stopped=stopped), path
-            cands = [self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in ps]) if i in top
+            cands = [self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in self._decided(ps)]) if i in top
                      else self._stopped_stats(rnd, letters, cand, rungs.stopped.get(i))
                      for i, (letters, cand, ps) in enumerate(round_sets)]
             compare(cands, maximize, self.opts.tie_threshold)
             entry["candidates"] = cands
             racing = self._racing(rnd, cands, round_sets)
             if racing:  # decide on every seed of the racers once their extra trials are resolved
+                racing = [(i, self._decided(ps)) for i, ps in racing]
                 extra = [p for _, ps in racing for p in ps]
                 statuses.update({p.key: status(p) for p in extra})
                 if not all(statuses[p.key].resolved for p in extra):
@@ -135,7 +153,7 @@ class Greedy(Strategy):
                 entry["racing"] = {"before": tied_labels(cands), "seeds": [p.user_attrs["seed"] for p in racing[0][1]]}
                 for i, ps in racing:
                     letters, cand, base = round_sets[i]
-                    cands[i] = self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in base + ps])
+                    cands[i] = self._candidate_stats(rnd, letters, cand, [statuses[p.key] for p in self._decided(base) + ps])
                 compare(cands, maximize, self.opts.tie_threshold)
             path.append(entry)
             leader = next((c for c in cands if c.get("leader")), None)
@@ -153,11 +171,14 @@ class Greedy(Strategy):
             entry["improved"] = improved
             if improved:
                 best = leader
+                best_planned = next(ps for (_, _, ps), c in zip(round_sets, cands) if c is leader)
             new_current = leader["letters"]
             if last_round:
-                return Plan(items, statuses, rnd, True, "maximum size reached", stopped), path
+                return self._confirm(Plan(items, statuses, rnd, True, "maximum size reached", stopped),
+                                     best_planned, status), path
             if not improved and self.opts.stop_on_no_improvement:
-                return Plan(items, statuses, rnd, True, f"round {rnd}: no improvement", stopped), path
+                return self._confirm(Plan(items, statuses, rnd, True, f"round {rnd}: no improvement", stopped),
+                                     best_planned, status), path
             if rnd > 0:
                 remaining = [c for c in remaining if c != leader["candidate"]]
             current = new_current
@@ -197,9 +218,22 @@ class Greedy(Strategy):
         for entry in path:  # the answer: the last round that improved (strategy.improvement)
             if entry.get("best_experts") and entry.get("improved"):
                 best_value, best_experts = entry["best_value"], entry["best_experts"]
+        confirmed = self._confirmed(plan)
+        if confirmed is not None:  # decide: below_top: the answer's value is its full-fidelity trial's
+            best_value = confirmed
         best_params = None
         if best_experts is not None:
             best_params = self.fixed_params(best_experts.split("+"))
         path = [{**e, "candidates": [public(c) for c in e["candidates"]]} for e in path]
         return {"best_value": best_value, "best_experts": best_experts, "best_params": best_params,
-                "path": path, "round": plan.round, "stop_reason": plan.stop_reason}
+                "path": path, "round": plan.round, "stop_reason": plan.stop_reason,
+                **({"confirmed_value": confirmed} if confirmed is not None else {})}
+
+    def _confirmed(self, plan: Plan) -> float | None:
+        """The seed mean of the answer's top-rung trials (decide: below_top), once complete."""
+        s = self.schedule
+        if s is None or s.decide_rung == s.top:
+            return None
+        values = [plan.statuses[p.key].value for p in plan.items
+                  if p.user_attrs.get("rung") == s.top and plan.statuses[p.key].state == "complete"]
+        return sum(values) / len(values) if values else None

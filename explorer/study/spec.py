@@ -126,6 +126,9 @@ class FidelitySpec(_Strict):
     # on (straight to the top rung)
     decide_early: bool = False
     proxy: ProxySpec | None = None  # the rungs below the top train a cheaper proxy of the trial
+    # where a greedy round is decided: at the top rung ("top"), or at the highest rung below it
+    # ("below_top"), so that only the study's answer trains at full fidelity
+    decide: Literal["top", "below_top"] = "top"
 
 
 class GreedyStrategy(_Fixed):

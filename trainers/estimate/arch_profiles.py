@@ -33,6 +33,10 @@ KNOWN_LLMS: dict[str, dict[str, Any]] = {
     "lmsys/vicuna-7b-v1.5": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                                  num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
                                  max_position_embeddings=4096),
+    # a 1.1B Llama-2-tokenizer model: the paper-scale study's proxy LLM (strategy.fidelity.proxy)
+    "TinyLlama/TinyLlama-1.1B-Chat-v1.0": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                                               num_attention_heads=32, num_key_value_heads=4, vocab_size=32000,
+                                               max_position_embeddings=2048),
     "lmsys/vicuna-13b-v1.5": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
                                   num_attention_heads=40, num_key_value_heads=40, vocab_size=32000,
                                   max_position_embeddings=4096),
