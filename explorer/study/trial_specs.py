@@ -138,6 +138,12 @@ def _check_base_names(spec: StudySpec) -> None:
     fusion = (base.get("fusion") or {}).get("name")
     if fusion is not None and fusion not in space.fusion:
         raise StudyError(f"{where}: fusion.name: unknown fusion {fusion!r} (the search space's: {', '.join(space.fusion)})")
+    preset = (base.get("llm") or {}).get("preset")
+    if isinstance(preset, str):  # the base's own LLM, even where an axis replaces it in every trial
+        from trainers.modeling.llm import LLM_PRESETS
+
+        if preset not in LLM_PRESETS:
+            raise StudyError(f"{where}: llm.preset: unknown preset {preset!r}; known: {', '.join(sorted(LLM_PRESETS))}")
     objective = (base.get("eval") or {}).get("objective")
     if objective is not None and objective != spec.objective.metric:
         raise StudyError(f"{where}: eval.objective: {objective!r} differs from the study's objective.metric "
